@@ -1,0 +1,41 @@
+# biosae: does a language model's answer-position representation separate which attribute
+# is asked, in a way a 6-slot supervised SAE captures, causally and out of distribution?
+# Table of contents: load and validate config, include one file per stage, declare targets.
+
+import sys
+
+sys.path.insert(0, workflow.basedir)
+
+from snakemake.utils import min_version, validate
+
+from biosae.config import validate_config
+from biosae.errors import BiosaeError
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+# One line naming the key, before any job runs (snakemake.utils.validate's own message is a
+# page of schema); then Snakemake's validator fills the defaults into the global config.
+try:
+    config.update(validate_config(config, workflow.source_path("schemas/config.schema.yaml")))
+except BiosaeError as error:
+    sys.exit(f"biosae config error: {error}")
+validate(config, "schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/dataset.smk"
+include: "rules/lm.smk"
+include: "rules/activations.smk"
+include: "rules/sae.smk"
+include: "rules/evaluate.smk"
+include: "rules/aggregate.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,124 @@
+"""Config validation: JSON schema (types, ranges, unknown keys) plus the checks a schema can't say.
+
+Every problem becomes one line naming the key, raised as BiosaeError before any job runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import jsonschema
+
+from biosae.errors import BiosaeError
+from biosae.io import read_yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(part) for part in error.absolute_path)
+    if error.validator == "additionalProperties":
+        # jsonschema reports the parent object; name the unknown key itself.
+        allowed = set(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - allowed)
+        return ".".join(filter(None, [path, unknown[0] if unknown else ""]))
+    return path or "(top level)"
+
+
+def _one_line(error: jsonschema.ValidationError) -> str:
+    key = _key_path(error)
+    if error.validator == "additionalProperties":
+        return f"config key {key}: unknown key (allowed: {', '.join(sorted(error.schema.get('properties', {})))})"
+    return f"config key {key}: {error.message}"
+
+
+def _fill_defaults(schema: dict, instance: dict) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(sub, instance[key])
+
+
+def check_schema(config: dict, schema_path=SCHEMA_PATH) -> dict:
+    """Validate against the JSON schema and return a copy with defaults filled in."""
+    schema = read_yaml(schema_path)
+    if not isinstance(config, dict):
+        raise BiosaeError("config: expected a mapping at the top level")
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
+    if errors:
+        raise BiosaeError(_one_line(jsonschema.exceptions.best_match(errors)))
+    filled = copy.deepcopy(config)
+    _fill_defaults(schema, filled)
+    return filled
+
+
+def check_semantics(config: dict) -> None:
+    """The impossible-value checks a JSON schema can't express."""
+    sae, model, dataset = config["sae"], config["model"], config["dataset"]
+    if sae["temp_end"] > sae["temp_start"]:
+        raise BiosaeError(
+            f"config key sae.temp_end: {sae['temp_end']} is above sae.temp_start {sae['temp_start']} (the anneal goes down)"
+        )
+    if model["init"] == "scratch" and model["n_embd"] % model["n_head"]:
+        raise BiosaeError(f"config key model.n_embd: {model['n_embd']} is not divisible by model.n_head {model['n_head']}")
+    if model["init"] == "scratch":
+        for key in ("activations.layer",):
+            layer = config["activations"]["layer"]
+            if layer > model["n_layer"]:
+                raise BiosaeError(f"config key {key}: {layer} is above model.n_layer {model['n_layer']}")
+        for layer in config["sweep"]["layers"]:
+            if layer > model["n_layer"]:
+                raise BiosaeError(f"config key sweep.layers: {layer} is above model.n_layer {model['n_layer']}")
+    for key in ("entities_dir", "templates_dir", "qa_templates_dir"):
+        if not Path(dataset[key]).is_dir():
+            raise BiosaeError(f"config key dataset.{key}: directory {dataset[key]!r} not found")
+    from biosae.entities import load_entity_pools
+
+    capacity = load_entity_pools(dataset["entities_dir"]).max_unique_names
+    if dataset["num_persons"] > capacity:
+        raise BiosaeError(
+            f"config key dataset.num_persons: {dataset['num_persons']} is more than the {capacity} unique full names "
+            f"the pools in {dataset['entities_dir']} allow"
+        )
+    for path in config["evaluate"]["extra_questions"]:
+        if not Path(path).is_file():
+            raise BiosaeError(f"config key evaluate.extra_questions: file {path!r} not found")
+    if model["init"] == "pretrained":
+        check_pretrained_available(model["name"])
+
+
+def check_pretrained_available(name: str) -> None:
+    """A local directory must hold a config.json; a hub id must be in the local cache when offline."""
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise BiosaeError(f"config key model.name: directory {name!r} has no config.json (not a Hugging Face model)")
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", "0"
+    ) not in ("0", "", "false")
+    if not offline:
+        return  # from_pretrained will download it in the LM job
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers always brings huggingface_hub
+        return
+    cached = try_to_load_from_cache(name, "config.json")
+    if not isinstance(cached, str):
+        raise BiosaeError(
+            f"config key model.name: {name!r} is neither a local directory nor in the Hugging Face cache, and the hub is offline"
+        )
+
+
+def validate_config(config: dict, schema_path=SCHEMA_PATH) -> dict:
+    filled = check_schema(config, schema_path)
+    check_semantics(filled)
+    return filled
+
+
+def load_config(path) -> dict:
+    """Read and validate a config file outside Snakemake (for library users and tests)."""
+    return validate_config(read_yaml(path) or {})

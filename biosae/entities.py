@@ -1,0 +1,129 @@
+"""Entity pools and templates: plain files under ``data/``, validated with one-line errors.
+
+Layout (all UTF-8, one value a line, ``#`` starts a comment line):
+    entities/first_names.txt, middle_names.txt, last_names.txt
+    entities/cities.txt, universities.txt, majors.txt
+    entities/employers.tsv           employer<TAB>headquarters city
+    templates/<rule>.txt             biography sentences with {name} and {<rule>}
+    qa_templates/<rule>.txt          exactly 4 questions with {name}
+    qa_templates/hard/<rule>.txt     biography-wording questions with {name} (>= 1)
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from biosae.errors import BiosaeError
+from biosae.rules import RULES
+
+QUESTION_TEMPLATES_PER_RULE = 4
+
+
+@dataclass(frozen=True)
+class EntityPools:
+    first_names: tuple[str, ...]
+    middle_names: tuple[str, ...]
+    last_names: tuple[str, ...]
+    cities: tuple[str, ...]
+    universities: tuple[str, ...]
+    majors: tuple[str, ...]
+    employers: tuple[str, ...]
+    employer_city: dict  # employer -> headquarters city (= the person's work city)
+
+    @property
+    def max_unique_names(self) -> int:
+        return len(self.first_names) * len(self.middle_names) * len(self.last_names)
+
+
+@dataclass(frozen=True)
+class Templates:
+    biography: dict  # rule -> tuple of sentence templates
+    questions: dict  # rule -> tuple of exactly 4 question templates
+    hard_questions: dict  # rule -> tuple of biography-wording question templates
+
+
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    if not path.is_file():
+        raise BiosaeError(f"{path}: file not found")
+    lines = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            lines.append((number, line))
+    if not lines:
+        raise BiosaeError(f"{path}: file is empty")
+    return lines
+
+
+def _unique_values(path: Path) -> tuple[str, ...]:
+    seen: dict[str, int] = {}
+    for number, value in _read_lines(path):
+        if value in seen:
+            raise BiosaeError(f"{path}:{number}: duplicate value {value!r} (first on line {seen[value]})")
+        if any(ch in value for ch in "{}\t"):
+            raise BiosaeError(f"{path}:{number}: value {value!r} contains a brace or tab")
+        seen[value] = number
+    return tuple(seen)
+
+
+def load_entity_pools(entities_dir) -> EntityPools:
+    root = Path(entities_dir)
+    pools = {
+        name: _unique_values(root / f"{name}.txt")
+        for name in ("first_names", "middle_names", "last_names", "cities", "universities", "majors")
+    }
+    employer_file = root / "employers.tsv"
+    employer_city: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    city_set = set(pools["cities"])
+    for number, line in _read_lines(employer_file):
+        parts = line.split("\t")
+        if len(parts) != 2 or not all(p.strip() for p in parts):
+            raise BiosaeError(f"{employer_file}:{number}: expected 'employer<TAB>headquarters city', got {line!r}")
+        employer, city = (p.strip() for p in parts)
+        if employer in employer_city:
+            raise BiosaeError(
+                f"{employer_file}:{number}: duplicate employer {employer!r} (first on line {first_line[employer]})"
+            )
+        if city not in city_set:
+            raise BiosaeError(f"{employer_file}:{number}: headquarters city {city!r} is not in cities.txt")
+        employer_city[employer] = city
+        first_line[employer] = number
+    return EntityPools(employers=tuple(employer_city), employer_city=employer_city, **pools)
+
+
+def _placeholders(template: str) -> set[str]:
+    try:
+        return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    except ValueError as error:
+        raise BiosaeError(f"malformed placeholder ({error})") from None
+
+
+def _templates(path: Path, required: set[str], exact_count: int | None = None) -> tuple[str, ...]:
+    lines = _read_lines(path)
+    for number, template in lines:
+        try:
+            fields = _placeholders(template)
+        except BiosaeError as error:
+            raise BiosaeError(f"{path}:{number}: {error}") from None
+        missing = required - fields
+        if missing:
+            raise BiosaeError(f"{path}:{number}: template lacks placeholder {{{sorted(missing)[0]}}}: {template!r}")
+        unknown = fields - required
+        if unknown:
+            raise BiosaeError(f"{path}:{number}: unknown placeholder {{{sorted(unknown)[0]}}}: {template!r}")
+    if exact_count is not None and len(lines) != exact_count:
+        raise BiosaeError(f"{path}: a rule needs exactly {exact_count} question templates, found {len(lines)}")
+    return tuple(template for _, template in lines)
+
+
+def load_templates(templates_dir, qa_templates_dir) -> Templates:
+    bio_root, qa_root = Path(templates_dir), Path(qa_templates_dir)
+    biography = {rule: _templates(bio_root / f"{rule}.txt", {"name", rule}) for rule in RULES}
+    questions = {
+        rule: _templates(qa_root / f"{rule}.txt", {"name"}, QUESTION_TEMPLATES_PER_RULE) for rule in RULES
+    }
+    hard = {rule: _templates(qa_root / "hard" / f"{rule}.txt", {"name"}) for rule in RULES}
+    return Templates(biography=biography, questions=questions, hard_questions=hard)

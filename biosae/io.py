@@ -1,0 +1,141 @@
+"""File I/O with two guarantees: nothing half-written under a final name, nothing unpickled.
+
+Every writer writes to a temporary sibling and renames it into place (atomic on POSIX), so a
+killed job never leaves a corrupt output that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import yaml
+
+from biosae.errors import BiosaeError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs should read like any other file
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory next to ``path``; on success it replaces ``path`` whole."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_jsonl(path, rows: Iterable[dict]) -> None:
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise BiosaeError(f"{path}: file not found") from None
+    except json.JSONDecodeError as error:
+        raise BiosaeError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
+
+
+def read_jsonl(path) -> list[dict]:
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise BiosaeError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+                if not isinstance(row, dict):
+                    raise BiosaeError(f"{path}:{line_number}: expected a JSON object, got {type(row).__name__}")
+                rows.append(row)
+    except FileNotFoundError:
+        raise BiosaeError(f"{path}: file not found") from None
+    return rows
+
+
+def read_yaml(path):
+    """YAML is only ever read with safe_load: a config file can't construct Python objects."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise BiosaeError(f"{path}: file not found") from None
+    except yaml.YAMLError as error:
+        raise BiosaeError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+
+
+def save_tensors(path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file atomically (contiguous CPU tensors; metadata values are strings)."""
+    from safetensors.torch import save_file
+
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_tensors(path, expected_shapes: dict[str, tuple] | None = None) -> dict:
+    """Load a safetensors file, refusing anything else (a pickle included) with a one-line error.
+
+    ``expected_shapes`` maps tensor names to shapes; a missing tensor or a shape that doesn't fit is
+    an error naming the file, so a checkpoint from another config can't load silently wrong.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise BiosaeError(f"{path}: file not found")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise BiosaeError(f"{path}: not a readable safetensors file ({str(error).splitlines()[0]})") from None
+    for name, shape in (expected_shapes or {}).items():
+        if name not in tensors:
+            raise BiosaeError(f"{path}: tensor {name!r} is missing")
+        if tuple(tensors[name].shape) != tuple(shape):
+            raise BiosaeError(
+                f"{path}: tensor {name!r} has shape {tuple(tensors[name].shape)}, config expects {tuple(shape)}"
+            )
+    return tensors

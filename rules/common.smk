@@ -1,0 +1,97 @@
+# Path helpers and input functions shared by the stage files. The default run (config seed,
+# activations.layer) writes to the flat paths of the README; other sweep combinations nest
+# under results/sweep/seed_<s>/[layer_<l>/]. The empty-or-nested prefix is a wildcard.
+
+from pathlib import Path
+
+DEFAULT_SEED = config["seed"]
+DEFAULT_LAYER = config["activations"]["layer"]
+
+
+wildcard_constraints:
+    lmrun=r"(sweep/seed_\d+/)?",
+    run=r"(sweep/seed_\d+/layer_-?\d+/)?",
+
+
+def lm_prefix(seed):
+    return "" if seed == DEFAULT_SEED else f"sweep/seed_{seed}/"
+
+
+def run_prefix(seed, layer):
+    if (seed, layer) == (DEFAULT_SEED, DEFAULT_LAYER):
+        return ""
+    return f"sweep/seed_{seed}/layer_{layer}/"
+
+
+def run_seed(wildcards):
+    """The training seed a {run} or {lmrun} prefix stands for."""
+    prefix = getattr(wildcards, "run", None) or getattr(wildcards, "lmrun", None) or ""
+    return int(prefix.split("/")[1].removeprefix("seed_")) if prefix else DEFAULT_SEED
+
+
+def run_layer(wildcards):
+    prefix = wildcards.run
+    return int(prefix.split("/")[2].removeprefix("layer_")) if prefix else DEFAULT_LAYER
+
+
+def sweep_combinations():
+    combos = {(DEFAULT_SEED, DEFAULT_LAYER)}
+    combos |= {(seed, layer) for seed in config["sweep"]["seeds"] for layer in config["sweep"]["layers"]}
+    return sorted(combos)
+
+
+def is_sweep():
+    return len(sweep_combinations()) > 1
+
+
+def lm_dir(wildcards):
+    return f"results/{lm_prefix(run_seed(wildcards))}lm/final"
+
+
+def lm_qa_accuracy(wildcards):
+    return f"results/{lm_prefix(run_seed(wildcards))}lm/qa_accuracy.json"
+
+
+def lm_train_log(wildcards):
+    return f"results/{lm_prefix(run_seed(wildcards))}lm/train_log.csv"
+
+
+def untrained_lm_dir(wildcards):
+    return f"results/{lm_prefix(run_seed(wildcards))}baselines/untrained_lm/model"
+
+
+def data_files(directory, pattern):
+    """Files of a data directory, so that editing a pool or template reruns the dataset."""
+    return sorted(str(path) for path in Path(directory).glob(pattern))
+
+
+def dataset_inputs():
+    section = config["dataset"]
+    return (
+        data_files(section["entities_dir"], "*.t[xs][tv]")
+        + data_files(section["templates_dir"], "*.txt")
+        + data_files(section["qa_templates_dir"], "*.txt")
+        + data_files(section["qa_templates_dir"], "hard/*.txt")
+    )
+
+
+def question_files():
+    """Every QA file whose rows get activations and are evaluated, each row's cell in its 'split'."""
+    files = {
+        "qa_train": "results/dataset/qa_train.jsonl",
+        "qa_test": "results/dataset/qa_test.jsonl",
+    }
+    if config["evaluate"]["hard_questions"]:
+        files["qa_hard"] = "results/dataset/qa_hard.jsonl"
+    for path in config["evaluate"]["extra_questions"]:
+        files[f"extra:{Path(path).stem}"] = path
+    return files
+
+
+def all_targets():
+    targets = ["results/lm/qa_accuracy.json"]
+    for seed, layer in sweep_combinations():
+        targets.append(f"results/{run_prefix(seed, layer)}eval/metrics.json")
+    if is_sweep():
+        targets.append("results/aggregate/summary.csv")
+    return targets

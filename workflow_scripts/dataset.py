@@ -1,0 +1,9 @@
+"""Snakemake adapter for stage 1 (biosae.dataset)."""
+
+from _common import rule_context
+
+from biosae.dataset import DatasetConfig, write_dataset
+
+with rule_context(snakemake) as log:  # noqa: F821 - injected by Snakemake
+    summary = write_dataset(DatasetConfig.from_config(snakemake.params.dataset), dict(snakemake.output))
+    log.info("dataset written: %s", summary)
