@@ -83,8 +83,8 @@ def question_files():
     }
     if config["evaluate"]["hard_questions"]:
         files["qa_hard"] = "results/dataset/qa_hard.jsonl"
-    for path in config["evaluate"]["extra_questions"]:
-        files[f"extra:{Path(path).stem}"] = path
+    for index, path in enumerate(config["evaluate"]["extra_questions"]):
+        files[f"extra_{index}"] = path
     return files
 
 

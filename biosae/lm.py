@@ -1,0 +1,384 @@
+"""Stage 2: the language model. Build (scratch GPT-2 or pretrained), train (mixed training), save.
+
+The training loop is plain and visible in one function (nanoGPT style): lr schedule, forward,
+backward, clip, step, log, checkpoint. Packed sequences: every epoch shuffles the documents,
+joins them with end-of-text tokens and cuts the stream into blocks; the loss covers every token
+of the text (biographies and the whole QA text, question included), as in Allen-Zhu & Li.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from biosae.errors import BiosaeError
+from biosae.io import atomic_directory, load_tensors, save_tensors, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: float = 12
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_fraction: float = 0.03
+    min_lr_fraction: float = 0.1
+    grad_clip: float = 1.0
+    precision: str = "bf16"
+    max_length: int = 512
+    checkpoint_every_steps: int = 0
+    seed: int = 0
+    block_size: int = 256
+
+    @classmethod
+    def from_sections(cls, training: dict, model: dict, seed: int) -> "TrainingConfig":
+        fields = {key: training[key] for key in cls.__dataclass_fields__ if key in training}
+        block = model["block_size"] if model["init"] == "scratch" else min(training["max_length"], model["block_size"])
+        return cls(**fields, seed=seed, block_size=block)
+
+
+def pick_device() -> torch.device:
+    """CUDA when a GPU is visible, the CPU otherwise: no config change between laptop and cluster."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model construction
+
+
+def build_scratch_model(tokenizer, model_section: dict, seed: int):
+    """GPT-2 architecture from random init, sized by config; special ids from our tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=model_section["block_size"],
+        n_embd=model_section["n_embd"],
+        n_layer=model_section["n_layer"],
+        n_head=model_section["n_head"],
+        # GPT2Config defaults these to 50256, outside a small vocabulary.
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def load_pretrained(name: str):
+    """Model and tokenizer through from_pretrained (a hub id, cached or online, or a local dir)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from biosae.tokenization import prepare_pretrained_tokenizer
+
+    try:
+        tokenizer = prepare_pretrained_tokenizer(AutoTokenizer.from_pretrained(name))
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+    except (OSError, ValueError) as error:
+        raise BiosaeError(f"model.name {name!r}: cannot load a pretrained causal LM ({str(error).splitlines()[0]})") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def load_model_dir(directory, device=None):
+    """Load a saved model directory (ours or any HF causal LM) for inference."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from biosae.tokenization import prepare_pretrained_tokenizer
+
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise BiosaeError(f"{directory}: not a model directory (no config.json)")
+    try:
+        tokenizer = prepare_pretrained_tokenizer(AutoTokenizer.from_pretrained(str(directory)))
+        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise BiosaeError(f"{directory}: cannot load the model ({str(error).splitlines()[0]})") from None
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, tokenizer
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: packed blocks
+
+
+def tokenize_documents(tokenizer, texts: list[str]) -> list[list[int]]:
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    return [ids + [eos] for ids in encoded]
+
+
+def pack_epoch(documents: list[list[int]], block_size: int, seed: int, epoch: int) -> torch.Tensor:
+    """Shuffle documents (order fixed by seed and epoch, so resuming is exact) and cut into blocks."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(documents))
+    stream = np.fromiter((t for i in order for t in documents[i]), dtype=np.int64)
+    n_blocks = len(stream) // block_size
+    if n_blocks == 0:
+        raise BiosaeError(f"training corpus has {len(stream)} tokens, fewer than one block of {block_size}")
+    return torch.from_numpy(stream[: n_blocks * block_size].reshape(n_blocks, block_size))
+
+
+def blocks_per_epoch(documents: list[list[int]], block_size: int) -> int:
+    return sum(len(d) for d in documents) // block_size
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedule, FLOPs
+
+
+def learning_rate(step: int, total_steps: int, cfg: TrainingConfig) -> float:
+    """Linear warm-up, then cosine decay to min_lr_fraction * lr."""
+    warmup = max(1, int(cfg.warmup_fraction * total_steps))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    floor = cfg.lr * cfg.min_lr_fraction
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    """Training FLOPs per token: 6 * parameters + attention (PaLM appendix B, as nanoGPT)."""
+    n_params = sum(p.numel() for p in model.parameters())
+    cfg = model.config
+    n_layer = getattr(cfg, "n_layer", getattr(cfg, "num_hidden_layers", 0))
+    width = getattr(cfg, "n_embd", getattr(cfg, "hidden_size", 0))
+    return 6 * n_params + 12 * n_layer * width * seq_len
+
+
+def make_optimizer(model, cfg: TrainingConfig):
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Resumable checkpoints (safetensors + JSON; never pickle)
+
+
+def config_fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_checkpoint(directory, model, optimizer, state: dict) -> None:
+    """Model weights, AdamW moments and loop state, written atomically as one directory."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_state = optimizer.state_dict()
+    for index, slot in opt_state["state"].items():
+        for key, value in slot.items():
+            tensors[f"optim.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    # Tied weights (GPT-2 wte/lm_head) share storage; safetensors wants distinct tensors.
+    tensors = {k: v.clone() for k, v in tensors.items()}
+    with atomic_directory(directory) as tmp:
+        save_tensors(tmp / "state.safetensors", tensors)
+        write_json(tmp / "state.json", state)
+
+
+def load_checkpoint(directory, model, optimizer, fingerprint: str):
+    """Restore a checkpoint written for the same config; None when there is none or it differs."""
+    directory = Path(directory)
+    if not (directory / "state.json").is_file():
+        return None
+    state = json.loads((directory / "state.json").read_text())
+    if state.get("fingerprint") != fingerprint:
+        log.info("checkpoint in %s is for another config; starting over", directory)
+        return None
+    tensors = load_tensors(directory / "state.safetensors")
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+    opt_state = optimizer.state_dict()
+    restored: dict = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            restored.setdefault(int(index), {})[key] = value
+    opt_state["state"] = restored
+    optimizer.load_state_dict(opt_state)
+    return state
+
+
+# ----------------------------------------------------------------------------------------------
+# The training loop
+
+LOG_COLUMNS = ("step", "epoch", "lr", "loss", "tokens_per_s", "elapsed_s", "monitor")
+
+
+def train_language_model(
+    model,
+    tokenizer,
+    texts: list[str],
+    cfg: TrainingConfig,
+    final_dir,
+    checkpoint_dir,
+    log_csv,
+    monitor=None,
+    log_every: int = 10,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> dict:
+    """Train on packed ``texts`` and save a Hugging Face directory (safetensors + tokenizer).
+
+    ``monitor(model) -> dict`` is called after every epoch (e.g. QA accuracy on a sample of the
+    train and unseen-person cells); its figures go into the log. A checkpoint is written after
+    every epoch (and every ``checkpoint_every_steps``); a rerun with the same config resumes
+    from it. ``stop_after_steps`` simulates an interruption (tests).
+    """
+    from tqdm import tqdm
+
+    device = pick_device()
+    torch.manual_seed(cfg.seed)
+    model.to(device).train()
+    documents = tokenize_documents(tokenizer, texts)
+    steps_per_epoch = math.ceil(blocks_per_epoch(documents, cfg.block_size) / cfg.batch_size)
+    total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    optimizer = make_optimizer(model, cfg)
+    fingerprint = config_fingerprint(asdict(cfg), model.config.to_dict(), len(documents), sum(map(len, documents)))
+
+    state = load_checkpoint(checkpoint_dir, model, optimizer, fingerprint) or {
+        "fingerprint": fingerprint, "step": 0, "log": [], "train_seconds": 0.0, "tokens": 0,
+    }
+    if state["step"]:
+        log.info("resuming from %s at step %d of %d", checkpoint_dir, state["step"], total_steps)
+    fpt = flops_per_token(model, cfg.block_size)
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, unit="step", dynamic_ncols=True)
+    step = state["step"]
+    window_tokens, window_start = 0, time.perf_counter()
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        blocks = pack_epoch(documents, cfg.block_size, cfg.seed, epoch)
+        first_batch = step - epoch * steps_per_epoch
+        for batch_index in range(first_batch, steps_per_epoch):
+            if step >= total_steps:
+                break
+            batch = blocks[batch_index * cfg.batch_size : (batch_index + 1) * cfg.batch_size].to(device)
+            if len(batch) == 0:
+                break
+            lr = learning_rate(step, total_steps, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            t0 = time.perf_counter()
+            with autocast(device, cfg.precision):
+                logits = model(input_ids=batch).logits
+            loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+            if not torch.isfinite(loss):
+                raise BiosaeError(f"LM training: loss is {loss.item()} at epoch {epoch} step {step}; stopping before the weights go bad")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            state["train_seconds"] += time.perf_counter() - t0
+            step += 1
+            state["tokens"] += batch.numel()
+            window_tokens += batch.numel()
+            bar.update(1)
+            if step % log_every == 0 or step == total_steps:
+                now = time.perf_counter()
+                tokens_per_s = window_tokens / max(now - window_start, 1e-9)
+                window_tokens, window_start = 0, now
+                bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_per_s:,.0f}")
+                state["log"].append({"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr,
+                                     "loss": round(loss.item(), 5), "tokens_per_s": round(tokens_per_s, 1),
+                                     "elapsed_s": round(state["train_seconds"], 2), "monitor": ""})
+            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
+            if end_of_epoch and monitor is not None:
+                model.eval()
+                figures = monitor(model)
+                model.train()
+                state["log"].append({"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr,
+                                     "loss": round(loss.item(), 5), "tokens_per_s": "",
+                                     "elapsed_s": round(state["train_seconds"], 2), "monitor": json.dumps(figures)})
+                log.info("epoch %.2f: %s", step / steps_per_epoch, figures)
+            every = cfg.checkpoint_every_steps
+            if end_of_epoch or (every and step % every == 0):
+                state["step"] = step
+                save_checkpoint(checkpoint_dir, model, optimizer, state)
+            if stop_after_steps is not None and step >= stop_after_steps:
+                bar.close()
+                return {"interrupted_at_step": step}
+    bar.close()
+
+    model.eval()
+    with atomic_directory(final_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    write_log_csv(log_csv, state["log"])
+    seconds = state["train_seconds"]
+    summary = {
+        "steps": total_steps,
+        "tokens": state["tokens"],
+        "train_seconds": round(seconds, 1),
+        "tokens_per_s": round(state["tokens"] / max(seconds, 1e-9), 1),
+        "model_flops_per_s": round(fpt * state["tokens"] / max(seconds, 1e-9), 1),
+        "flops_per_token": fpt,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "device": device.type,
+        "precision": cfg.precision,
+    }
+    return summary
+
+
+def write_log_csv(path, entries: list[dict]) -> None:
+    lines = [",".join(LOG_COLUMNS)]
+    for entry in entries:
+        cells = []
+        for column in LOG_COLUMNS:
+            value = entry.get(column, "")
+            text = str(value)
+            cells.append('"' + text.replace('"', '""') + '"' if ("," in text or '"' in text) else text)
+        lines.append(",".join(cells))
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def measure_matmul_flops(dtype=torch.float32, size: int = 1024, seconds: float = 1.0) -> float:
+    """Sustained matrix-product FLOP/s of this device in ``dtype`` (the MFU denominator)."""
+    device = pick_device()
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    (a @ b).sum().item()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        (a @ b)
+        count += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * count / (time.perf_counter() - start)
+
+
+def save_untrained_copy(trained_dir, out_dir, seed: int) -> None:
+    """The same architecture and tokenizer as ``trained_dir`` with fresh random weights.
+
+    This is the baseline that tells what the pipeline finds in a model that learned nothing:
+    with one shared question frame, rule information is partly present in any model's
+    answer-position state simply because the attribute word is in the prompt.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(str(trained_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(trained_dir))
+    torch.manual_seed(seed + 1_000_003)
+    model = AutoModelForCausalLM.from_config(config)
+    with atomic_directory(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
