@@ -1,0 +1,146 @@
+"""Figures of the evaluation stage, as PNG files: confusion, ablation/swap heatmaps, curves, bars.
+
+Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no global state, no display) and
+written atomically: a killed job leaves no half-written PNG under a final name. Missing values
+(None / NaN, e.g. a swap matrix's diagonal) are drawn grey and annotated "–".
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from biosae.errors import BiosaeError
+from biosae.io import atomic_path
+from biosae.rules import RULES
+
+_MISSING_COLOUR = "#d9d9d9"
+
+
+def _save(figure: Figure, path) -> None:
+    FigureCanvasAgg(figure)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+
+
+def _as_float_matrix(matrix) -> np.ndarray:
+    return np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=np.float64)
+
+
+def _heatmap(axes, values: np.ndarray, labels: np.ndarray | None, row_names, col_names, vmin, vmax, cmap, fmt):
+    """Colour by ``values``, write ``labels`` (same shape) in the cells unless None."""
+    palette = matplotlib.colormaps[cmap].with_extremes(bad=_MISSING_COLOUR)
+    image = axes.imshow(np.ma.masked_invalid(values), cmap=palette, vmin=vmin, vmax=vmax, aspect="auto")
+    axes.set_xticks(range(values.shape[1]), labels=col_names, rotation=35, ha="right")
+    axes.set_yticks(range(values.shape[0]), labels=row_names)
+    if labels is not None:
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                text = format(labels[i, j], fmt) if np.isfinite(labels[i, j]) else "–"
+                colour = "black"
+                if np.isfinite(values[i, j]):  # white text on dark cells, whatever the colour map
+                    red, green, blue, _ = image.cmap(image.norm(values[i, j]))
+                    colour = "white" if 0.299 * red + 0.587 * green + 0.114 * blue < 0.5 else "black"
+                axes.text(j, i, text, ha="center", va="center", fontsize=8, color=colour)
+    axes.figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+
+
+def _names(names: Sequence[str] | None, count: int) -> list[str]:
+    """Given names, or the rule names (then indices past the sixth, e.g. "6")."""
+    if names is not None:
+        return list(names)
+    return [RULES[i] if i < len(RULES) else str(i) for i in range(count)]
+
+
+def plot_matrix_heatmap(matrix, title: str, path, row_label: str, col_label: str, vmin: float | None = None,
+                        vmax: float | None = None, annotate: bool = True, row_names: Sequence[str] | None = None,
+                        col_names: Sequence[str] | None = None, cmap: str = "viridis", fmt: str = ".2f") -> None:
+    """A heatmap of any matrix (ablation drop: row = ablated slot, col = rule; swap: row = source
+    rule, col = target slot), rule names as tick labels unless names are given."""
+    values = _as_float_matrix(matrix)
+    if values.ndim != 2 or values.size == 0:
+        raise ValueError(f"plot_matrix_heatmap: expected a non-empty 2-D matrix, got shape {values.shape}")
+    figure = Figure(figsize=(1.0 + 0.9 * values.shape[1], 1.2 + 0.7 * values.shape[0]))
+    axes = figure.add_subplot()
+    _heatmap(axes, values, values if annotate else None, _names(row_names, values.shape[0]),
+             _names(col_names, values.shape[1]), vmin, vmax, cmap, fmt)
+    axes.set_xlabel(col_label)
+    axes.set_ylabel(row_label)
+    axes.set_title(title)
+    _save(figure, path)
+
+
+def plot_confusion(matrix, title: str, path) -> None:
+    """A 6x6 confusion matrix (row = asked rule, col = argmax slot), coloured by the fraction of
+    each row, annotated with the counts."""
+    counts = _as_float_matrix(matrix)
+    totals = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = np.where(totals > 0, counts / totals, np.nan)
+    figure = Figure(figsize=(6.6, 5.4))
+    axes = figure.add_subplot()
+    _heatmap(axes, rates, counts, _names(None, counts.shape[0]),
+             [f"slot {i}\n{name}" for i, name in enumerate(_names(None, counts.shape[1]))], 0.0, 1.0, "Blues", ".0f")
+    axes.set_xlabel("argmax SAE slot")
+    axes.set_ylabel("asked rule")
+    axes.set_title(title)
+    _save(figure, path)
+
+
+def plot_training_curves(csv_path, columns: Sequence[str], path, title: str, x_column: str | None = "step") -> None:
+    """Curves of the given columns of a CSV training log against ``x_column`` (or the row number
+    when the log has no such column). Columns the log lacks are skipped; none present is an error."""
+    import pandas as pd
+
+    try:
+        log = pd.read_csv(csv_path)
+    except FileNotFoundError:
+        raise BiosaeError(f"{csv_path}: file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise BiosaeError(f"{csv_path}: not a readable CSV log ({str(error).splitlines()[0]})") from None
+    present = [column for column in columns if column in log.columns]
+    if not present:
+        raise BiosaeError(f"{csv_path}: none of the columns {list(columns)} is in the log (it has {list(log.columns)})")
+    x = log[x_column] if x_column in log.columns else log.index
+    figure = Figure(figsize=(7.0, 4.2))
+    axes = figure.add_subplot()
+    for column in present:
+        series = pd.to_numeric(log[column], errors="coerce")
+        keep = series.notna().to_numpy()
+        axes.plot(np.asarray(x)[keep], series.to_numpy()[keep], label=column, marker="." if keep.sum() < 30 else None)
+    axes.set_xlabel(x_column if x_column in log.columns else "row")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    _save(figure, path)
+
+
+def plot_cells_bar(values_by_series: dict[str, dict], path, title: str, cells: Sequence[str] | None = None,
+                   ylabel: str = "slot accuracy", reference_lines: dict[str, float] | None = None) -> None:
+    """Grouped bars: one group per cell, one bar per series (e.g. {"SAE": {cell: acc},
+    "untrained LM": {...}, "bag of words": {...}}). A missing value leaves its bar out.
+    ``reference_lines`` draws labelled horizontal lines (e.g. {"seed OOD bar": 0.90})."""
+    if cells is None:
+        cells = list(dict.fromkeys(cell for series in values_by_series.values() for cell in series))
+    if not cells or not values_by_series:
+        raise ValueError("plot_cells_bar: nothing to plot")
+    figure = Figure(figsize=(max(6.0, 1.3 * len(cells) + 2), 4.5))
+    axes = figure.add_subplot()
+    width = 0.8 / len(values_by_series)
+    positions = np.arange(len(cells))
+    for i, (name, series) in enumerate(values_by_series.items()):
+        heights = [np.nan if series.get(cell) is None else float(series[cell]) for cell in cells]
+        axes.bar(positions + (i - (len(values_by_series) - 1) / 2) * width, heights, width, label=name)
+    for label, value in (reference_lines or {}).items():
+        axes.axhline(value, color="black", linestyle="--", linewidth=0.8)
+        axes.annotate(label, (positions[-1] + 0.45, value), ha="right", va="bottom", fontsize=8)
+    axes.set_xticks(positions, labels=list(cells), rotation=25, ha="right")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend(fontsize=8)
+    _save(figure, path)

@@ -1,0 +1,114 @@
+"""summary.md and the figures: built from a metrics dict shaped like a tiny run's metrics.json."""
+
+import json
+
+import numpy as np
+import pytest
+
+from biosae import metrics as m
+from biosae import plots
+from biosae.errors import BiosaeError
+from biosae.report import render_summary, write_summary
+from biosae.rules import RULES
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_metrics():
+    cells = ["train", "ood_template", "ood_person", "ood_both", "hard_unseen_person"]
+    rules = np.repeat(np.arange(6), 10)
+    identity_ablation = m.ablation_matrix(rules, np.ones(60, bool), np.stack([rules != k for k in range(6)]))
+    asked = np.repeat(np.arange(6), 10)
+    answered = asked.copy()
+    answered[10:14] = 5  # birth_city questions answered with the work city 4/10 times
+    answered[20:30] = m.ANSWERED_NONE  # university questions answered with nothing of the person's
+    metrics = {
+        "cells": cells,
+        "n_prompts": {cell: 60 for cell in cells},
+        "slot_accuracy": {"train": 0.99, "ood_template": 0.97, "ood_person": 0.96, "ood_both": 0.85,
+                          "hard_unseen_person": 0.55},
+        "confusion": {"train": m.confusion_matrix(rules, rules)},
+        "lm_qa_accuracy": {
+            "train": m.lm_answer_accuracy(np.ones(60, bool), rules, np.zeros(60, int)),
+            "hard_unseen_person": m.lm_answer_accuracy(asked == answered, asked, np.arange(60) % 3),
+        },
+        "ablation": {"slot": {"train": identity_ablation}, "random_direction": {"train": identity_ablation}},
+        "swap": {"alpha=2.0": {"train": m.swap_matrix(rules, np.ones((6, 60)))}},
+        "value_accuracy": {"train": {"sae": 0.8, "majority_baseline": 0.1}},
+        "baselines": {cell: {"chance": 1 / 6, "bag_of_words": 1.0, "linear_probe": 0.99, "untrained_lm_sae": 0.9}
+                      for cell in cells},
+        "asked_vs_answered": {"hard_unseen_person": m.asked_vs_answered(asked, answered)},
+        "notes": ["a note from the run"],
+    }
+    metrics["margins"] = m.headline_margins(metrics["slot_accuracy"], metrics["baselines"])
+    metrics["expected_results"] = m.expected_results(metrics)
+    return json.loads(json.dumps(metrics))  # exactly what a reader of metrics.json gets
+
+
+def test_summary_starts_with_the_headline_table_and_states_failures(tmp_path):
+    path = tmp_path / "eval" / "summary.md"
+    write_summary(tiny_metrics(), path)
+    text = path.read_text()
+    headline = text.index("## Headline")
+    assert headline < text.index("## Expected results")
+    assert "| cell | n | SAE slot acc. | untrained LM | bag of words |" in text
+    assert "| ood_both | 60 | 0.850 | 0.900 | 1.000 | 0.990 | 0.167 | -0.050 | -0.150 | – |" in text
+    lines = text.splitlines()
+    assert any(line.startswith("- **FAIL**") and "every OOD cell" in line and "ood_both 0.850" in line for line in lines)
+    assert any(line.startswith("- **FAIL**") and "untrained-LM" in line for line in lines)
+    assert any(line.startswith("- **PASS**") and "train cell" in line and "0.990" in line for line in lines)
+    assert "## Ablation" in text and "random_direction" in text
+    assert "## Slot swap" in text and "alpha=2.0" in text
+    assert "| train | 0.800 | 0.100 | +0.700 |" in text
+    assert "birth_city/" not in text.split("## LM answer accuracy per question template")[0]
+    assert "| birth_date/0 |" in text
+    assert ("for hard_unseen_person (LM answer accuracy 0.767), birth_city questions were answered with "
+            "the work_city 40% of the time (4/10)") in text
+    assert "university questions were answered with none of the person's attributes 100%" in text
+    assert "for train" not in text  # the LM answers the train cell well: no finding there
+    assert "- a note from the run" in text
+
+
+def test_summary_skips_missing_sections_and_marks_unmeasured_expectations():
+    text = render_summary({"slot_accuracy": {"train": 0.97}})
+    assert "## Headline" in text and "## Ablation" not in text and "## Slot swap" not in text
+    assert "**NOT MEASURED**" in text and "**PASS**" in text
+    assert "| train | – | 0.970 | – |" in text
+
+
+def test_summary_embeds_figures_when_given():
+    text = render_summary({"slot_accuracy": {"train": 0.97}}, figures={"confusion, train": "confusion_train.png"})
+    assert "![confusion, train](confusion_train.png)" in text
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 1000
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_confusion_and_heatmaps_write_png_files(tmp_path):
+    rules = np.repeat(np.arange(6), 5)
+    plots.plot_confusion(m.confusion_matrix(rules, rules), "confusion, train", tmp_path / "confusion.png")
+    assert_png(tmp_path / "confusion.png")
+    swap = m.swap_matrix(rules, np.ones((6, 30)))["success_rate"]  # diagonal null
+    plots.plot_matrix_heatmap(swap, "swap", tmp_path / "swap.png", "source rule", "target slot", vmin=0, vmax=1)
+    assert_png(tmp_path / "swap.png")
+    matrix = m.asked_vs_answered(rules, rules)
+    plots.plot_matrix_heatmap(matrix, "asked vs answered", tmp_path / "asked.png", "asked", "answered",
+                              col_names=[*RULES, "none"], fmt=".0f")
+    assert_png(tmp_path / "asked.png")
+
+
+def test_training_curves_and_cell_bars_write_png_files(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss,recon,align\n0,3.0,1.0,2.0\n10,2.0,0.5,1.0\n20,1.5,0.4,\n")
+    plots.plot_training_curves(log, ["loss", "align", "not_logged"], tmp_path / "curves.png", "SAE training")
+    assert_png(tmp_path / "curves.png")
+    with pytest.raises(BiosaeError, match="none of the columns"):
+        plots.plot_training_curves(log, ["nothing"], tmp_path / "none.png", "x")
+    plots.plot_cells_bar(
+        {"SAE": {"train": 0.99, "ood_both": 0.9}, "untrained LM": {"train": 0.5}, "bag of words": {"ood_both": 1.0}},
+        tmp_path / "bars.png", "slot accuracy per cell", reference_lines={"seed OOD bar": 0.9},
+    )
+    assert_png(tmp_path / "bars.png")
