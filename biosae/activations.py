@@ -127,7 +127,7 @@ def collect_activations(model, tokenizer, prompt_ids: list[list[int]], answer_fi
     }
 
 
-INDEX_COLUMNS = ("row", "person_id", "rule_idx", "rule_name", "template_idx", "split", "question", "answer",
+INDEX_COLUMNS = ("row", "person_id", "full_name", "rule_idx", "rule_name", "template_idx", "split", "question", "answer",
                  "answer_first_token", "lm_predicted_first_token", "lm_first_token_correct", "lm_first_token_logprob")
 
 
@@ -149,6 +149,7 @@ def build_activation_table(model, tokenizer, rows: list[dict], layer: int, batch
         {
             "row": np.arange(len(rows)),
             "person_id": [r["person_id"] for r in rows],
+            "full_name": [r.get("full_name", "") for r in rows],
             "rule_idx": [int(r["rule_idx"]) for r in rows],
             "rule_name": [r["rule_name"] for r in rows],
             "template_idx": [int(r.get("template_idx", 0)) for r in rows],

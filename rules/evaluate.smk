@@ -1,0 +1,38 @@
+rule evaluate:
+    input:
+        model=lm_dir,
+        qa_accuracy=lm_qa_accuracy,
+        lm_log=lm_train_log,
+        activations="results/{run}activations/activations.safetensors",
+        index="results/{run}activations/index.csv",
+        sae_cfg="results/{run}sae/cfg.json",
+        sae_weights="results/{run}sae/sae.safetensors",
+        candidates="results/{run}sae/value_candidates.json",
+        sae_log="results/{run}sae/train_log.csv",
+        untrained_activations="results/{run}baselines/untrained_lm/activations/activations.safetensors",
+        untrained_index="results/{run}baselines/untrained_lm/activations/index.csv",
+        untrained_sae_cfg="results/{run}baselines/untrained_lm/sae/cfg.json",
+        untrained_sae_weights="results/{run}baselines/untrained_lm/sae/sae.safetensors",
+    output:
+        metrics=report("results/{run}eval/metrics.json", caption="../report/metrics.rst", category="Evaluation"),
+        summary=report("results/{run}eval/summary.md", caption="../report/summary.rst", category="Evaluation"),
+        figures=report(
+            directory("results/{run}eval/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
+    params:
+        evaluate=config["evaluate"],
+        layer=run_layer,
+        seed=run_seed,
+    threads: 2
+    log:
+        "logs/{run}evaluate.log",
+    benchmark:
+        "benchmarks/{run}evaluate.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../workflow_scripts/evaluate.py"

@@ -1,0 +1,42 @@
+rule train_sae:
+    input:
+        activations="results/{run}activations/activations.safetensors",
+        index="results/{run}activations/index.csv",
+    output:
+        cfg="results/{run}sae/cfg.json",
+        weights="results/{run}sae/sae.safetensors",
+        candidates="results/{run}sae/value_candidates.json",
+        log_csv="results/{run}sae/train_log.csv",
+    params:
+        sae=config["sae"],
+        seed=run_seed,
+        checkpoint_dir=lambda wildcards: f"results/{wildcards.run}sae/checkpoint",
+    threads: 1
+    log:
+        "logs/{run}train_sae.log",
+    benchmark:
+        "benchmarks/{run}train_sae.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow_scripts/train_sae.py"
+
+
+use rule train_sae as untrained_sae with:
+    input:
+        activations="results/{run}baselines/untrained_lm/activations/activations.safetensors",
+        index="results/{run}baselines/untrained_lm/activations/index.csv",
+    output:
+        cfg="results/{run}baselines/untrained_lm/sae/cfg.json",
+        weights="results/{run}baselines/untrained_lm/sae/sae.safetensors",
+        candidates="results/{run}baselines/untrained_lm/sae/value_candidates.json",
+        log_csv="results/{run}baselines/untrained_lm/sae/train_log.csv",
+    params:
+        sae=config["sae"],
+        seed=run_seed,
+        checkpoint_dir=lambda wildcards: f"results/{wildcards.run}baselines/untrained_lm/sae/checkpoint",
+    log:
+        "logs/{run}untrained_sae.log",
+    benchmark:
+        "benchmarks/{run}untrained_sae.tsv"

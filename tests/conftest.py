@@ -1,0 +1,84 @@
+"""Shared fixtures: the repository paths and a tiny, fast experiment config."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data"
+
+
+def tiny_config(**overrides) -> dict:
+    """config.yaml shrunk to seconds: 24 persons, a 2-layer 32-wide model, few epochs."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["dataset"].update(
+        num_persons=24,
+        biographies_per_person=3,
+        entities_dir=str(DATA / "entities"),
+        templates_dir=str(DATA / "templates"),
+        qa_templates_dir=str(DATA / "qa_templates"),
+    )
+    config["model"].update(n_layer=2, n_embd=32, n_head=2, block_size=128)
+    config["training"].update(epochs=2, batch_size=8, precision="fp32")
+    config["activations"].update(batch_size=64)
+    config["sae"].update(epochs=3, batch_size=16)
+    config["evaluate"].update(max_prompts_per_cell=24)
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    return config
+
+
+def write_config(directory: Path, config: dict) -> Path:
+    path = Path(directory) / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_snakemake(workdir: Path, *args, check=True, timeout=900) -> subprocess.CompletedProcess:
+    """The real Snakemake engine on the repository's Snakefile, in ``workdir``."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(Path(workdir) / "config.yaml"), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path, *args) -> dict[str, int]:
+    """Rule -> job count of a dry run (``snakemake -n``), parsed from its job table."""
+    result = run_snakemake(workdir, "-n", *args)
+    jobs: dict[str, int] = {}
+    lines = (result.stdout + result.stderr).splitlines()
+    if "Job stats:" in lines:
+        for line in lines[lines.index("Job stats:") + 3 :]:
+            parts = line.split()
+            if len(parts) != 2 or parts[0] == "total":
+                break
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    """One tiny default pipeline run, shared by the end-to-end tests that only read its outputs."""
+    directory = tmp_path_factory.mktemp("tiny_pipeline")
+    write_config(directory, tiny_config())
+    run_snakemake(directory, "--cores", "2")
+    return directory

@@ -1,0 +1,30 @@
+"""Snakemake adapter for stage 4: train the supervised 6-slot SAE on the train cell."""
+
+import os
+import shutil
+
+import torch
+from _common import rule_context
+
+from biosae.activations import load_activation_table
+from biosae.io import write_json
+from biosae.sae import SAEConfig, save_sae
+from biosae.sae_inputs import training_tensors, value_candidates
+from biosae.sae_training import train_sae
+
+smk = snakemake  # noqa: F821
+with rule_context(smk) as log:
+    torch.set_num_threads(smk.threads)
+    activations, index = load_activation_table(smk.input.activations, smk.input.index)
+    candidates = value_candidates(index)
+    h, rule_idx, value_target = training_tensors(activations, index, candidates)
+    section = {key: value for key, value in smk.params.sae.items() if key != "n_slots"}
+    cfg = SAEConfig(d_model=h.shape[1], value_vocab_sizes=[len(candidates[r]) for r in candidates],
+                    n_slots=smk.params.sae["n_slots"], seed=smk.params.seed, **section)
+    model, history = train_sae(h, rule_idx, value_target, cfg, log_path=smk.output.log_csv,
+                               checkpoint_dir=smk.params.checkpoint_dir, progress=True)
+    os.makedirs(os.path.dirname(smk.output.cfg), exist_ok=True)
+    save_sae(os.path.dirname(smk.output.cfg), model)
+    write_json(smk.output.candidates, candidates)
+    shutil.rmtree(smk.params.checkpoint_dir, ignore_errors=True)
+    log.info("SAE trained on %d rows; last epoch: %s", len(h), history[-1])
