@@ -1,0 +1,280 @@
+"""End to end through a real SLURM cluster: the tiny pipeline, run with profiles/slurm-ci,
+sends every job through sbatch and leaves the same outputs as a local `--cores 2` run.
+
+The cluster is the single-node one of .ci/slurm/ (start.sh, as root, before pytest). Without
+`sbatch` or a cluster that answers, the test skips and says why; with CI=true it fails instead,
+after trying to start the cluster itself (root only) and stopping what it started, by PID.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM_CI_PROFILE = REPO / "profiles" / "slurm-ci"
+CI_SLURM_SCRIPTS = REPO / ".ci" / "slurm"
+
+# What both runs build. [] = the Snakefile's default target (rule all): the whole pipeline.
+SLURM_TARGETS: list[str] = ["results/dataset/qa_train.jsonl"]
+
+# Wall-clock limits of each Snakemake run (the SLURM one also waits for queue polling).
+SLURM_RUN_TIMEOUT_S = 40 * 60
+LOCAL_RUN_TIMEOUT_S = 30 * 60
+
+# Files compared byte for byte (deterministic for a config and seed) ...
+BYTE_EQUAL_UNDER = ("results/dataset/",)
+# ... and files whose numbers must agree within tolerance (the same training on the same CPU).
+METRIC_FILES = ("metrics.json", "qa_accuracy.json")
+METRIC_REL_TOL = 1e-4
+METRIC_ABS_TOL = 1e-6
+# Keys of wall-clock measurements, which differ between any two runs.
+TIMING_KEY = re.compile(r"(time|seconds|duration|elapsed|mfu|flops|per_s$|per_second)", re.IGNORECASE)
+
+# The tiny experiment (the same sizes as tests/conftest.py's tiny_config): seconds per stage.
+TINY = {
+    ("dataset", "num_persons"): 24,
+    ("dataset", "biographies_per_person"): 3,
+    ("model", "n_layer"): 2,
+    ("model", "n_embd"): 32,
+    ("model", "n_head"): 2,
+    ("model", "block_size"): 128,
+    ("training", "epochs"): 2,
+    ("training", "batch_size"): 8,
+    ("training", "precision"): "fp32",
+    ("activations", "batch_size"): 64,
+    ("sae", "epochs"): 3,
+    ("sae", "batch_size"): 16,
+    ("evaluate", "max_prompts_per_cell"): 24,
+}
+DATA_DIR_KEYS = ("entities_dir", "templates_dir", "qa_templates_dir")
+
+# Rules that run nothing (input-only targets): Snakemake finishes them itself, without sbatch.
+RUN_NOTHING_RULES = {"all"}
+
+SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\S+) \(log: (.+?)\)\.?$", re.MULTILINE)
+
+
+def in_ci():
+    return os.environ.get("CI") == "true"
+
+
+def unavailable(reason):
+    """Skip on a developer machine, fail in CI: there the SLURM test must run."""
+    if in_ci():
+        pytest.fail(f"CI=true but {reason}")
+    print(f"test_slurm skipped: {reason}", file=sys.stderr)
+    pytest.skip(reason)
+
+
+def cluster_state():
+    """(True, node states) if slurmctld answers and a node is up, else (False, why)."""
+    try:
+        answer = subprocess.run(
+            ["sinfo", "--noheader", "--responding", "--format=%T"],
+            capture_output=True, text=True, timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        return False, "sinfo did not answer within 30 s"
+    states = answer.stdout.split()
+    if answer.returncode != 0:
+        return False, f"sinfo failed: {answer.stderr.strip()}"
+    usable = [s for s in states if s.rstrip("*~#!%$@^-") in {"idle", "mixed", "allocated", "completing"}]
+    return (True, states) if usable else (False, f"no responding node is up (states: {states or 'none'})")
+
+
+def min_job_age_seconds():
+    shown = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    match = re.search(r"^MinJobAge\s*=\s*(\d+)", shown, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def start_cluster(state_dir):
+    return subprocess.run(
+        [str(CI_SLURM_SCRIPTS / "start.sh")],
+        env={**os.environ, "BIOSAE_SLURM_DIR": str(state_dir)},
+        capture_output=True, text=True, timeout=180,
+    )
+
+
+def stop_cluster(state_dir):
+    subprocess.run(
+        [str(CI_SLURM_SCRIPTS / "stop.sh")],
+        env={**os.environ, "BIOSAE_SLURM_DIR": str(state_dir)},
+        timeout=120, check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A SLURM cluster that answers; started here (and stopped after) only in CI, as root."""
+    if shutil.which("sbatch") is None:
+        unavailable("sbatch is not on PATH (install the cluster with .ci/slurm/install.sh)")
+    up, why = cluster_state()
+    started_in = None
+    if not up and in_ci() and os.geteuid() == 0:
+        started_in = tmp_path_factory.mktemp("slurm-cluster")
+        started = start_cluster(started_in)
+        if started.returncode != 0:
+            stop_cluster(started_in)
+            pytest.fail(f".ci/slurm/start.sh failed:\n{started.stdout}\n{started.stderr}")
+        up, why = cluster_state()
+    try:
+        if not up:
+            unavailable(f"no SLURM cluster is up ({why}); start one with .ci/slurm/start.sh")
+        profile = yaml.safe_load((SLURM_CI_PROFILE / "config.yaml").read_text())
+        threshold = 3 * profile["slurm-init-seconds-before-status-checks"]
+        min_job_age = min_job_age_seconds()
+        if min_job_age is None or min_job_age < threshold:
+            # The plugin would fall back to sacct, which hangs without slurmdbd.
+            unavailable(f"MinJobAge={min_job_age} < {threshold} s, too short for squeue status checks")
+        yield
+    finally:
+        if started_in is not None:
+            stop_cluster(started_in)
+
+
+def tiny_config(workdir):
+    """The repository's config.yaml, shrunk; data directories point into the repository."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for (section, key), value in TINY.items():
+        assert key in config[section], f"config.yaml has no {section}.{key}; update TINY in {__file__}"
+        config[section][key] = value
+    for key in DATA_DIR_KEYS:
+        config["dataset"][key] = str(REPO / config["dataset"][key])
+    workdir.mkdir(parents=True)
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_snakemake(workdir, options, timeout):
+    """Snakemake on the repository's Snakefile in workdir; returns its output (stdout+stderr)."""
+    command = [
+        sys.executable, "-m", "snakemake", *SLURM_TARGETS,
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--configfile", str(workdir / "config.yaml"),
+        *options,
+    ]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    env.pop("SNAKEMAKE_PROFILE", None)
+    env.update(PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
+    # A session of its own, so that a timeout can interrupt Snakemake, which then scancels its jobs.
+    process = subprocess.Popen(
+        command, cwd=workdir, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+        pytest.fail(f"snakemake ran over {timeout} s: {' '.join(command)}\n{output[-6000:]}")
+    assert process.returncode == 0, (
+        f"snakemake failed ({process.returncode}): {' '.join(command)}\n{output[-6000:]}"
+    )
+    return output
+
+
+def job_counts(output):
+    """The 'Job stats' table Snakemake prints before it starts: {rule: number of jobs}."""
+    table = output.split("Job stats:", 1)[1].splitlines()
+    counts = {}
+    for line in table[3:]:  # header, rule line, dashes
+        name, count = line.split()
+        if name == "total":
+            return counts
+        counts[name] = int(count)
+    raise AssertionError("no 'total' line in Snakemake's job stats")
+
+
+def assert_every_job_went_through_sbatch(output):
+    planned = job_counts(output)
+    ran_locally = Counter(re.findall(r"^local(?:rule|checkpoint) (\S+):$", output, re.MULTILINE))
+    assert set(ran_locally) <= RUN_NOTHING_RULES, f"jobs ran on the submit host, not via sbatch: {ran_locally}"
+    expected = {rule: count for rule, count in planned.items() if rule not in RUN_NOTHING_RULES}
+    submissions = SUBMITTED.findall(output)
+    assert len(submissions) == sum(expected.values()), (
+        f"{len(submissions)} sbatch submissions for {sum(expected.values())} jobs {expected}"
+    )
+    assert len({job_id for job_id, _ in submissions}) == len(submissions), "a SLURM job id was reported twice"
+    submitted_rules = Counter()
+    for job_id, log in submissions:
+        log = Path(log)
+        rule = next(part.removeprefix("rule_") for part in log.parts if part.startswith("rule_"))
+        submitted_rules[rule] += 1
+        assert log.name == f"{job_id}.log" and log.is_file(), f"no SLURM log {log} for job {job_id}"
+        text = log.read_text()
+        # Written by the job step that slurmd started: Snakemake ran inside the SLURM job.
+        assert "--executor slurm-jobstep" in text, f"{log} is not a SLURM job step's log"
+        finished = re.search(rf"Finished jobid: \d+ \(Rule: {re.escape(rule)}\)", text)
+        assert finished, f"{log}: rule {rule} did not finish inside the SLURM job"
+    assert dict(submitted_rules) == expected
+
+
+def result_files(workdir):
+    root = workdir / "results"
+    return sorted(str(path.relative_to(workdir)) for path in root.rglob("*") if path.is_file())
+
+
+def assert_numbers_close(slurm, local, where):
+    if isinstance(slurm, dict) and isinstance(local, dict):
+        assert slurm.keys() == local.keys(), f"{where}: keys differ"
+        for key in slurm:
+            if not TIMING_KEY.search(str(key)):
+                assert_numbers_close(slurm[key], local[key], f"{where}.{key}")
+    elif isinstance(slurm, list) and isinstance(local, list):
+        assert len(slurm) == len(local), f"{where}: lengths differ"
+        for index, (a, b) in enumerate(zip(slurm, local)):
+            assert_numbers_close(a, b, f"{where}[{index}]")
+    elif isinstance(slurm, (int, float)) and not isinstance(slurm, bool) and isinstance(local, (int, float)):
+        same = (math.isnan(slurm) and math.isnan(local)) or math.isclose(
+            slurm, local, rel_tol=METRIC_REL_TOL, abs_tol=METRIC_ABS_TOL
+        )
+        assert same, f"{where}: {slurm} (SLURM) != {local} (local)"
+    else:
+        assert slurm == local, f"{where}: {slurm!r} (SLURM) != {local!r} (local)"
+
+
+def assert_same_outputs(slurm_dir, local_dir):
+    files = result_files(slurm_dir)
+    assert files, "the SLURM run wrote nothing under results/"
+    assert files == result_files(local_dir)
+    compared = 0
+    for name in files:
+        slurm_file, local_file = slurm_dir / name, local_dir / name
+        if name.startswith(BYTE_EQUAL_UNDER):
+            assert slurm_file.read_bytes() == local_file.read_bytes(), f"{name} differs"
+            compared += 1
+        elif Path(name).name in METRIC_FILES:
+            assert_numbers_close(json.loads(slurm_file.read_text()), json.loads(local_file.read_text()), name)
+            compared += 1
+    assert compared, f"no output compared among {files}"
+
+
+def test_pipeline_on_slurm_matches_local_run(slurm_cluster, tmp_path):
+    slurm_dir, local_dir = tmp_path / "slurm", tmp_path / "local"
+    tiny_config(slurm_dir)
+    tiny_config(local_dir)
+
+    slurm_output = run_snakemake(slurm_dir, ["--profile", str(SLURM_CI_PROFILE)], SLURM_RUN_TIMEOUT_S)
+    assert_every_job_went_through_sbatch(slurm_output)
+
+    run_snakemake(local_dir, ["--cores", "2"], LOCAL_RUN_TIMEOUT_S)
+    assert_same_outputs(slurm_dir, local_dir)
