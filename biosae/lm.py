@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: float = 12
-    batch_size: int = 32
-    lr: float = 1e-3
+    epochs: float = 10
+    batch_size: int = 16
+    lr: float = 2e-3
     weight_decay: float = 0.1
     warmup_fraction: float = 0.03
     min_lr_fraction: float = 0.1
@@ -39,7 +39,7 @@ class TrainingConfig:
     max_length: int = 512
     checkpoint_every_steps: int = 0
     seed: int = 0
-    block_size: int = 256
+    block_size: int = 128
 
     @classmethod
     def from_sections(cls, training: dict, model: dict, seed: int) -> "TrainingConfig":

@@ -1,6 +1,6 @@
 rule activations:
     input:
-        unpack(lambda wildcards: question_files()),
+        unpack(question_inputs),
         model=lm_dir,
     output:
         activations="results/{run}activations/activations.safetensors",
@@ -16,13 +16,15 @@ rule activations:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../envs/biosae.yaml"
     script:
         "../workflow_scripts/activations.py"
 
 
 use rule activations as untrained_activations with:
     input:
-        unpack(lambda wildcards: question_files()),
+        unpack(question_inputs),
         model=untrained_lm_dir,
     output:
         activations="results/{run}baselines/untrained_lm/activations/activations.safetensors",

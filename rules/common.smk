@@ -23,15 +23,39 @@ def run_prefix(seed, layer):
     return f"sweep/seed_{seed}/layer_{layer}/"
 
 
+import re
+
+SEED_PATTERN = re.compile(r"seed_(\d+)")
+LAYER_PATTERN = re.compile(r"layer_(-?\d+)")
+
+
 def run_seed(wildcards):
     """The training seed a {run} or {lmrun} prefix stands for."""
     prefix = getattr(wildcards, "run", None) or getattr(wildcards, "lmrun", None) or ""
-    return int(prefix.split("/")[1].removeprefix("seed_")) if prefix else DEFAULT_SEED
+    match = SEED_PATTERN.search(prefix)
+    return int(match.group(1)) if match else DEFAULT_SEED
 
 
 def run_layer(wildcards):
-    prefix = wildcards.run
-    return int(prefix.split("/")[2].removeprefix("layer_")) if prefix else DEFAULT_LAYER
+    match = LAYER_PATTERN.search(wildcards.run)
+    return int(match.group(1)) if match else DEFAULT_LAYER
+
+
+def lm_checkpoint_dir(wildcards):
+    """Resume state of a killed LM job: not an output, so Snakemake never deletes it."""
+    return f"results/{wildcards.lmrun}lm/checkpoint"
+
+
+def sae_checkpoint_dir(wildcards):
+    return f"results/{wildcards.run}sae/checkpoint"
+
+
+def untrained_sae_checkpoint_dir(wildcards):
+    return f"results/{wildcards.run}baselines/untrained_lm/sae/checkpoint"
+
+
+def question_inputs(wildcards):
+    return question_files()
 
 
 def sweep_combinations():

@@ -17,5 +17,7 @@ rule dataset:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../envs/biosae.yaml"
     script:
         "../workflow_scripts/dataset.py"

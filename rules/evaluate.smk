@@ -34,5 +34,7 @@ rule evaluate:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../envs/biosae.yaml"
     script:
         "../workflow_scripts/evaluate.py"

@@ -11,8 +11,7 @@ rule train_lm:
         model=config["model"],
         training=config["training"],
         seed=run_seed,
-        # Resume state survives a killed job; it is not an output, so Snakemake keeps it.
-        checkpoint_dir=lambda wildcards: f"results/{wildcards.lmrun}lm/checkpoint",
+        checkpoint_dir=lm_checkpoint_dir,
     threads: 2
     log:
         "logs/{lmrun}train_lm.log",
@@ -21,13 +20,15 @@ rule train_lm:
     resources:
         mem_mb=8000,
         runtime=120,
+    conda:
+        "../envs/biosae.yaml"
     script:
         "../workflow_scripts/train_lm.py"
 
 
 rule lm_qa_accuracy:
     input:
-        unpack(lambda wildcards: question_files()),
+        unpack(question_inputs),
         model="results/{lmrun}lm/final",
     output:
         "results/{lmrun}lm/qa_accuracy.json",
@@ -41,6 +42,8 @@ rule lm_qa_accuracy:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../envs/biosae.yaml"
     script:
         "../workflow_scripts/lm_qa_accuracy.py"
 
@@ -59,5 +62,7 @@ rule untrained_lm:
     resources:
         mem_mb=4000,
         runtime=10,
+    conda:
+        "../envs/biosae.yaml"
     script:
         "../workflow_scripts/untrained_lm.py"

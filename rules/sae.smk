@@ -10,7 +10,7 @@ rule train_sae:
     params:
         sae=config["sae"],
         seed=run_seed,
-        checkpoint_dir=lambda wildcards: f"results/{wildcards.run}sae/checkpoint",
+        checkpoint_dir=sae_checkpoint_dir,
     threads: 1
     log:
         "logs/{run}train_sae.log",
@@ -19,6 +19,8 @@ rule train_sae:
     resources:
         mem_mb=2000,
         runtime=30,
+    conda:
+        "../envs/biosae.yaml"
     script:
         "../workflow_scripts/train_sae.py"
 
@@ -35,7 +37,7 @@ use rule train_sae as untrained_sae with:
     params:
         sae=config["sae"],
         seed=run_seed,
-        checkpoint_dir=lambda wildcards: f"results/{wildcards.run}baselines/untrained_lm/sae/checkpoint",
+        checkpoint_dir=untrained_sae_checkpoint_dir,
     log:
         "logs/{run}untrained_sae.log",
     benchmark:

@@ -1,0 +1,132 @@
+"""End to end through the real Snakemake engine on a tiny config: outputs, reruns, report, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, planned_jobs, run_snakemake, tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+
+DOWNSTREAM_OF_DATASET = {"dataset", "train_lm", "lm_qa_accuracy", "untrained_lm", "activations",
+                         "untrained_activations", "train_sae", "untrained_sae", "evaluate", "all"}
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, symlinks=True)  # copy2 keeps mtimes, so nothing looks stale
+    return target
+
+
+def edit_config(directory: Path, section: str, key: str, value) -> None:
+    path = directory / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config[section][key] = value
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def test_default_outputs_where_the_readme_says(tiny_pipeline):
+    results = tiny_pipeline / "results"
+    for relative in ("dataset/train_kg.json", "dataset/test_kg.json", "dataset/qa_train.jsonl",
+                     "dataset/qa_test.jsonl", "dataset/qa_hard.jsonl", "dataset/lm_corpus.jsonl",
+                     "lm/final/config.json", "lm/final/model.safetensors", "lm/final/tokenizer.json",
+                     "lm/qa_accuracy.json", "lm/train_log.csv", "activations/activations.safetensors",
+                     "activations/index.csv", "sae/cfg.json", "sae/sae.safetensors", "sae/train_log.csv",
+                     "eval/metrics.json", "eval/summary.md", "eval/figures/confusion_train.png"):
+        assert (results / relative).is_file(), relative
+    assert not list(tiny_pipeline.rglob("*.pkl")) and not list(tiny_pipeline.rglob("*.pt"))
+    for rule in ("dataset", "train_lm", "activations", "train_sae", "evaluate"):
+        assert (tiny_pipeline / "logs" / f"{rule}.log").is_file()
+        assert (tiny_pipeline / "benchmarks" / f"{rule}.tsv").is_file()
+
+
+def test_model_directory_loads_with_auto_classes(tiny_pipeline):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = tiny_pipeline / "results" / "lm" / "final"
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    assert model.config.n_layer == 2 and model.config.eos_token_id == tokenizer.eos_token_id < len(tokenizer)
+
+
+def test_metrics_cover_every_cell_and_test(tiny_pipeline):
+    metrics = json.loads((tiny_pipeline / "results" / "eval" / "metrics.json").read_text())
+    cells = ["train", "ood_template", "ood_person", "ood_both", "hard_seen_person", "hard_unseen_person"]
+    assert metrics["cells"] == cells
+    for key in ("slot_accuracy", "confusion", "baselines", "value_accuracy", "lm_qa_accuracy", "margins"):
+        assert set(metrics[key]) == set(cells), key
+    assert set(metrics["ablation"]) == {"slot", "direction", "random_direction"}
+    assert set(metrics["swap"]) == {"alpha=1.0", "alpha=2.0"}
+    for cell in cells:
+        assert sum(map(sum, metrics["confusion"][cell])) == metrics["n_prompts"][cell]
+        base = metrics["baselines"][cell]
+        assert metrics["margins"][cell]["over_untrained_lm"] == pytest.approx(
+            metrics["slot_accuracy"][cell] - base["untrained_lm_sae"])
+    names = {entry["name"] for entry in metrics["expected_results"]}
+    assert {"slot_diagonal_accuracy_train", "ood_slot_accuracy_min", "slot_ablation_diagonal_train",
+            "margin_over_untrained_lm_min"} <= names
+    qa = json.loads((tiny_pipeline / "results" / "lm" / "qa_accuracy.json").read_text())
+    assert set(qa) == set(cells)
+    assert set(qa["train"]["by_rule"]) == {"birth_date", "birth_city", "university", "major", "employer", "work_city"}
+    summary = (tiny_pipeline / "results" / "eval" / "summary.md").read_text()
+    assert summary.index("Headline") < summary.index("Expected results")
+
+
+def test_nothing_to_do_after_a_complete_run(tiny_pipeline, tmp_path):
+    run = copy_run(tiny_pipeline, tmp_path / "run")
+    assert planned_jobs(run) == {}
+
+
+def test_dataset_change_reruns_dataset_and_all_descendants(tiny_pipeline, tmp_path):
+    run = copy_run(tiny_pipeline, tmp_path / "run")
+    edit_config(run, "dataset", "biographies_per_person", 2)
+    assert set(planned_jobs(run)) == DOWNSTREAM_OF_DATASET
+
+
+def test_sae_change_reruns_only_sae_and_evaluation(tiny_pipeline, tmp_path):
+    run = copy_run(tiny_pipeline, tmp_path / "run")
+    edit_config(run, "sae", "lambda_indep", 0.02)
+    assert set(planned_jobs(run)) == {"train_sae", "untrained_sae", "evaluate", "all"}
+
+
+def test_report_builds_with_figures_and_summary(tiny_pipeline, tmp_path):
+    run = copy_run(tiny_pipeline, tmp_path / "run")
+    run_snakemake(run, "--report", str(run / "report.html"))
+    html = (run / "report.html").read_text(errors="replace")
+    assert len(html) > 10_000 and "summary.md" in html and "confusion_train.png" in html
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("sae", "temp_end", 2.0, "config key sae.temp_end: 2.0 is above sae.temp_start"),
+        ("dataset", "num_persons", "many", "config key dataset.num_persons: 'many' is not of type 'integer'"),
+        ("training", "lr_typo", 0.1, "config key training.lr_typo: unknown key"),
+        ("dataset", "num_persons", 10**9, "config key dataset.num_persons: 1000000000 is more than"),
+        ("model", "n_layer", 0, "config key model.n_layer: 0 is less than the minimum of 1"),
+    ],
+)
+def test_bad_config_stops_before_any_job_with_one_line(tmp_path, section, key, value, message):
+    config = tiny_config()
+    config[section][key] = value
+    write_config(tmp_path, config)
+    result = run_snakemake(tmp_path, "--cores", "1", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert message in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "results").exists()
+
+
+def test_unknown_pretrained_model_offline_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = tiny_config(model={"init": "pretrained", "name": "no-such-org/no-such-model"})
+    write_config(tmp_path, config)
+    result = run_snakemake(tmp_path, "-n", check=False)
+    assert result.returncode != 0
+    assert "config key model.name: 'no-such-org/no-such-model' is neither a local directory" in result.stderr + result.stdout
