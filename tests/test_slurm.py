@@ -27,7 +27,7 @@ SLURM_CI_PROFILE = REPO / "profiles" / "slurm-ci"
 CI_SLURM_SCRIPTS = REPO / ".ci" / "slurm"
 
 # What both runs build. [] = the Snakefile's default target (rule all): the whole pipeline.
-SLURM_TARGETS: list[str] = ["results/dataset/qa_train.jsonl"]
+SLURM_TARGETS: list[str] = []
 
 # Wall-clock limits of each Snakemake run (the SLURM one also waits for queue polling).
 SLURM_RUN_TIMEOUT_S = 40 * 60
