@@ -14,7 +14,7 @@ import numpy as np
 
 from biosae.entities import EntityPools, Templates, load_entity_pools, load_templates
 from biosae.errors import BiosaeError
-from biosae.io import write_json, write_jsonl
+from biosae.io import write_json_records, write_jsonl
 from biosae.rules import RULES
 from biosae.text import format_answer, format_birth_date, format_prompt, words
 
@@ -246,8 +246,8 @@ def build_dataset(config: DatasetConfig):
 def write_dataset(config: DatasetConfig, outputs: dict) -> dict:
     """Build the dataset and write it to the paths in ``outputs``; returns a small summary."""
     train_persons, test_persons, qa, corpus = build_dataset(config)
-    write_json(outputs["train_kg"], train_persons)
-    write_json(outputs["test_kg"], test_persons)
+    write_json_records(outputs["train_kg"], train_persons)
+    write_json_records(outputs["test_kg"], test_persons)
     for key, rows in qa.items():
         write_jsonl(outputs[key], rows)
     write_jsonl(outputs["corpus"], corpus)

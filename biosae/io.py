@@ -62,8 +62,20 @@ def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def write_json_records(path, records: list[dict]) -> None:
+    """A JSON list with one record per line: valid JSON, diffable, and fast to write (orjson;
+    the standard library's encoder took most of the dataset stage's time at 100,000 persons)."""
+    import orjson
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"[\n" + b",\n".join(map(orjson.dumps, records)) + b"\n]\n")
+
+
 def write_jsonl(path, rows: Iterable[dict]) -> None:
-    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    import orjson
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"".join(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows))
 
 
 def read_json(path):
