@@ -18,6 +18,7 @@ from biosae import metrics as M
 from biosae.activations import encode_prompts
 from biosae.baselines import BagOfWordsClassifier, LinearProbe, chance_accuracy
 from biosae.interventions import (
+    PromptCache,
     edited_predictions,
     project_out,
     random_directions,
@@ -136,7 +137,6 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str]) -> dict:
 def causal_metrics(inputs: EvaluationInputs, cells: list[str], max_prompts: int, alphas, seed: int,
                    progress=None) -> dict:
     index, tokenizer, sae = inputs.index, inputs.tokenizer, inputs.sae
-    pad = tokenizer.pad_token_id
     d_model = inputs.activations.shape[1]
     directions = {
         "direction": [slot_direction(sae, k) for k in range(len(RULES))],
@@ -152,7 +152,8 @@ def causal_metrics(inputs: EvaluationInputs, cells: list[str], max_prompts: int,
         sub = index.iloc[rows]
         prompts, first = encode_prompts(tokenizer, sub.to_dict("records"))
         rules = sub["rule_idx"].to_numpy()
-        run = lambda edit_for_rows: edited_predictions(inputs.model, prompts, first, pad, inputs.layer, edit_for_rows)  # noqa: E731
+        cache = PromptCache(inputs.model, prompts)
+        run = lambda edit_for_rows: edited_predictions(cache, first, inputs.layer, edit_for_rows)  # noqa: E731
         clean_pred, clean_logprob = run(None)
         clean_correct = clean_pred == first
         for mode in ABLATION_MODES:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from biosae.activations import answer_position_pass
 
 
 def slot_direction(sae, slot: int) -> torch.Tensor:
@@ -63,22 +62,59 @@ def slot_swap(sae, source_slots: torch.Tensor, target_slot: int, alpha: float):
     return lambda h: sae(h, z_edit=z_edit, error_term=True)
 
 
-@torch.inference_mode()
-def edited_predictions(model, prompt_ids, answer_first_token: np.ndarray, pad_id: int, layer: int,
-                       edit_for_rows=None, batch_size: int = 256):
+class PromptCache:
+    """Prompts grouped by length, each group's prefix (all tokens but the last) run once.
+
+    An edit at the answer position (the last prompt token) can't change any earlier position
+    (causal attention), so every edited pass needs only the last token, run on top of the cached
+    keys and values of the prefix: one token instead of ~20 per prompt, for each of the ~30
+    passes of the causal tests. Grouping by length means no padding at all.
+    tests/test_interventions.py checks it against full forward passes.
+    """
+
+    @torch.inference_mode()
+    def __init__(self, model, prompt_ids: list[list[int]], batch_size: int = 256):
+        self.model = model
+        device = next(model.parameters()).device
+        by_length: dict[int, list[int]] = {}
+        for i, prompt in enumerate(prompt_ids):
+            by_length.setdefault(len(prompt), []).append(i)
+        self.groups = []
+        for length, rows in sorted(by_length.items()):
+            for start in range(0, len(rows), batch_size):
+                index = np.array(rows[start : start + batch_size])
+                ids = torch.tensor([prompt_ids[i] for i in index], device=device)
+                cache = None
+                if length > 1:
+                    output = model(input_ids=ids[:, :-1], use_cache=True)
+                    cache = getattr(output, "cache", None) or output.past_key_values
+                self.groups.append((index, ids[:, -1:], cache, length))
+        self.size = len(prompt_ids)
+
+    @torch.inference_mode()
+    def last_token_logprobs(self, layer: int, edit_for_rows=None):
+        """Yield (row indices, next-token log-probs [B, vocab]) per group, with the edit applied."""
+        from biosae.activations import residual_hook
+
+        for index, last, cache, length in self.groups:
+            edit = edit_for_rows(index) if edit_for_rows is not None else None
+            positions = torch.zeros(len(index), dtype=torch.long, device=last.device)
+            with residual_hook(self.model, layer, positions, capture=None, edit=edit):
+                logits = self.model(input_ids=last, cache=cache, use_cache=cache is not None).logits
+            if cache is not None:
+                cache.crop(-1)  # drop the last token again: the prefix cache serves the next pass
+            yield index, torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
+
+
+def edited_predictions(prompts: PromptCache, answer_first_token: np.ndarray, layer: int, edit_for_rows=None):
     """The LM's first answer token and the correct token's log-prob, with an edit applied.
 
-    ``edit_for_rows(index) -> edit`` builds the edit for the rows ``index`` of a batch (so that
-    per-row edits such as swaps line up), or is None for the clean pass.
+    ``edit_for_rows(index) -> edit`` builds the edit for rows ``index`` of a group (so that per-row
+    edits such as swaps line up), or is None for the clean pass.
     """
-    n = len(prompt_ids)
-    predicted = np.zeros(n, dtype=np.int64)
-    answer_logprob = np.zeros(n, dtype=np.float32)
-    for start in range(0, n, batch_size):
-        index = np.arange(start, min(n, start + batch_size))
-        edit = edit_for_rows(index) if edit_for_rows is not None else None
-        _, logprobs = answer_position_pass(model, [prompt_ids[i] for i in index], pad_id, layer, edit=edit,
-                                           capture=False)
+    predicted = np.zeros(prompts.size, dtype=np.int64)
+    answer_logprob = np.zeros(prompts.size, dtype=np.float32)
+    for index, logprobs in prompts.last_token_logprobs(layer, edit_for_rows):
         predicted[index] = logprobs.argmax(-1).numpy()
         answer_logprob[index] = logprobs[torch.arange(len(index)), torch.from_numpy(answer_first_token[index])].numpy()
     return predicted, answer_logprob

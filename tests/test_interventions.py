@@ -1,0 +1,108 @@
+"""Interventions: the cached last-token passes equal full forward passes, edits do what they say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from biosae.activations import answer_position_pass
+from biosae.dataset import DatasetConfig, build_dataset
+from biosae.interventions import (
+    PromptCache,
+    edited_predictions,
+    project_out,
+    random_directions,
+    slot_ablation,
+    slot_direction,
+    slot_swap,
+)
+from biosae.lm import build_scratch_model
+from biosae.qa_accuracy import encode_rows
+from biosae.sae import SAEConfig, SupervisedSAE
+from biosae.tokenization import train_word_tokenizer
+from tests.conftest import DATA
+
+
+@pytest.fixture(scope="module")
+def setup():
+    _, _, qa, corpus = build_dataset(DatasetConfig(
+        num_persons=12, biographies_per_person=2, entities_dir=str(DATA / "entities"),
+        templates_dir=str(DATA / "templates"), qa_templates_dir=str(DATA / "qa_templates")))
+    tokenizer = train_word_tokenizer([d["text"] for d in corpus])
+    model = build_scratch_model(tokenizer, dict(n_layer=2, n_embd=32, n_head=2, block_size=64), seed=0).eval()
+    rows = qa["qa_test"][::5][:40]  # several templates: prompts of different lengths
+    encoded = encode_rows(tokenizer, rows)
+    torch.manual_seed(0)
+    sae = SupervisedSAE(SAEConfig(d_model=32, value_vocab_sizes=[3] * 6)).eval()
+    rules = torch.tensor([r["rule_idx"] for r in rows])
+    first = np.array([a[0] for a in encoded.answer_ids])
+    return model, tokenizer, encoded.prompt_ids, first, sae, rules
+
+
+def full_pass(model, tokenizer, prompts, layer, edit_for_rows):
+    """Reference: one full forward pass over all prompts (right-padded), edit at the answer position."""
+    index = np.arange(len(prompts))
+    edit = edit_for_rows(index) if edit_for_rows else None
+    _, logprobs = answer_position_pass(model, prompts, tokenizer.pad_token_id, layer, edit=edit, capture=False)
+    return logprobs
+
+
+@pytest.mark.parametrize("layer", [0, 1, -1])
+def test_cached_passes_equal_full_forward(setup, layer):
+    model, tokenizer, prompts, first, sae, rules = setup
+    assert len({len(p) for p in prompts}) > 1
+    cache = PromptCache(model, prompts, batch_size=7)
+    edits = {
+        "clean": None,
+        "slot": lambda idx: slot_ablation(sae, 2),
+        "direction": lambda idx: project_out(slot_direction(sae, 4)),
+        "swap": lambda idx: slot_swap(sae, rules[idx], 1, 2.0),
+    }
+    for name, edit_for_rows in edits.items():
+        reference = full_pass(model, tokenizer, prompts, layer, edit_for_rows)
+        for index, logprobs in cache.last_token_logprobs(layer, edit_for_rows):
+            torch.testing.assert_close(logprobs, reference[index], atol=1e-4, rtol=1e-4, msg=f"{name} layer {layer}")
+    # The cache is restored after every pass: a second clean pass is unchanged.
+    predicted_a, lp_a = edited_predictions(cache, first, layer)
+    predicted_b, lp_b = edited_predictions(cache, first, layer)
+    assert (predicted_a == predicted_b).all() and np.allclose(lp_a, lp_b)
+
+
+def test_identity_slot_edit_leaves_predictions_unchanged(setup):
+    model, _, prompts, first, sae, _ = setup
+    cache = PromptCache(model, prompts)
+    clean = edited_predictions(cache, first, -1)
+    same = edited_predictions(cache, first, -1, lambda idx: (lambda h: sae(h, z_edit=lambda z: z, error_term=True)))
+    assert (clean[0] == same[0]).all()
+    np.testing.assert_allclose(clean[1], same[1], atol=1e-4)
+
+
+def test_slot_ablation_moves_h_by_the_decoder_difference(setup):
+    _, _, _, _, sae, _ = setup
+    h = torch.randn(5, 32)
+    z = sae.encode(h)
+    edited = slot_ablation(sae, 3)(h)
+    z_edit = z.clone()
+    z_edit[:, 3] = 0
+    torch.testing.assert_close(edited - h, sae.decode(z_edit) - sae.decode(z), atol=1e-5, rtol=1e-5)
+
+
+def test_direction_ablation_removes_the_component():
+    direction = random_directions(16, 1, seed=3)[0]
+    h = torch.randn(8, 16)
+    edited = project_out(direction)(h)
+    torch.testing.assert_close(edited @ direction, torch.zeros(8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(random_directions(16, 4, seed=3).norm(dim=1), torch.ones(4))
+
+
+def test_swap_moves_weight_from_source_to_target(setup):
+    _, _, _, _, sae, _ = setup
+    h = torch.randn(4, 32)
+    source = torch.tensor([0, 1, 2, 3])
+    edited = slot_swap(sae, source, 5, 2.0)(h)
+    z = sae.encode(h)
+    z_edit = z.clone()
+    z_edit[torch.arange(4), source] = 0
+    z_edit[:, 5] = 2.0
+    torch.testing.assert_close(edited - h, sae.decode(z_edit) - sae.decode(z), atol=1e-5, rtol=1e-5)
