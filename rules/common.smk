@@ -68,6 +68,15 @@ def is_sweep():
     return len(sweep_combinations()) > 1
 
 
+def sweep_runs():
+    """Every (seed, layer) run, the default's included, in the order of sweep_metrics()."""
+    return [{"seed": seed, "layer": layer} for seed, layer in sweep_combinations()]
+
+
+def sweep_metrics():
+    return [f"results/{run_prefix(seed, layer)}eval/metrics.json" for seed, layer in sweep_combinations()]
+
+
 def lm_dir(wildcards):
     return f"results/{lm_prefix(run_seed(wildcards))}lm/final"
 
@@ -113,9 +122,7 @@ def question_files():
 
 
 def all_targets():
-    targets = ["results/lm/qa_accuracy.json"]
-    for seed, layer in sweep_combinations():
-        targets.append(f"results/{run_prefix(seed, layer)}eval/metrics.json")
+    targets = ["results/lm/qa_accuracy.json", *sweep_metrics()]
     if is_sweep():
         targets.append("results/aggregate/summary.csv")
     return targets
