@@ -1,0 +1,215 @@
+"""bench/results.md from the figures bench/run.py measured: targets with PASS/MISS, then one
+section per measurement, each figure beside the call or command that produced it."""
+
+from __future__ import annotations
+
+import json
+
+# name: (threshold, "max" if the figure must stay at or below it, "min" if at or above)
+TARGETS = {
+    "pipeline_minutes": (15.0, "max"),
+    "trainer_speedup": (1.5, "min"),
+    "activation_fraction": (0.8, "min"),
+    "sae_rerun_fraction": (0.05, "max"),
+    "dataset_seconds": (60.0, "max"),
+}
+TORCH_DTYPES = {"fp32": "torch.float32", "bf16": "torch.bfloat16"}
+
+
+def verdict(name: str, value) -> str:
+    if value is None:
+        return "not measured"
+    threshold, direction = TARGETS[name]
+    passed = value <= threshold if direction == "max" else value >= threshold
+    return "PASS" if passed else "MISS"
+
+
+def fmt(value, spec: str = ",.1f", unit: str = "", missing: str = "–") -> str:
+    return missing if value is None else format(value, spec) + unit
+
+
+def page(results: dict, run: dict) -> str:
+    """The whole page. ``run``: command, started, minutes, tiny, threads, environment, sizes."""
+    title = "# biosae speed benchmark" + (" — TINY SMOKE RUN (sizes shrunk; verdicts mean nothing)" if run["tiny"] else "")
+    lines = [
+        title, "",
+        f"Measured {run['started']:%Y-%m-%d %H:%M} on {run['environment']}.",
+        f"Command: `{run['command']}` ({run['minutes']:.1f} min in all). Every figure below comes from this one run, "
+        "so that each ratio compares two measurements taken under the same load.",
+    ]
+    lines += targets_section(results)
+    lines += machine_section(results.get("machine"))
+    lines += training_section(results.get("training"))
+    lines += accuracy_section((results.get("pipeline") or {}).get("accuracy") or results.get("accuracy"))
+    lines += activations_section(results.get("activations"), results.get("training"), run["sizes"])
+    lines += dataset_section(results.get("dataset"))
+    lines += pipeline_section(results.get("pipeline"), run["threads"])
+    lines += ["", f"Sizes: `{json.dumps(run['sizes'])}`.", ""]
+    return "\n".join(lines)
+
+
+def targets_section(results: dict) -> list[str]:
+    training, activations = results.get("training") or {}, results.get("activations") or {}
+    pipeline, dataset = results.get("pipeline") or {}, results.get("dataset") or {}
+    rerun = pipeline.get("rerun", {})
+    minutes = pipeline["wall"] / 60 if pipeline else None
+    rows = [
+        ("whole default pipeline ≤ 15 min on 2 cores", "pipeline_minutes", minutes, fmt(minutes, unit=" min")),
+        ("LM training ≥ 1.5× transformers.Trainer's tokens/s", "trainer_speedup", training.get("speedup"),
+         fmt(training.get("speedup"), ".2f", "×")),
+        ("activation collection ≥ 0.8 of a plain batched forward", "activation_fraction", activations.get("fraction"),
+         fmt(activations.get("fraction"), ".2f")),
+        ("SAE-only rerun ≤ 5% of the full run", "sae_rerun_fraction", rerun.get("fraction"),
+         fmt(rerun.get("fraction"), ".1%")),
+        ("dataset generation at 100,000 persons < 1 min", "dataset_seconds", dataset.get("seconds"),
+         fmt(dataset.get("seconds"), unit=" s")),
+    ]
+    lines = ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {label} | {shown} | {verdict(name, value)} |" for label, name, value, shown in rows]
+    notes = limiting_notes(results)
+    if notes:
+        lines += ["", "What limits the missed targets (figures from this run):", ""] + [f"- {note}" for note in notes]
+    return lines
+
+
+def limiting_notes(results: dict) -> list[str]:
+    """For each missed target, the figures of this run that say where the time goes."""
+    notes = []
+    pipeline, training, activations = results.get("pipeline"), results.get("training"), results.get("activations")
+    if pipeline and verdict("pipeline_minutes", pipeline["wall"] / 60) == "MISS":
+        top = sorted(pipeline["stages"], key=lambda s: -s["seconds"])[:3]
+        notes.append("pipeline: the longest stages are " + ", ".join(
+            f"{s['stage']} ({s['seconds'] / 60:.1f} min, {s['seconds'] / pipeline['wall']:.0%})" for s in top) + ".")
+    rerun = (pipeline or {}).get("rerun", {})
+    if rerun.get("measured") and verdict("sae_rerun_fraction", rerun["fraction"]) == "MISS":
+        notes.append(f"SAE-only rerun: jobs {sum(s['seconds'] for s in rerun['jobs']):.1f} s ("
+                     + ", ".join(f"{s['stage']} {s['seconds']:.1f} s" for s in rerun["jobs"])
+                     + f"), Snakemake start-up and DAG work {rerun['overhead_seconds']:.1f} s.")
+    if training and verdict("trainer_speedup", training["speedup"]) == "MISS":
+        ours, hf = training["ours"], training["trainer"]
+        notes.append(f"LM training: {training['steps']} steps took {ours['step_seconds']:.1f} s in our loop and "
+                     f"{hf['step_seconds']:.1f} s in the Trainer (MFU {fmt(ours['mfu'], '.1%')} against "
+                     f"{fmt(hf['mfu'], '.1%')}); both call the same GPT-2 forward and backward, so the gap is what the "
+                     "loops do around them (see where: `py-spy record -o profile.svg -- python bench/run.py --only "
+                     "training`).")
+    if activations and verdict("activation_fraction", activations["fraction"]) == "MISS":
+        extra = activations["collection_seconds"] - activations["ceiling_seconds"]
+        notes.append(f"activations: the collection takes {extra:.2f} s more than the plain forward, of which "
+                     f"{activations['tokenize_seconds']:.2f} s is tokenizing the prompts.")
+    dataset = results.get("dataset")
+    if dataset and verdict("dataset_seconds", dataset["seconds"]) == "MISS":
+        notes.append(f"dataset: {dataset['seconds']:.1f} s for {dataset['persons']:,} persons "
+                     "(see where: `py-spy record -o profile.svg -- python bench/run.py --only dataset`).")
+    return notes
+
+
+def machine_section(machine: dict | None) -> list[str]:
+    if not machine:
+        return []
+    lines = ["", "## 1. Machine limits", "", "| figure | value | how |", "|---|---|---|"]
+    for name, flops in machine["flops"].items():
+        lines.append(f"| {name} matrix product | {flops / 1e9:,.1f} GFLOP/s | "
+                     f"`{machine['how'].replace('dtype', TORCH_DTYPES[name])}` |")
+    return lines
+
+
+def training_section(training: dict | None) -> list[str]:
+    if not training:
+        return []
+    t, ours, hf = training, training["ours"], training["trainer"]
+    how_hf = (f"`transformers.Trainer.train()` ({t['steps']} steps, bf16={t['precision'] == 'bf16'}, same blocks, "
+              "batch, lr, warm-up + cosine, AdamW β₂ 0.95, clip)")
+    lines = [
+        "", "## 2.–3. LM training: our loop against transformers.Trainer", "",
+        f"Model of the config ({t['model']}, {t['parameters']:,} parameters, vocabulary {t['vocabulary']:,}), its "
+        f"corpus ({t['documents']:,} documents), batch {t['batch_size']} × block {t['block_size']}, precision "
+        f"{t['precision']}; {t['flops_per_token'] / 1e6:.1f} MFLOP/token (6·N + attention). tokens/s is steady state: "
+        f"step time (forward, backward, clip, optimizer) of steps {t['skip'] + 1}–{t['steps']}, the first {t['skip']} "
+        "left out for both. *Whole call* divides by the wall time of the training call (ours includes tokenizing, "
+        "packing and saving the model; the Trainer's its set-up); building the model is left out of both.",
+        "",
+        "| figure | ours | transformers.Trainer |", "|---|---|---|",
+        f"| tokens/s | {ours['tokens_per_s']:,.0f} | {fmt(hf and hf['tokens_per_s'], ',.0f')} |",
+        f"| model GFLOP/s | {ours['model_flops_per_s'] / 1e9:,.1f} | {fmt(hf and hf['model_flops_per_s'] / 1e9)} |",
+        f"| MFU (vs the {t['precision']} matmul limit) | {fmt(ours['mfu'], '.1%')} | {fmt(hf and hf['mfu'], '.1%')} |",
+        f"| step time, all {t['steps']} steps | {ours['step_seconds']:,.1f} s | {fmt(hf and hf['step_seconds'], unit=' s')} |",
+        f"| tokens/s, whole call | {ours['call_tokens_per_s']:,.0f} | {fmt(hf and hf['call_tokens_per_s'], ',.0f')} |",
+        f"| torch threads | {ours['threads']} | {fmt(hf and hf['threads'], 'd')} |",
+        f"| how | `biosae.lm.train_language_model` ({t['steps']} steps) | {how_hf} |",
+        "",
+    ]
+    if hf:
+        lines.append(f"Ours ÷ Trainer: **{t['speedup']:.2f}×** tokens/s "
+                     f"({ours['call_tokens_per_s'] / hf['call_tokens_per_s']:.2f}× over the whole call).")
+    else:
+        lines.append(f"Trainer baseline not measured: {t['trainer_missing']}.")
+    return lines
+
+
+def accuracy_section(accuracy: dict | None) -> list[str]:
+    lines = ["", "### Minutes of training to 95% exact match on unseen persons (default config)", ""]
+    if accuracy is None:
+        lines.append("Not measured: no pipeline training log (run without `--skip-pipeline`, or pass `--pipeline-dir`).")
+    elif accuracy["reached"]:
+        lines.append(f"**{accuracy['minutes']:.1f} min** of training (epoch {accuracy['epoch']:g}: ood_person exact "
+                     f"match {accuracy['value']:.3f}); from `{accuracy['source']}` (`monitor` column, checked at each "
+                     "epoch end, so the resolution is one epoch; `elapsed_s` counts training steps, not the monitor).")
+    else:
+        lines.append(f"Not reached in {accuracy['epochs_run']:g} epochs: best ood_person exact match "
+                     f"{accuracy['value']:.3f} at {accuracy['minutes']:.1f} min; from `{accuracy['source']}`.")
+    return lines
+
+
+def activations_section(a: dict | None, training: dict | None, sizes: dict) -> list[str]:
+    if not a:
+        return []
+    trained = f"trained {training['steps']} steps" if training else "random init"
+    return [
+        "", "## 4. Activation collection", "",
+        f"All {a['prompts']:,} QA rows (qa_train + qa_test + qa_hard), batch {a['batch_size']}, the config's model "
+        f"({trained}; speed does not depend on the weights), best of {sizes['activation_repeats']}.", "",
+        "| figure | value | how |", "|---|---|---|",
+        f"| collection | {a['collection_prompts_per_s']:,.0f} prompts/s ({a['collection_seconds']:.2f} s) | "
+        "`biosae.activations.build_activation_table` (tokenizing, hook, gathering, index table) |",
+        f"| plain forward (ceiling) | {a['ceiling_prompts_per_s']:,.0f} prompts/s ({a['ceiling_seconds']:.2f} s) | "
+        "the same length-sorted batches, `model(input_ids, attention_mask)` only, pre-tokenized |",
+        f"| fraction of the ceiling | **{a['fraction']:.2f}** | |",
+        f"| of which tokenizing the prompts | {a['tokenize_seconds']:.2f} s | `biosae.activations.encode_prompts` |",
+    ]
+
+
+def dataset_section(d: dict | None) -> list[str]:
+    if not d:
+        return []
+    return [
+        "", "## 5. Dataset generation", "",
+        "| figure | value | how |", "|---|---|---|",
+        f"| {d['persons']:,} persons | {d['seconds']:.1f} s, **{d['persons_per_s']:,.0f} persons/s** | "
+        f"`biosae.dataset.write_dataset` (num_persons={d['persons']}, other dataset keys from the config) |",
+        f"| written | {d['megabytes']:,.0f} MB, {d['qa_rows']:,} QA rows | |",
+    ]
+
+
+def pipeline_section(p: dict | None, threads: int) -> list[str]:
+    if not p:
+        return ["", "## 6. The default pipeline", "", "Not measured (`--skip-pipeline`)."]
+    origin = "run by this benchmark" if p["ran_here"] else f"the finished run in `{p['source']}`"
+    lines = [
+        "", "## 6. The default pipeline", "",
+        f"Per stage from Snakemake's `benchmark:` files ({origin}; `snakemake --cores {threads}`): `s` and "
+        "`max_rss` (peak resident memory).", "",
+        "| stage | wall s | share | peak RSS MB |", "|---|---|---|---|",
+    ]
+    for stage in p["stages"]:
+        lines.append(f"| {stage['stage']} | {stage['seconds']:,.1f} | {stage['seconds'] / p['wall']:.0%} | "
+                     f"{fmt(stage['max_rss_mb'], ',.0f')} |")
+    lines += [f"| **total** | **{p['wall']:,.1f}** ({p['wall'] / 60:.1f} min) | | {p['wall_how']} |", ""]
+    rerun = p["rerun"]
+    if rerun.get("measured"):
+        jobs = ", ".join(f"{s['stage']} {s['seconds']:.1f} s" for s in rerun["jobs"])
+        lines.append(f"Rerun after `{rerun['change']}` (`snakemake --cores {threads}` on a copy of the finished run): "
+                     f"**{rerun['seconds']:.1f} s = {rerun['fraction']:.1%}** of the full run. Jobs: {jobs}; "
+                     f"Snakemake start-up and DAG work: {rerun['overhead_seconds']:.1f} s.")
+    else:
+        lines.append(f"SAE-only rerun not measured: {rerun.get('why', 'skipped')}.")
+    return lines

@@ -1,0 +1,553 @@
+#!/usr/bin/env python
+"""Speed benchmark: biosae against this machine's limits and against what users would pick instead.
+
+Everything is measured in ONE run, so that each ratio compares two figures taken under the same
+load of a noisy shared machine:
+
+  1. machine limits       fp32 and bf16 matrix-product FLOP/s through torch (the MFU denominators)
+  2. LM training          our loop: tokens/s, model FLOP/s, MFU, on the default model and corpus;
+                          minutes of training to 95% exact match on unseen persons (pipeline log)
+  3. Trainer baseline     the same model, blocks and schedule through transformers.Trainer
+  4. activations          build_activation_table over every QA row ÷ a plain batched forward pass
+  5. dataset generation   write_dataset at 100,000 persons
+  6. pipeline             the default Snakemake pipeline: wall time and peak memory per stage (its
+                          benchmark: files), in total, and the rerun after changing one SAE λ
+
+and writes bench/results.md atomically, with PASS/MISS per target.
+
+    python bench/run.py                        # everything, ~30 min on 2 cores (machine alone)
+    python bench/run.py --pipeline-dir .       # per-stage figures from a finished default run here
+    python bench/run.py --tiny --out /tmp/x.md # every size shrunk: checks the script in ~a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from biosae.activations import build_activation_table, encode_prompts
+from biosae.config import validate_config
+from biosae.dataset import DatasetConfig, build_dataset, write_dataset
+from biosae.io import read_yaml, write_text
+from biosae.lm import (
+    TrainingConfig,
+    blocks_per_epoch,
+    build_scratch_model,
+    flops_per_token,
+    measure_matmul_flops,
+    pack_epoch,
+    pick_device,
+    tokenize_documents,
+    train_language_model,
+)
+from biosae.qa_accuracy import right_padded
+from biosae.tokenization import train_word_tokenizer
+from results_page import page  # bench/results_page.py, beside this script
+
+REPO = Path(__file__).resolve().parent.parent
+SECTIONS = ("machine", "training", "activations", "dataset", "pipeline")
+SAE_RERUN_JOBS = {"train_sae", "untrained_sae", "evaluate", "all"}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Every size the benchmark uses; TINY shrinks them all for the smoke test."""
+
+    matmul_size: int = 1024
+    matmul_seconds: float = 3.0
+    train_steps: int = 200            # of the default model on the default corpus, ours and Trainer's
+    skip_steps: int = 10              # first steps (kernel set-up) left out of steady-state tokens/s
+    activation_repeats: int = 2       # best of, alternating collection and plain forward
+    generation_persons: int = 100_000
+    config_overrides: dict = field(default_factory=dict)  # applied to config.yaml, here and in the pipeline
+
+
+TINY = Sizes(
+    matmul_size=256,
+    matmul_seconds=0.2,
+    train_steps=8,
+    skip_steps=2,
+    activation_repeats=1,
+    generation_persons=2_000,
+    config_overrides={
+        "dataset": {"num_persons": 24, "biographies_per_person": 3},
+        "model": {"n_layer": 2, "n_embd": 32, "n_head": 2, "block_size": 64},
+        "training": {"epochs": 2, "batch_size": 4},
+        "activations": {"batch_size": 64},
+        "sae": {"epochs": 3, "batch_size": 16},
+        "evaluate": {"max_prompts_per_cell": 24},
+    },
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def experiment_config(overrides: dict) -> dict:
+    """config.yaml with ``overrides`` applied, data directories relative as in the repository."""
+    config = read_yaml(REPO / "config.yaml")
+    for section, values in overrides.items():
+        config[section].update(values)
+    return config
+
+
+def validated(config: dict) -> dict:
+    """The config validated and filled, its data directories made absolute for in-process use."""
+    config = copy.deepcopy(config)
+    for key in ("entities_dir", "templates_dir", "qa_templates_dir"):
+        config["dataset"][key] = str(REPO / config["dataset"][key])
+    return validate_config(config)
+
+
+def seconds_of(function, *args, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def environment() -> str:
+    """The machine and software the figures hold for."""
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{os.cpu_count()} CPUs ({cpu}), torch threads {torch.get_num_threads()}, device {pick_device().type}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Machine limits
+
+
+def measure_machine_limits(sizes: Sizes) -> dict:
+    """Sustained matmul FLOP/s in fp32 and bf16, the MFU denominators (after a short warm-up)."""
+    limits = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        measure_matmul_flops(dtype, sizes.matmul_size, min(0.2, sizes.matmul_seconds))
+        limits[name] = measure_matmul_flops(dtype, sizes.matmul_size, sizes.matmul_seconds)
+        say(f"[machine] {name} matmul {sizes.matmul_size}²: {limits[name] / 1e9:,.1f} GFLOP/s")
+    return {"flops": limits, "how": f"biosae.lm.measure_matmul_flops(dtype, size={sizes.matmul_size}, "
+                                     f"seconds={sizes.matmul_seconds})"}
+
+
+# ----------------------------------------------------------------------------------------------
+# 2.-3. LM training: our loop, then transformers.Trainer, same model, blocks, schedule, steps
+
+
+def prepare_lm(config: dict):
+    """The default corpus (in memory), its word tokenizer, QA rows and training config."""
+    section = config["dataset"]
+    _, _, qa, corpus = build_dataset(DatasetConfig.from_config(section))
+    texts = [document["text"] for document in corpus]
+    tokenizer = train_word_tokenizer(texts)
+    cfg = TrainingConfig.from_sections(config["training"], config["model"], config["seed"])
+    rows = qa["qa_train"] + qa["qa_test"] + qa["qa_hard"]
+    return texts, tokenizer, rows, cfg
+
+
+def steady_tokens_per_s(seconds_per_step: list[float], tokens_per_step: int, skip: int) -> float:
+    timed = seconds_per_step[skip:]
+    return len(timed) * tokens_per_step / max(sum(timed), 1e-9)
+
+
+def train_ours(config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: int, workdir: Path) -> dict:
+    """biosae.lm.train_language_model for exactly ``steps`` steps (epochs set to that fraction)."""
+    import pandas as pd
+
+    documents = tokenize_documents(tokenizer, texts)
+    steps_per_epoch = math.ceil(blocks_per_epoch(documents, cfg.block_size) / cfg.batch_size)
+    cfg = replace(cfg, epochs=steps / steps_per_epoch)
+    model = build_scratch_model(tokenizer, config["model"], cfg.seed)
+    call_seconds, summary = seconds_of(
+        train_language_model, model, tokenizer, texts, cfg, workdir / "final", workdir / "checkpoint",
+        workdir / "train_log.csv", log_every=skip, progress=False)
+    if summary["steps"] != steps:
+        raise RuntimeError(f"asked for {steps} training steps, the loop ran {summary['steps']}")
+    # The log's elapsed_s is cumulative step time; steady state is from step `skip` to the end.
+    log = pd.read_csv(workdir / "train_log.csv", keep_default_na=False)
+    elapsed = dict(zip(log["step"], log["elapsed_s"]))
+    tokens_per_step = cfg.batch_size * cfg.block_size
+    steady = (steps - skip) * tokens_per_step / max(float(elapsed[steps]) - float(elapsed[skip]), 1e-9)
+    return {"model": model, "steps": steps, "tokens_per_step": tokens_per_step,
+            "step_seconds": summary["train_seconds"], "tokens_per_s": steady,
+            "call_tokens_per_s": steps * tokens_per_step / call_seconds, "threads": torch.get_num_threads()}
+
+
+def train_with_hf_trainer(config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: int, workdir: Path) -> dict:
+    """What most users would write: transformers.Trainer over a Dataset of the same packed blocks."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    blocks = pack_epoch(tokenize_documents(tokenizer, texts), cfg.block_size, cfg.seed, epoch=0)
+    blocks = blocks[: steps * cfg.batch_size]  # the very blocks our loop trained on
+
+    class Blocks(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(blocks)
+
+        def __getitem__(self, i):
+            return {"input_ids": blocks[i], "labels": blocks[i]}  # the model shifts labels itself
+
+    class StepTimer(TrainerCallback):
+        """Time from step begin to step end: forward, backward, clip, optimizer and lr step."""
+
+        def __init__(self):
+            self.seconds, self.threads, self._start = [], None, 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.threads = torch.get_num_threads()
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    args = TrainingArguments(
+        output_dir=str(workdir / "hf_trainer"), max_steps=steps, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8,
+        max_grad_norm=cfg.grad_clip, warmup_steps=cfg.warmup_fraction, lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_fraction}, bf16=cfg.precision == "bf16",
+        use_cpu=pick_device().type == "cpu", eval_strategy="no", save_strategy="no", logging_strategy="no",
+        report_to="none", dataloader_num_workers=0, disable_tqdm=True, seed=cfg.seed,
+    )
+    model = build_scratch_model(tokenizer, config["model"], cfg.seed)
+    timer = StepTimer()
+    trainer = Trainer(model=model, args=args, train_dataset=Blocks(), callbacks=[timer])
+    call_seconds, _ = seconds_of(trainer.train)
+    if len(timer.seconds) != steps:
+        raise RuntimeError(f"asked the Trainer for {steps} steps, it ran {len(timer.seconds)}")
+    tokens_per_step = cfg.batch_size * cfg.block_size
+    return {"steps": steps, "tokens_per_step": tokens_per_step, "step_seconds": sum(timer.seconds),
+            "tokens_per_s": steady_tokens_per_s(timer.seconds, tokens_per_step, skip),
+            "call_tokens_per_s": steps * tokens_per_step / call_seconds, "threads": timer.threads}
+
+
+def measure_training(config, lm, limits: dict | None, sizes: Sizes, workdir: Path) -> dict:
+    texts, tokenizer, _, cfg = lm
+    documents = tokenize_documents(tokenizer, texts)
+    full_batches = blocks_per_epoch(documents, cfg.block_size) // cfg.batch_size
+    steps = min(sizes.train_steps, full_batches)  # within epoch 0: every batch full, same blocks for both
+    if steps < 2:
+        raise RuntimeError(f"the corpus holds {full_batches} full batches; the benchmark needs at least 2")
+    skip = max(1, min(sizes.skip_steps, steps // 2))
+    ours = train_ours(config, texts, tokenizer, cfg, steps, skip, workdir / "ours")
+    say(f"[training] ours: {ours['tokens_per_s']:,.0f} tokens/s over steps {skip + 1}-{steps}")
+    from transformers.utils import is_accelerate_available
+
+    trainer, speedup, why_not = None, None, None
+    if is_accelerate_available():
+        trainer = train_with_hf_trainer(config, texts, tokenizer, cfg, steps, skip, workdir / "trainer")
+        say(f"[training] transformers.Trainer: {trainer['tokens_per_s']:,.0f} tokens/s over steps {skip + 1}-{steps}")
+        speedup = ours["tokens_per_s"] / trainer["tokens_per_s"]
+    else:
+        why_not = "transformers.Trainer needs the accelerate package (pip install accelerate)"
+        say(f"[training] Trainer baseline not measured: {why_not}")
+    fpt = flops_per_token(ours["model"], cfg.block_size)
+    peak = (limits or {}).get(cfg.precision)
+    for run in filter(None, (ours, trainer)):
+        run["model_flops_per_s"] = fpt * run["tokens_per_s"]
+        run["mfu"] = run["model_flops_per_s"] / peak if peak else None
+    say(f"[training] ours: model {fpt / 1e6:.1f} MFLOP/token, {ours['model_flops_per_s'] / 1e9:,.1f} GFLOP/s"
+        + (f", MFU {ours['mfu']:.1%}" if peak else "") + (f"; ours ÷ Trainer {speedup:.2f}×" if speedup else ""))
+    model_section = config["model"]
+    return {"ours": ours, "trainer": trainer, "speedup": speedup, "trainer_missing": why_not,
+            "flops_per_token": fpt, "steps": steps,
+            "skip": skip, "precision": cfg.precision, "batch_size": cfg.batch_size, "block_size": cfg.block_size,
+            "documents": len(texts), "vocabulary": len(tokenizer),
+            "parameters": sum(p.numel() for p in ours["model"].parameters()),
+            "model": f"{model_section['n_layer']} layers × {model_section['n_embd']} wide, {model_section['n_head']} heads"}
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Activation collection against a plain batched forward pass
+
+
+@torch.inference_mode()
+def plain_forward(model, batches) -> None:
+    for ids, mask in batches:
+        model(input_ids=ids, attention_mask=mask)
+
+
+def measure_activations(config, lm, model, sizes: Sizes) -> dict:
+    """Prompts/s of build_activation_table (tokenizing, hook, gathering included) ÷ the ceiling:
+    the same length-sorted batches through model(input_ids, attention_mask) and nothing else."""
+    _, tokenizer, rows, _ = lm
+    layer, batch_size = config["activations"]["layer"], config["activations"]["batch_size"]
+    device = pick_device()
+    model.to(device).eval()
+    tokenize_seconds, (prompt_ids, _) = seconds_of(encode_prompts, tokenizer, rows)
+    order = np.argsort([len(p) for p in prompt_ids], kind="stable")
+    batches = []
+    for start in range(0, len(order), batch_size):
+        ids, mask = right_padded([prompt_ids[i] for i in order[start : start + batch_size]], tokenizer.pad_token_id)
+        batches.append((ids.to(device), mask.to(device)))
+    plain_forward(model, batches[:1])  # warm-up
+    ceiling, collection = math.inf, math.inf
+    for _ in range(sizes.activation_repeats):
+        ceiling = min(ceiling, seconds_of(plain_forward, model, batches)[0])
+        collection = min(collection, seconds_of(build_activation_table, model, tokenizer, rows, layer, batch_size,
+                                                progress=False)[0])
+    n = len(rows)
+    result = {"prompts": n, "batch_size": batch_size, "collection_prompts_per_s": n / collection,
+              "ceiling_prompts_per_s": n / ceiling, "fraction": ceiling / collection,
+              "tokenize_seconds": tokenize_seconds, "collection_seconds": collection, "ceiling_seconds": ceiling}
+    say(f"[activations] {n} prompts: collection {result['collection_prompts_per_s']:,.0f}/s, plain forward "
+        f"{result['ceiling_prompts_per_s']:,.0f}/s, fraction {result['fraction']:.2f}")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Dataset generation
+
+
+def measure_dataset_generation(config, sizes: Sizes, workdir: Path) -> dict:
+    section = {**config["dataset"], "num_persons": sizes.generation_persons}
+    outputs = {key: workdir / f"{key}.{'json' if key.endswith('kg') else 'jsonl'}"
+               for key in ("train_kg", "test_kg", "qa_train", "qa_test", "qa_hard", "corpus")}
+    seconds, summary = seconds_of(write_dataset, DatasetConfig.from_config(section), outputs)
+    megabytes = sum(path.stat().st_size for path in outputs.values()) / 1e6
+    result = {"persons": sizes.generation_persons, "seconds": seconds, "persons_per_s": sizes.generation_persons / seconds,
+              "megabytes": megabytes, "qa_rows": sum(v for k, v in summary.items() if k.startswith("qa_"))}
+    say(f"[dataset] {result['persons']:,} persons in {seconds:.1f} s ({result['persons_per_s']:,.0f} persons/s, "
+        f"{megabytes:,.0f} MB written)")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. The Snakemake pipeline: per-stage time and memory, total, and the SAE-only rerun
+
+
+def snakemake(workdir: Path, threads: int, *extra: str) -> tuple[float, str]:
+    """Run the repository's Snakefile in ``workdir``; (wall seconds, its output). Fails loudly."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(workdir / "config.yaml"), "--cores", str(threads), *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    seconds, result = seconds_of(subprocess.run, command, capture_output=True, text=True, env=env, cwd=workdir)
+    output = result.stdout + result.stderr
+    with open(workdir / "bench_snakemake.log", "a", encoding="utf-8") as log:
+        log.write(f"$ {' '.join(command)}\n{output}\n")
+    if result.returncode != 0:
+        raise RuntimeError(f"snakemake {' '.join(extra)} failed in {workdir}:\n{output[-4000:]}")
+    return seconds, output
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats:' table of a (dry) run's output."""
+    lines = output.splitlines()
+    jobs: dict[str, int] = {}
+    if "Job stats:" in lines:
+        for line in lines[lines.index("Job stats:") + 3 :]:
+            parts = line.split()
+            if len(parts) != 2 or parts[0] == "total":
+                break
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def stage_benchmarks(directory: Path) -> list[dict]:
+    """One row per Snakemake benchmark file: stage, seconds, peak RSS (MB), finish time."""
+    import pandas as pd
+
+    stages = []
+    for path in sorted((directory / "benchmarks").glob("*.tsv")):  # the default run's; sweeps nest deeper
+        if path.stem == "aggregate":  # a sweep's, not the default run's
+            continue
+        table = pd.read_csv(path, sep="\t")
+        rss = pd.to_numeric(table.get("max_rss"), errors="coerce")
+        stages.append({"stage": str(path.relative_to(directory / "benchmarks").with_suffix("")),
+                       "seconds": float(table["s"].iloc[-1]),
+                       "max_rss_mb": None if rss is None or rss.isna().all() else float(rss.iloc[-1]),
+                       "finished": path.stat().st_mtime})
+    return sorted(stages, key=lambda stage: stage["finished"])
+
+
+def wall_from_benchmarks(stages: list[dict]) -> tuple[float, str]:
+    """A finished run's wall time from its benchmark files: first start to last finish, when that
+    span looks like one continuous run; the sum of stage times otherwise (e.g. stages redone later)."""
+    total = sum(stage["seconds"] for stage in stages)
+    span = max(s["finished"] for s in stages) - min(s["finished"] - s["seconds"] for s in stages)
+    if span <= 1.5 * total:
+        return span, "first job start to last job end (from the benchmark files' times)"
+    return total, "sum of stage times (the benchmark files span several runs)"
+
+
+def minutes_to_accuracy(log_csv: Path, key: str = "ood_person_exact", threshold: float = 0.95) -> dict | None:
+    """Training minutes (elapsed_s: step time, monitor excluded) at the first epoch end where the
+    monitor's ``key`` reached ``threshold``; the best value seen when it never did."""
+    import pandas as pd
+
+    if not log_csv.is_file():
+        return None
+    log = pd.read_csv(log_csv, keep_default_na=False)
+    best, epochs = None, 0.0
+    for _, row in log.iterrows():
+        if not row["monitor"]:
+            continue
+        value = json.loads(row["monitor"]).get(key)
+        if value is None:
+            continue
+        epochs = float(row["epoch"])
+        if best is None or value > best["value"]:
+            best = {"value": value, "minutes": float(row["elapsed_s"]) / 60, "epoch": epochs}
+        if value >= threshold:
+            return {"reached": True, "minutes": float(row["elapsed_s"]) / 60, "epoch": epochs, "value": value,
+                    "source": str(log_csv)}
+    if best is None:
+        return None
+    return {"reached": False, **best, "epochs_run": epochs, "source": str(log_csv)}
+
+
+def copy_finished_run(source: Path, target: Path) -> None:
+    """What Snakemake needs to see a finished run as up to date: config, inputs, outputs, metadata.
+    copy2 keeps modification times, so nothing looks stale; the source is only read."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source / "config.yaml", target / "config.yaml")
+    for name in ("data", "results", ".snakemake/metadata"):
+        if (source / name).is_dir():
+            shutil.copytree(source / name, target / name, symlinks=True)
+
+
+def measure_sae_rerun(workdir: Path, threads: int) -> dict:
+    """Double sae.lambda_indep in ``workdir``'s config and time the rerun Snakemake then does."""
+    import yaml
+
+    config_path = workdir / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    before = config.get("sae", {}).get("lambda_indep", 1e-2)
+    config.setdefault("sae", {})["lambda_indep"] = before * 2
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    _, dry_run = snakemake(workdir, threads, "-n")
+    jobs = planned_jobs(dry_run)
+    if not set(jobs) <= SAE_RERUN_JOBS:
+        return {"measured": False, "why": f"the run is not up to date: changing one λ would run {sorted(jobs)}"}
+    start = time.time()
+    seconds, _ = snakemake(workdir, threads)
+    rerun_stages = [s for s in stage_benchmarks(workdir) if s["finished"] >= start]
+    # Jobs may overlap (two 1-thread SAE jobs on 2 cores): the rest is Snakemake's own time.
+    busy = max(s["finished"] for s in rerun_stages) - min(s["finished"] - s["seconds"] for s in rerun_stages)
+    return {"measured": True, "seconds": seconds, "change": f"sae.lambda_indep {before:g} → {before * 2:g}",
+            "jobs": rerun_stages, "overhead_seconds": max(0.0, seconds - busy)}
+
+
+def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | None, workdir: Path) -> dict:
+    """Run the default pipeline in ``workdir`` (or read a finished one), then the SAE-only rerun."""
+    run_dir = workdir / "pipeline"
+    if pipeline_dir is None:
+        run_dir.mkdir(parents=True)
+        import yaml
+
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(experiment_config(config_overrides), sort_keys=False))
+        shutil.copytree(REPO / "data", run_dir / "data")
+        say(f"[pipeline] running the default pipeline in {run_dir} (--cores {threads}) ...")
+        wall, _ = snakemake(run_dir, threads)
+        stages, wall_how = stage_benchmarks(run_dir), "wall clock of the snakemake command"
+        source = run_dir
+    else:
+        stages = stage_benchmarks(pipeline_dir)
+        if not stages:
+            raise RuntimeError(f"--pipeline-dir {pipeline_dir}: no benchmarks/*.tsv (not a finished pipeline run)")
+        wall, wall_how = wall_from_benchmarks(stages)
+        copy_finished_run(pipeline_dir, run_dir)
+        source = pipeline_dir
+    for stage in stages:
+        say(f"[pipeline] {stage['stage']}: {stage['seconds']:,.1f} s, peak RSS {stage['max_rss_mb'] or 0:,.0f} MB")
+    say(f"[pipeline] total {wall / 60:.1f} min ({wall_how})")
+    accuracy = minutes_to_accuracy(source / "results" / "lm" / "train_log.csv")
+    rerun = measure_sae_rerun(run_dir, threads)
+    if rerun["measured"]:
+        rerun["fraction"] = rerun["seconds"] / wall
+        say(f"[pipeline] rerun after {rerun['change']}: {rerun['seconds']:.1f} s = {rerun['fraction']:.1%} of the full run")
+    else:
+        say(f"[pipeline] SAE-only rerun not measured: {rerun['why']}")
+    return {"stages": stages, "wall": wall, "wall_how": wall_how, "source": str(source), "ran_here": pipeline_dir is None,
+            "accuracy": accuracy, "rerun": rerun}
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.md", help="markdown to write")
+    parser.add_argument("--tiny", action="store_true", help="shrink every size (smoke test; figures mean nothing)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads and snakemake --cores (default 2)")
+    parser.add_argument("--skip-pipeline", action="store_true", help="leave out section 6 (the Snakemake pipeline)")
+    parser.add_argument("--pipeline-dir", type=Path,
+                        help="a finished default pipeline run (e.g. the repository): per-stage figures and the "
+                             "training log come from it; the SAE-only rerun runs on a copy. Nothing in it is written")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="measure only these sections")
+    parser.add_argument("--train-steps", type=int, help="LM training steps for ours and the Trainer (default 200)")
+    args = parser.parse_args(argv)
+    if args.pipeline_dir is not None:
+        args.pipeline_dir = args.pipeline_dir.resolve()
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sizes = TINY if args.tiny else Sizes()
+    if args.train_steps:
+        sizes = replace(sizes, train_steps=args.train_steps)
+    sections = set(args.only or SECTIONS) - ({"pipeline"} if args.skip_pipeline else set())
+    torch.set_num_threads(args.threads)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    started, start = datetime.datetime.now(), time.perf_counter()
+    config = validated(experiment_config(sizes.config_overrides))
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="biosae-bench-") as tmp:
+        workdir = Path(tmp)
+        if "machine" in sections:
+            results["machine"] = measure_machine_limits(sizes)
+        lm = prepare_lm(config) if {"training", "activations"} & sections else None
+        model = None
+        if "training" in sections:
+            results["training"] = measure_training(config, lm, (results.get("machine") or {}).get("flops"), sizes,
+                                                   workdir / "training")
+            model = results["training"]["ours"]["model"]
+        if "activations" in sections:
+            model = model or build_scratch_model(lm[1], config["model"], config["seed"])
+            results["activations"] = measure_activations(config, lm, model, sizes)
+        if "dataset" in sections:
+            results["dataset"] = measure_dataset_generation(config, sizes, workdir / "dataset")
+        if "pipeline" in sections:
+            results["pipeline"] = measure_pipeline(sizes.config_overrides, args.threads, args.pipeline_dir, workdir)
+        else:
+            log_dir = args.pipeline_dir or REPO
+            results["accuracy"] = minutes_to_accuracy(log_dir / "results" / "lm" / "train_log.csv")
+    sizes_shown = {key: value for key, value in vars(sizes).items() if value}
+    run = {"command": " ".join(["python bench/run.py", *sys.argv[1:]]), "started": started, "tiny": args.tiny,
+           "minutes": (time.perf_counter() - start) / 60, "threads": args.threads, "environment": environment(),
+           "sizes": sizes_shown}
+    write_text(args.out, page(results, run))
+    say(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The speed benchmark (bench/run.py) at tiny sizes: it runs end to end and reports every figure.
+
+The benchmark itself is not a test (its figures depend on the machine); these keep the script
+working: the in-process measurements on a tiny corpus and model, the pipeline figures read from
+benchmark files and a training log, and the SAE-only rerun on a finished tiny pipeline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = REPO / "bench" / "run.py"
+
+
+def load_bench():
+    sys.path.insert(0, str(SCRIPT.parent))  # run.py imports results_page from beside it
+    spec = importlib.util.spec_from_file_location("bench_run", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_bench(*args, timeout=600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    result = subprocess.run([sys.executable, str(SCRIPT), "--tiny", *args], capture_output=True, text=True,
+                            timeout=timeout, env=env, cwd=REPO)
+    assert result.returncode == 0, f"bench/run.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def test_tiny_run_measures_every_in_process_figure(tmp_path):
+    out = tmp_path / "results.md"
+    result = run_bench("--skip-pipeline", "--out", str(out))
+    text = out.read_text()
+    assert "TINY SMOKE RUN" in text
+    for heading in ("## Targets", "## 1. Machine limits", "## 2.–3. LM training", "## 4. Activation collection",
+                    "## 5. Dataset generation", "## 6. The default pipeline"):
+        assert heading in text
+    for figure in ("fp32 matrix product", "bf16 matrix product", "| tokens/s |", "| MFU", "fraction of the ceiling",
+                   "persons/s"):
+        assert figure in text
+    # Each target has a verdict; the ones measured here are PASS or MISS, the pipeline's are not measured.
+    targets = text.split("## Targets")[1].split("## 1.")[0]
+    verdicts = [line.rsplit("|", 2)[-2].strip() for line in targets.splitlines() if line.startswith("| ") and "verdict" not in line]
+    assert len(verdicts) == 5
+    assert verdicts.count("not measured") == 2 and all(v in ("PASS", "MISS", "not measured") for v in verdicts)
+    assert "Not measured (`--skip-pipeline`)" in text
+    # Figures are printed as the run goes.
+    for tag in ("[machine]", "[training]", "[activations]", "[dataset]"):
+        assert tag in result.stdout
+
+
+def write_benchmark(path: Path, seconds: float, max_rss: float, finished: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time"
+    path.write_text(f"{header}\n{seconds}\t0:00:00\t{max_rss}\t1\t1\t1\t0\t0\t50\t{seconds}\n")
+    os.utime(path, (finished, finished))
+
+
+def test_pipeline_figures_come_from_benchmark_files_and_the_training_log(tmp_path):
+    bench = load_bench()
+    now = time.time()
+    write_benchmark(tmp_path / "benchmarks" / "dataset.tsv", 10.0, 300.0, now - 100)
+    write_benchmark(tmp_path / "benchmarks" / "train_lm.tsv", 80.0, 900.5, now - 15)
+    write_benchmark(tmp_path / "benchmarks" / "evaluate.tsv", 15.0, 700.0, now)
+    write_benchmark(tmp_path / "benchmarks" / "sweep" / "seed_1" / "train_lm.tsv", 99.0, 1.0, now)
+    stages = bench.stage_benchmarks(tmp_path)
+    assert [s["stage"] for s in stages] == ["dataset", "train_lm", "evaluate"]  # in finishing order, no sweep
+    assert stages[1]["seconds"] == 80.0 and stages[1]["max_rss_mb"] == 900.5
+    wall, how = bench.wall_from_benchmarks(stages)
+    assert wall == pytest.approx(110.0, abs=0.5) and "first job start" in how
+
+    log = tmp_path / "train_log.csv"
+    monitor = [json.dumps({"train_exact": 0.5, "ood_person_exact": v}).replace('"', '""') for v in (0.4, 0.96, 0.99)]
+    log.write_text("step,epoch,lr,loss,tokens_per_s,elapsed_s,monitor\n10,0.5,0.001,3.0,5000,30,\n"
+                   + "".join(f'{20 * (i + 1)},{i + 1},0.001,1.0,,{60.0 * (i + 1)},"{m}"\n' for i, m in enumerate(monitor)))
+    reached = bench.minutes_to_accuracy(log)
+    assert reached["reached"] and reached["minutes"] == pytest.approx(2.0) and reached["epoch"] == 2
+    missed = bench.minutes_to_accuracy(log, threshold=0.999)
+    assert not missed["reached"] and missed["value"] == 0.99 and missed["epochs_run"] == 3
+    assert bench.minutes_to_accuracy(tmp_path / "absent.csv") is None
+
+
+def test_verdicts_and_job_table_parsing():
+    bench = load_bench()
+    from results_page import verdict
+
+    assert verdict("pipeline_minutes", 14.9) == "PASS" and verdict("pipeline_minutes", 15.1) == "MISS"
+    assert verdict("trainer_speedup", 1.5) == "PASS" and verdict("trainer_speedup", 1.2) == "MISS"
+    assert verdict("sae_rerun_fraction", None) == "not measured"
+    output = ("Building DAG of jobs...\nJob stats:\njob              count\n-------------  -------\n"
+              "all                  1\nevaluate             1\ntrain_sae            1\ntotal                3\n")
+    assert bench.planned_jobs(output) == {"all": 1, "evaluate": 1, "train_sae": 1}
+
+
+def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path):
+    before = {p: p.stat().st_mtime for p in (tiny_pipeline / "results").rglob("*") if p.is_file()}
+    out = tmp_path / "results.md"
+    result = run_bench("--only", "pipeline", "--pipeline-dir", str(tiny_pipeline), "--out", str(out))
+    text = out.read_text()
+    assert "| train_lm |" in text and "| evaluate |" in text and "| **total** |" in text
+    assert "Rerun after `sae.lambda_indep 0.01 → 0.02`" in text, result.stdout
+    rerun_line = next(line for line in text.splitlines() if line.startswith("Rerun after"))
+    assert "train_sae" in rerun_line and "untrained_sae" in rerun_line and "evaluate" in rerun_line
+    assert "train_lm" not in rerun_line
+    assert "### Minutes of training to 95%" in text
+    # The finished run it read is left exactly as it was.
+    assert {p: p.stat().st_mtime for p in (tiny_pipeline / "results").rglob("*") if p.is_file()} == before
+    assert (tiny_pipeline / "config.yaml").read_text().count("lambda_indep: 0.01") == 1
