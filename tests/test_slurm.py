@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import tiny_config, write_config
+
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +33,6 @@ SLURM_TARGETS: list[str] = []
 
 # Wall-clock limits of each Snakemake run (the SLURM one also waits for queue polling).
 SLURM_RUN_TIMEOUT_S = 40 * 60
-LOCAL_RUN_TIMEOUT_S = 30 * 60
 
 # Files compared byte for byte (deterministic for a config and seed) ...
 BYTE_EQUAL_UNDER = ("results/dataset/",)
@@ -42,23 +43,6 @@ METRIC_ABS_TOL = 1e-6
 # Keys of wall-clock measurements, which differ between any two runs.
 TIMING_KEY = re.compile(r"(time|seconds|duration|elapsed|mfu|flops|per_s$|per_second)", re.IGNORECASE)
 
-# The tiny experiment (the same sizes as tests/conftest.py's tiny_config): seconds per stage.
-TINY = {
-    ("dataset", "num_persons"): 24,
-    ("dataset", "biographies_per_person"): 3,
-    ("model", "n_layer"): 2,
-    ("model", "n_embd"): 32,
-    ("model", "n_head"): 2,
-    ("model", "block_size"): 128,
-    ("training", "epochs"): 2,
-    ("training", "batch_size"): 8,
-    ("training", "precision"): "fp32",
-    ("activations", "batch_size"): 64,
-    ("sae", "epochs"): 3,
-    ("sae", "batch_size"): 16,
-    ("evaluate", "max_prompts_per_cell"): 24,
-}
-DATA_DIR_KEYS = ("entities_dir", "templates_dir", "qa_templates_dir")
 
 # Rules that run nothing (input-only targets): Snakemake finishes them itself, without sbatch.
 RUN_NOTHING_RULES = {"all"}
@@ -145,18 +129,10 @@ def slurm_cluster(tmp_path_factory):
             stop_cluster(started_in)
 
 
-def tiny_config(workdir):
-    """The repository's config.yaml, shrunk; data directories point into the repository."""
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    for (section, key), value in TINY.items():
-        assert key in config[section], f"config.yaml has no {section}.{key}; update TINY in {__file__}"
-        config[section][key] = value
-    for key in DATA_DIR_KEYS:
-        config["dataset"][key] = str(REPO / config["dataset"][key])
+def write_tiny_config(workdir):
+    """The tiny experiment of tests/conftest.py (the same config as the local `tiny_pipeline` run)."""
     workdir.mkdir(parents=True)
-    path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return write_config(workdir, tiny_config())
 
 
 def run_snakemake(workdir, options, timeout):
@@ -268,13 +244,12 @@ def assert_same_outputs(slurm_dir, local_dir):
     assert compared, f"no output compared among {files}"
 
 
-def test_pipeline_on_slurm_matches_local_run(slurm_cluster, tmp_path):
-    slurm_dir, local_dir = tmp_path / "slurm", tmp_path / "local"
-    tiny_config(slurm_dir)
-    tiny_config(local_dir)
+def test_pipeline_on_slurm_matches_local_run(slurm_cluster, tiny_pipeline, tmp_path):
+    """The whole tiny pipeline through sbatch equals the local `--cores 2` run of the same config
+    (the session's `tiny_pipeline`, shared with the other end-to-end tests)."""
+    slurm_dir = tmp_path / "slurm"
+    write_tiny_config(slurm_dir)
 
     slurm_output = run_snakemake(slurm_dir, ["--profile", str(SLURM_CI_PROFILE)], SLURM_RUN_TIMEOUT_S)
     assert_every_job_went_through_sbatch(slurm_output)
-
-    run_snakemake(local_dir, ["--cores", "2"], LOCAL_RUN_TIMEOUT_S)
-    assert_same_outputs(slurm_dir, local_dir)
+    assert_same_outputs(slurm_dir, tiny_pipeline)
