@@ -184,6 +184,10 @@ def load_activation_table(tensor_path, index_path):
     activations = load_tensors(tensor_path)
     if "activations" not in activations:
         raise BiosaeError(f"{tensor_path}: no 'activations' tensor")
+    table = activations["activations"]
+    if table.ndim != 2 or not table.is_floating_point():
+        raise BiosaeError(f"{tensor_path}: 'activations' is {table.dtype} of shape {tuple(table.shape)}, "
+                          f"expected a 2-D float tensor [rows, d_model]")
     try:
         index = pd.read_csv(index_path, keep_default_na=False)
     except (OSError, ValueError) as error:

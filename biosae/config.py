@@ -84,9 +84,19 @@ def check_semantics(config: dict) -> None:
             f"config key dataset.num_persons: {dataset['num_persons']} is more than the {capacity} unique full names "
             f"the pools in {dataset['entities_dir']} allow"
         )
-    for path in config["evaluate"]["extra_questions"]:
+    n_test = int(round(dataset["num_persons"] * dataset["test_fraction"]))
+    if not 0 < n_test < dataset["num_persons"]:
+        raise BiosaeError(
+            f"config key dataset.test_fraction: {dataset['test_fraction']} of {dataset['num_persons']} persons "
+            f"leaves no train or no test persons"
+        )
+    from biosae.questions import load_question_files
+
+    for index, path in enumerate(config["evaluate"]["extra_questions"]):
         if not Path(path).is_file():
             raise BiosaeError(f"config key evaluate.extra_questions: file {path!r} not found")
+        # Checked now, not after hours of LM training: the file's errors name its line.
+        load_question_files({f"extra_{index}": path})
     if model["init"] == "pretrained":
         check_pretrained_available(model["name"])
 

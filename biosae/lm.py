@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from biosae.errors import BiosaeError
-from biosae.io import atomic_directory, load_tensors, save_tensors, write_json, write_text
+from biosae.io import atomic_directory, load_tensors, read_json, save_tensors, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -94,31 +94,61 @@ def load_pretrained(name: str):
     try:
         tokenizer = prepare_pretrained_tokenizer(AutoTokenizer.from_pretrained(name))
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
-    except (OSError, ValueError) as error:
-        raise BiosaeError(f"model.name {name!r}: cannot load a pretrained causal LM ({str(error).splitlines()[0]})") from None
+    except Exception as error:  # OSError, SafetensorError, a refused weights-only unpickle, ...: all "not loadable"
+        raise BiosaeError(f"model.name {name!r}: cannot load a pretrained causal LM ({_first_line(error)})") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
 
 def load_model_dir(directory, device=None):
-    """Load a saved model directory (ours or any HF causal LM) for inference."""
+    """Load a saved model directory (ours or any HF causal LM) for inference.
+
+    Only ``model.safetensors`` is read (never a pickle such as ``pytorch_model.bin``), and its
+    tensors must fit ``config.json`` exactly: a corrupt file, a missing, extra or misshapen tensor
+    is a one-line BiosaeError naming the directory, never a model with random weights in the gaps.
+    """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
     from biosae.tokenization import prepare_pretrained_tokenizer
 
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise BiosaeError(f"{directory}: not a model directory (no config.json)")
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its load report is a page; our error below is the line
     try:
         tokenizer = prepare_pretrained_tokenizer(AutoTokenizer.from_pretrained(str(directory)))
-        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, use_safetensors=True)
-    except (OSError, ValueError, RuntimeError) as error:
-        raise BiosaeError(f"{directory}: cannot load the model ({str(error).splitlines()[0]})") from None
+        # safetensors only: a pytorch_model.bin (a pickle) next to a missing model.safetensors is refused.
+        model, info = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, use_safetensors=True,
+                                                           output_loading_info=True, ignore_mismatched_sizes=True)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise BiosaeError(f"{directory}: cannot load the model ({_first_line(error)})") from None
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    # A weight file that doesn't fit config.json would otherwise load with random tensors in the gaps.
+    if info["mismatched_keys"]:
+        name, found, expected = sorted(info["mismatched_keys"])[0]
+        raise BiosaeError(
+            f"{directory}: tensor {name!r} has shape {tuple(found)}, config.json expects {tuple(expected)}"
+        )
+    for kind in ("missing", "unexpected"):
+        keys = sorted(info[f"{kind}_keys"])
+        if keys:
+            raise BiosaeError(
+                f"{directory}: weights don't fit config.json ({len(keys)} tensors {kind}, e.g. {keys[0]!r})"
+            )
     model.eval()
     if device is not None:
         model.to(device)
     return model, tokenizer
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,11 +232,12 @@ def load_checkpoint(directory, model, optimizer, fingerprint: str):
     directory = Path(directory)
     if not (directory / "state.json").is_file():
         return None
-    state = json.loads((directory / "state.json").read_text())
-    if state.get("fingerprint") != fingerprint:
+    state = read_json(directory / "state.json")
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         log.info("checkpoint in %s is for another config; starting over", directory)
         return None
-    tensors = load_tensors(directory / "state.safetensors")
+    expected = {f"model.{name}": tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    tensors = load_tensors(directory / "state.safetensors", expected_shapes=expected)
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
     opt_state = optimizer.state_dict()
     restored: dict = {}
