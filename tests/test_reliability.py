@@ -6,6 +6,9 @@ an unknown key, a minimum, temp_end above temp_start, too many persons and an un
 offline (tests/test_workflow.py); each bad data file at library level (tests/test_dataset.py);
 load_sae on a truncated file, a harmless pickle and shapes from another cfg.json, a nan SAE loss
 term, and in-process SAE/LM resume equality (tests/test_sae.py, tests/test_lm.py).
+
+The determinism test runs its own cheaper copy of the tiny config twice, side by side, rather
+than a second copy of the session's tiny_pipeline: that one trains for minutes.
 """
 
 from __future__ import annotations
@@ -569,7 +572,7 @@ def sae_data(n_rows=1500, d=32, seed=0):
 SAE_JOB = dict(epochs=10, batch_size=16)
 
 
-def sae_job(checkpoint_dir: str) -> None:
+def sae_job(checkpoint_dir: str):
     """What the killed subprocess runs (and the resumed run repeats): SAE training with checkpoints."""
     from biosae.sae import SAEConfig
     from biosae.sae_training import train_sae
@@ -648,11 +651,17 @@ def process_tree(pid: int) -> set[int]:
     return tree
 
 
-def start_snakemake(workdir: Path, *args) -> subprocess.Popen:
+def start_snakemake(workdir: Path, *args, output: Path | None = None) -> subprocess.Popen:
+    """Snakemake in the background, in its own session; its output piped, or written to ``output``."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--configfile", str(workdir / "config.yaml"), *args]
-    return subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"})
+    stdout = open(output, "w") if output else subprocess.PIPE  # noqa: SIM115 - closed below, the child keeps its copy
+    process = subprocess.Popen(command, cwd=workdir, stdout=stdout, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"})
+    if output:
+        stdout.close()
+    return process
 
 
 def read_text(path: Path) -> str:
@@ -699,7 +708,8 @@ def assert_no_partial_model(lm: Path) -> None:
 @pytest.mark.slow
 def test_killed_lm_job_resumes_from_its_checkpoint_through_snakemake(tmp_path):
     """SIGTERM, then SIGKILL, to the running train_lm job; each rerun resumes from the checkpoint."""
-    write_config(tmp_path, tiny_config(training={"epochs": 4, "checkpoint_every_steps": 2}))
+    # A few seconds of training, a checkpoint every 2 steps: time to kill it twice.
+    write_config(tmp_path, tiny_config(training={"epochs": 3, "batch_size": 8, "checkpoint_every_steps": 2}))
     lm, state = tmp_path / "results" / "lm", tmp_path / "results" / "lm" / "checkpoint" / "state.json"
     log = tmp_path / "logs" / "train_lm.log"
 
@@ -716,7 +726,7 @@ def test_killed_lm_job_resumes_from_its_checkpoint_through_snakemake(tmp_path):
     process = start_snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", "results/lm/final")
     wait_for(lambda: checkpoint_field(state, "step") > first, process, 300, "a later LM checkpoint")
     wait_for(lambda: "resuming from" in read_text(log), process, 60, "the resume line in the log")
-    assert re.search(rf"resuming from \S*checkpoint at step {first} of \d+", read_text(log))
+    total = int(re.search(rf"resuming from \S*checkpoint at step {first} of (\d+)", read_text(log)).group(1))
     kill_tree(process, signal.SIGKILL)
     second = checkpoint_field(state, "step")
     assert second > first
@@ -726,13 +736,13 @@ def test_killed_lm_job_resumes_from_its_checkpoint_through_snakemake(tmp_path):
     run_snakemake(tmp_path, "--unlock")
     run_snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", "results/lm/final")
     text = log.read_text()
-    assert re.search(rf"resuming from \S*checkpoint at step {second} of 24", text), text[-2000:]
+    assert re.search(rf"resuming from \S*checkpoint at step {second} of {total}", text), text[-2000:]
     assert "biosae error" not in text
     from biosae.lm import load_model_dir
 
     load_model_dir(lm / "final")
     summary = json.loads((lm / "train_summary.json").read_text())
-    assert summary["steps"] == 24  # 4 epochs of 6 steps: the tiny dataset in blocks of 128, batches of 8
+    assert summary["steps"] == total
 
 
 # ------------------------------------------------------------------------------------------------
@@ -744,15 +754,31 @@ def digests(directory: Path) -> dict[str, str]:
             if path.is_file()}
 
 
+def determinism_config() -> dict:
+    """The tiny config made cheaper still (the point is equality, not learning)."""
+    return tiny_config(training={"epochs": 2, "batch_size": 8}, sae={"epochs": 3},
+                       evaluate={"max_prompts_per_cell": 12, "swap_alphas": [1.0]})
+
+
 @pytest.mark.slow
-def test_same_config_twice_gives_identical_dataset_and_metrics(tiny_pipeline, tmp_path):
-    write_config(tmp_path, tiny_config())
-    run_snakemake(tmp_path, "--cores", "2")
-    first, second = tiny_pipeline / "results", tmp_path / "results"
-    assert digests(first / "dataset") == digests(second / "dataset")
+def test_same_config_twice_gives_identical_dataset_and_metrics(tmp_path):
+    """Two pipelines side by side (one core each, so both train with one thread): same bytes, same numbers."""
+    runs = [tmp_path / "a", tmp_path / "b"]
+    processes = []
+    for run in runs:
+        run.mkdir()
+        write_config(run, determinism_config())
+        processes.append(start_snakemake(run, "--cores", "1", output=run / "snakemake.out"))
+    for run, process in zip(runs, processes):
+        assert process.wait(timeout=1200) == 0, (run / "snakemake.out").read_text()[-4000:]
+    first, second = (run / "results" for run in runs)
     assert len(digests(first / "dataset")) == 6
+    assert digests(first / "dataset") == digests(second / "dataset")
     for relative in ("eval/metrics.json", "lm/qa_accuracy.json"):
         assert json.loads((first / relative).read_text()) == json.loads((second / relative).read_text()), relative
+    for relative in ("lm/final/model.safetensors", "sae/sae.safetensors"):
+        a, b = load_tensors(first / relative), load_tensors(second / relative)
+        assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a), relative
 
 
 # ------------------------------------------------------------------------------------------------
