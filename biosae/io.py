@@ -36,21 +36,44 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def previous_version(path: str | os.PathLike) -> Path:
+    """Where atomic_directory parks the old version of ``path`` while swapping in the new one."""
+    final = Path(path)
+    return final.parent / f".{final.name}.previous"
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory next to ``path``; on success it replaces ``path`` whole."""
+    """Yield a temporary directory next to ``path``; on success it replaces ``path`` whole.
+
+    The old version is renamed aside before the new one is renamed in, and removed after; a
+    kill between the two renames leaves ``previous_version(path)`` complete (resume logic reads
+    it through :func:`existing_version`), never a half-written ``path``.
+    """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    previous = previous_version(final)
     try:
         yield tmp
         os.chmod(tmp, 0o755)
+        if previous.exists():
+            shutil.rmtree(previous)
         if final.exists():
-            shutil.rmtree(final)
+            os.replace(final, previous)
         os.replace(tmp, final)
+        if previous.exists():
+            shutil.rmtree(previous)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def existing_version(path: str | os.PathLike) -> Path:
+    """``path`` if it exists, else the complete old version an interrupted swap left aside."""
+    final = Path(path)
+    previous = previous_version(final)
+    return previous if not final.exists() and previous.exists() else final
 
 
 def write_text(path, text: str) -> None:

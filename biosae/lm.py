@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from biosae.errors import BiosaeError
-from biosae.io import atomic_directory, load_tensors, read_json, save_tensors, write_json, write_text
+from biosae.io import atomic_directory, existing_version, load_tensors, read_json, save_tensors, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def save_checkpoint(directory, model, optimizer, state: dict) -> None:
 
 def load_checkpoint(directory, model, optimizer, fingerprint: str):
     """Restore a checkpoint written for the same config; None when there is none or it differs."""
-    directory = Path(directory)
+    directory = existing_version(directory)
     if not (directory / "state.json").is_file():
         return None
     state = read_json(directory / "state.json")

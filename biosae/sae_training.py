@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from biosae.errors import BiosaeError
-from biosae.io import atomic_directory, load_tensors, read_json, save_tensors, write_json, write_text
+from biosae.io import atomic_directory, existing_version, load_tensors, read_json, save_tensors, write_json, write_text
 from biosae.sae import LOSS_TERMS, SAEConfig, SupervisedSAE, sae_loss
 
 LOG_COLUMNS = (
@@ -167,7 +167,8 @@ def _save_checkpoint(directory, model, optimizer, epoch: int, history: list[dict
 
 def _resume(directory, model, optimizer, fingerprint: str) -> tuple[int, list[dict]]:
     """Restore a checkpoint of this exact config and data; return (finished epochs, log rows), (0, []) if none."""
-    state_path = Path(directory) / CHECKPOINT_STATE
+    directory = existing_version(directory)
+    state_path = directory / CHECKPOINT_STATE
     if not state_path.is_file():
         return 0, []
     state = read_json(state_path)

@@ -847,3 +847,22 @@ def test_no_unsafe_loading_anywhere():
         if found:
             problems[str(path.relative_to(REPO))] = found
     assert problems == {}
+
+
+def test_interrupted_directory_swap_keeps_the_old_version_readable(tmp_path):
+    """A kill between atomic_directory's two renames leaves the old version aside, complete."""
+    import os
+
+    from biosae.io import atomic_directory, existing_version, previous_version
+
+    target = tmp_path / "checkpoint"
+    with atomic_directory(target) as tmp:
+        (tmp / "state.json").write_text('{"step": 1}')
+    # Simulate the kill: the old version was renamed aside, the new one not yet in place.
+    os.replace(target, previous_version(target))
+    assert existing_version(target) == previous_version(target)
+    assert (existing_version(target) / "state.json").read_text() == '{"step": 1}'
+    with atomic_directory(target) as tmp:
+        (tmp / "state.json").write_text('{"step": 2}')
+    assert existing_version(target) == target and not previous_version(target).exists()
+    assert (target / "state.json").read_text() == '{"step": 2}'
