@@ -172,3 +172,15 @@ def test_identity_edit_leaves_logits_unchanged(trained, data):
     _, changed = answer_position_pass(model, prompts, tokenizer.pad_token_id, layer=1, edit=lambda h: h * 0)
     torch.testing.assert_close(clean, same)
     assert not torch.allclose(clean, changed)
+
+
+def test_batched_encoding_equals_one_row_at_a_time(data):
+    from biosae.text import format_answer, format_prompt
+    from biosae.tokenization import encode_qa
+
+    qa, texts = data
+    tokenizer = train_word_tokenizer(texts)
+    rows = qa["qa_test"][:30] + qa["qa_hard"][:30]
+    encoded = encode_rows(tokenizer, rows)
+    for row, prompt, answer in zip(rows, encoded.prompt_ids, encoded.answer_ids):
+        assert (prompt, answer) == encode_qa(tokenizer, format_prompt(row["question"]), format_answer(row["answer"]))
