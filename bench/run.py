@@ -43,6 +43,7 @@ import torch
 from biosae.activations import build_activation_table, encode_prompts
 from biosae.config import validate_config
 from biosae.dataset import DatasetConfig, build_dataset, write_dataset
+from biosae.job_stats import job_stats
 from biosae.io import read_yaml, write_text
 from biosae.lm import (
     TrainingConfig,
@@ -353,19 +354,6 @@ def snakemake(workdir: Path, threads: int, *extra: str) -> tuple[float, str]:
     return seconds, output
 
 
-def planned_jobs(output: str) -> dict[str, int]:
-    """Rule -> job count from the 'Job stats:' table of a (dry) run's output."""
-    lines = output.splitlines()
-    jobs: dict[str, int] = {}
-    if "Job stats:" in lines:
-        for line in lines[lines.index("Job stats:") + 3 :]:
-            parts = line.split()
-            if len(parts) != 2 or parts[0] == "total":
-                break
-            jobs[parts[0]] = int(parts[1])
-    return jobs
-
-
 def stage_benchmarks(directory: Path) -> list[dict]:
     """One row per Snakemake benchmark file: stage, seconds, peak RSS (MB), finish time."""
     import pandas as pd
@@ -439,7 +427,7 @@ def measure_sae_rerun(workdir: Path, threads: int) -> dict:
     config.setdefault("sae", {})["lambda_indep"] = before * 2
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     _, dry_run = snakemake(workdir, threads, "-n")
-    jobs = planned_jobs(dry_run)
+    jobs = job_stats(dry_run)
     if not set(jobs) <= SAE_RERUN_JOBS:
         return {"measured": False, "why": f"the run is not up to date: changing one λ would run {sorted(jobs)}"}
     start = time.time()

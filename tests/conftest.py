@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from biosae.job_stats import job_stats
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
@@ -60,15 +60,7 @@ def run_snakemake(workdir: Path, *args, check=True, timeout=900) -> subprocess.C
 def planned_jobs(workdir: Path, *args) -> dict[str, int]:
     """Rule -> job count of a dry run (``snakemake -n``), parsed from its job table."""
     result = run_snakemake(workdir, "-n", *args)
-    jobs: dict[str, int] = {}
-    lines = (result.stdout + result.stderr).splitlines()
-    if "Job stats:" in lines:
-        for line in lines[lines.index("Job stats:") + 3 :]:
-            parts = line.split()
-            if len(parts) != 2 or parts[0] == "total":
-                break
-            jobs[parts[0]] = int(parts[1])
-    return jobs
+    return job_stats(result.stdout + result.stderr)
 
 
 @pytest.fixture

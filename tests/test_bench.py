@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from biosae.job_stats import job_stats
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -95,7 +96,7 @@ def test_pipeline_figures_come_from_benchmark_files_and_the_training_log(tmp_pat
 
 
 def test_verdicts_and_job_table_parsing():
-    bench = load_bench()
+    load_bench()  # puts bench/ on sys.path, where results_page lives
     from results_page import verdict
 
     assert verdict("pipeline_minutes", 14.9) == "PASS" and verdict("pipeline_minutes", 15.1) == "MISS"
@@ -103,7 +104,7 @@ def test_verdicts_and_job_table_parsing():
     assert verdict("sae_rerun_fraction", None) == "not measured"
     output = ("Building DAG of jobs...\nJob stats:\njob              count\n-------------  -------\n"
               "all                  1\nevaluate             1\ntrain_sae            1\ntotal                3\n")
-    assert bench.planned_jobs(output) == {"all": 1, "evaluate": 1, "train_sae": 1}
+    assert job_stats(output) == {"all": 1, "evaluate": 1, "train_sae": 1}
 
 
 def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path):

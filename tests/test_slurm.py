@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from biosae.job_stats import job_stats
 from tests.conftest import tiny_config, write_config
 
 pytestmark = pytest.mark.slurm
@@ -168,20 +169,9 @@ def run_snakemake(workdir, options, timeout):
     return output
 
 
-def job_counts(output):
-    """The 'Job stats' table Snakemake prints before it starts: {rule: number of jobs}."""
-    table = output.split("Job stats:", 1)[1].splitlines()
-    counts = {}
-    for line in table[3:]:  # header, rule line, dashes
-        name, count = line.split()
-        if name == "total":
-            return counts
-        counts[name] = int(count)
-    raise AssertionError("no 'total' line in Snakemake's job stats")
-
-
 def assert_every_job_went_through_sbatch(output):
-    planned = job_counts(output)
+    planned = job_stats(output)
+    assert planned, "no 'Job stats' table in Snakemake's output"
     ran_locally = Counter(re.findall(r"^local(?:rule|checkpoint) (\S+):$", output, re.MULTILINE))
     assert set(ran_locally) <= RUN_NOTHING_RULES, f"jobs ran on the submit host, not via sbatch: {ran_locally}"
     expected = {rule: count for rule, count in planned.items() if rule not in RUN_NOTHING_RULES}

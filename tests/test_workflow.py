@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, planned_jobs, run_snakemake, tiny_config, write_config
+from tests.conftest import planned_jobs, run_snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 

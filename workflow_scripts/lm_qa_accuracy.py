@@ -3,7 +3,7 @@
 import torch
 from _common import rule_context
 
-from biosae.io import read_jsonl, write_json
+from biosae.io import write_json
 from biosae.lm import load_model_dir, pick_device
 from biosae.qa_accuracy import accuracy_report, encode_rows, score_answers
 from biosae.questions import load_question_files
