@@ -1,4 +1,5 @@
-"""The evaluation stage's figures, from a metrics dict and the training logs (PNG, one per view)."""
+"""The evaluation stage's figures, from a metrics dict and the training logs (PNG, one per test,
+with a panel per evaluation cell)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,6 @@ from pathlib import Path
 
 from biosae import plots
 from biosae.rules import RULES
-
-
-def safe_name(cell: str) -> str:
-    return cell.replace(":", "_").replace("/", "_")
 
 
 def write_figures(metrics: dict, directory, lm_log_csv=None, sae_log_csv=None) -> dict[str, str]:
@@ -31,21 +28,22 @@ def write_figures(metrics: dict, directory, lm_log_csv=None, sae_log_csv=None) -
              "linear probe": {c: b["linear_probe"] for c, b in metrics["baselines"].items()}},
             path, "Slot / rule accuracy per evaluation cell", cells=cells,
             reference_lines={"chance": 1 / len(RULES), "seed OOD bar": 0.90}))
-    for cell in cells:
-        add(f"Confusion, {cell}", f"confusion_{safe_name(cell)}.png",
-            lambda path, cell=cell: plots.plot_confusion(metrics["confusion"][cell], f"Asked rule x SAE slot: {cell}", path))
+    # One file per test, one panel per evaluation cell.
+    add("Confusion of asked rule and argmax slot, per cell", "confusion.png",
+        lambda path: plots.plot_confusion_grid({cell: metrics["confusion"][cell] for cell in cells},
+                                               "Asked rule x SAE slot", path))
     for mode, by_cell in metrics.get("ablation", {}).items():
-        for cell, result in by_cell.items():
-            add(f"{mode} ablation, {cell}", f"ablation_{mode}_{safe_name(cell)}.png",
-                lambda path, result=result, mode=mode, cell=cell: plots.plot_matrix_heatmap(
-                    result["accuracy_drop"], f"{mode} ablation: normalized accuracy drop ({cell})", path,
-                    row_label="ablated slot", col_label="rule", vmin=-0.2, vmax=1.0, cmap="magma"))
+        add(f"{mode} ablation: normalized accuracy drop, per cell", f"ablation_{mode}.png",
+            lambda path, by_cell=by_cell, mode=mode: plots.plot_matrix_grid(
+                {cell: result["accuracy_drop"] for cell, result in by_cell.items()},
+                f"{mode} ablation: normalized accuracy drop", path,
+                row_label="ablated slot", col_label="rule", vmin=-0.2, vmax=1.0, cmap="magma"))
     for alpha, by_cell in metrics.get("swap", {}).items():
-        for cell, result in by_cell.items():
-            add(f"Swap {alpha}, {cell}", f"swap_{alpha.replace('=', '')}_{safe_name(cell)}.png",
-                lambda path, result=result, alpha=alpha, cell=cell: plots.plot_matrix_heatmap(
-                    result["success_rate"], f"Slot swap success, {alpha} ({cell})", path,
-                    row_label="source rule", col_label="target slot", vmin=0.0, vmax=1.0))
+        add(f"Swap {alpha}: success, per cell", f"swap_{alpha.replace('=', '')}.png",
+            lambda path, by_cell=by_cell, alpha=alpha: plots.plot_matrix_grid(
+                {cell: result["success_rate"] for cell, result in by_cell.items()},
+                f"Slot swap success, {alpha}", path, row_label="source rule", col_label="target slot",
+                vmin=0.0, vmax=1.0))
     if lm_log_csv:
         add("LM training loss", "lm_training_loss.png",
             lambda path: plots.plot_training_curves(lm_log_csv, ["loss"], path, "LM training loss", x_column="step"))

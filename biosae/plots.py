@@ -92,6 +92,61 @@ def plot_confusion(matrix, title: str, path) -> None:
     _save(figure, path)
 
 
+def _panel_grid(count: int, columns: int, panel_width: float, panel_height: float):
+    """A Figure with ``count`` axes in rows of ``columns`` (unused trailing axes removed)."""
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    figure = Figure(figsize=(panel_width * columns, panel_height * rows))
+    axes = figure.subplots(rows, columns, squeeze=False).flatten()
+    for extra in axes[count:]:
+        extra.remove()
+    return figure, axes[:count]
+
+
+def plot_matrix_grid(matrices: dict[str, list], title: str, path, row_label: str, col_label: str,
+                     vmin: float | None = None, vmax: float | None = None, cmap: str = "viridis",
+                     fmt: str = ".2f", columns: int = 3) -> None:
+    """One annotated heatmap per entry of ``matrices`` (e.g. {evaluation cell: 6x6 ablation drop}),
+    side by side on one colour scale, so that cells compare at a glance (and one file is drawn,
+    not one per cell)."""
+    if not matrices:
+        raise ValueError("plot_matrix_grid: no matrix to plot")
+    values = {name: _as_float_matrix(matrix) for name, matrix in matrices.items()}
+    for name, matrix in values.items():
+        if matrix.ndim != 2 or matrix.size == 0:
+            raise ValueError(f"plot_matrix_grid: {name}: expected a non-empty 2-D matrix, got shape {matrix.shape}")
+    first = next(iter(values.values()))
+    figure, panels = _panel_grid(len(values), columns, 1.4 + 0.9 * first.shape[1], 1.6 + 0.7 * first.shape[0])
+    for axes, (name, matrix) in zip(panels, values.items()):
+        _heatmap(axes, matrix, matrix, _names(None, matrix.shape[0]), _names(None, matrix.shape[1]),
+                 vmin, vmax, cmap, fmt)
+        axes.set_xlabel(col_label)
+        axes.set_ylabel(row_label)
+        axes.set_title(name)
+    figure.suptitle(title)
+    _save(figure, path)
+
+
+def plot_confusion_grid(matrices: dict[str, list], title: str, path, columns: int = 3) -> None:
+    """One confusion matrix per entry of ``matrices`` ({evaluation cell: 6x6 counts}, row = asked
+    rule, col = argmax slot), coloured by the fraction of each row, annotated with the counts."""
+    if not matrices:
+        raise ValueError("plot_confusion_grid: no matrix to plot")
+    figure, panels = _panel_grid(len(matrices), columns, 6.6, 5.4)
+    for axes, (name, matrix) in zip(panels, matrices.items()):
+        counts = _as_float_matrix(matrix)
+        totals = counts.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rates = np.where(totals > 0, counts / totals, np.nan)
+        _heatmap(axes, rates, counts, _names(None, counts.shape[0]),
+                 [f"slot {i}\n{rule}" for i, rule in enumerate(_names(None, counts.shape[1]))], 0.0, 1.0, "Blues", ".0f")
+        axes.set_xlabel("argmax SAE slot")
+        axes.set_ylabel("asked rule")
+        axes.set_title(name)
+    figure.suptitle(title)
+    _save(figure, path)
+
+
 def plot_training_curves(csv_path, columns: Sequence[str], path, title: str, x_column: str | None = "step") -> None:
     """Curves of the given columns of a CSV training log against ``x_column`` (or the row number
     when the log has no such column). Columns the log lacks are skipped; none present is an error."""

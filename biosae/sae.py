@@ -171,13 +171,17 @@ class SupervisedSAE(nn.Module):
         cross-entropy and argmax never pick a candidate the rule doesn't have.
         """
         x = self.standardize(h)
-        out = x.new_full((x.shape[0], max(self.cfg.value_vocab_sizes)), float("-inf"))
-        for rule, head in enumerate(self.value_heads):
-            rows = rule_idx == rule
-            if rows.any():
-                gated = x[rows] * z[rows, rule].unsqueeze(-1)
-                out[rows, : head.out_features] = head(gated)
-        return out
+        gated = x * z.gather(1, rule_idx.unsqueeze(-1))
+        # Rows grouped by rule (one sort) so that each head runs once on a contiguous block: a
+        # fifth of the autograd nodes of masking rows per head, which dominate at these sizes.
+        order = torch.argsort(rule_idx, stable=True)
+        counts = torch.bincount(rule_idx, minlength=len(self.value_heads)).tolist()
+        width = max(self.cfg.value_vocab_sizes)
+        blocks = [
+            F.pad(head(rows), (0, width - head.out_features), value=float("-inf"))
+            for head, rows in zip(self.value_heads, gated[order].split(counts))
+        ]
+        return torch.cat(blocks)[torch.argsort(order)]
 
     @torch.no_grad()
     def value_predictions(self, h: torch.Tensor, rule_idx: torch.Tensor) -> torch.Tensor:

@@ -230,7 +230,7 @@ def train_sae(
 
     model = SupervisedSAE(cfg).to(device)
     model.fit_standardization(activations[train_rows])
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=True)  # one fused op per step, not 16
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     done, history = _resume(checkpoint_dir, model, optimizer, fingerprint) if checkpoint_dir else (0, [])
     last = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
 

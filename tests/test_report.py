@@ -8,6 +8,7 @@ import pytest
 from biosae import metrics as m
 from biosae import plots
 from biosae.errors import BiosaeError
+from biosae.figures import write_figures
 from biosae.report import render_summary, write_summary
 from biosae.rules import RULES
 
@@ -112,3 +113,50 @@ def test_training_curves_and_cell_bars_write_png_files(tmp_path):
         tmp_path / "bars.png", "slot accuracy per cell", reference_lines={"seed OOD bar": 0.9},
     )
     assert_png(tmp_path / "bars.png")
+
+
+def png_size(path):
+    """(width, height) in pixels, from the PNG's IHDR chunk."""
+    data = path.read_bytes()
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_grids_draw_one_panel_per_cell_in_one_file(tmp_path):
+    rules = np.repeat(np.arange(6), 5)
+    confusion = m.confusion_matrix(rules, rules)
+    plots.plot_confusion(confusion, "one cell", tmp_path / "single.png")
+    cells = ["train", "ood_template", "ood_person", "ood_both", "hard_seen_person", "hard_unseen_person"]
+    plots.plot_confusion_grid({cell: confusion for cell in cells}, "six cells", tmp_path / "grid.png")
+    single, grid = png_size(tmp_path / "single.png"), png_size(tmp_path / "grid.png")
+    assert_png(tmp_path / "grid.png")
+    # 3 columns x 2 rows of panels, each the size of the single-cell figure.
+    assert grid[0] > 2.5 * single[0] and grid[1] > 1.7 * single[1]
+
+    drop = m.ablation_matrix(rules, np.ones(30, bool), np.stack([rules != k for k in range(6)]))["accuracy_drop"]
+    plots.plot_matrix_grid({"train": drop, "ood_both": drop}, "slot ablation", tmp_path / "ablation.png",
+                           "ablated slot", "rule", vmin=-0.2, vmax=1.0)
+    assert_png(tmp_path / "ablation.png")
+    with pytest.raises(ValueError, match="no matrix"):
+        plots.plot_matrix_grid({}, "nothing", tmp_path / "empty.png", "a", "b")
+    assert not (tmp_path / "empty.png").exists()
+
+
+def test_evaluation_figures_are_one_file_per_test(tmp_path):
+    rules = np.repeat(np.arange(6), 5)
+    cells = ["train", "ood_both"]
+    drop = m.ablation_matrix(rules, np.ones(30, bool), np.stack([rules != k for k in range(6)]))
+    swap = m.swap_matrix(rules, np.ones((6, 30)))
+    metrics = {
+        "cells": cells,
+        "slot_accuracy": {cell: 1.0 for cell in cells},
+        "baselines": {cell: {"untrained_lm_sae": 0.5, "bag_of_words": 1.0, "linear_probe": 1.0} for cell in cells},
+        "confusion": {cell: m.confusion_matrix(rules, rules) for cell in cells},
+        "ablation": {mode: {cell: drop for cell in cells} for mode in ("slot", "direction", "random_direction")},
+        "swap": {f"alpha={a}": {cell: swap for cell in cells} for a in (1.0, 2.0)},
+    }
+    written = write_figures(metrics, tmp_path)
+    assert sorted(written.values()) == sorted([
+        "slot_accuracy_by_cell.png", "confusion.png", "ablation_slot.png", "ablation_direction.png",
+        "ablation_random_direction.png", "swap_alpha1.0.png", "swap_alpha2.0.png",
+    ])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written.values())

@@ -36,7 +36,7 @@ def test_default_outputs_where_the_readme_says(tiny_pipeline):
                      "lm/final/config.json", "lm/final/model.safetensors", "lm/final/tokenizer.json",
                      "lm/qa_accuracy.json", "lm/train_log.csv", "activations/activations.safetensors",
                      "activations/index.csv", "sae/cfg.json", "sae/sae.safetensors", "sae/train_log.csv",
-                     "eval/metrics.json", "eval/summary.md", "eval/figures/confusion_train.png"):
+                     "eval/metrics.json", "eval/summary.md", "eval/figures/confusion.png"):
         assert (results / relative).is_file(), relative
     assert not list(tiny_pipeline.rglob("*.pkl")) and not list(tiny_pipeline.rglob("*.pt"))
     for rule in ("dataset", "train_lm", "activations", "train_sae", "evaluate"):
@@ -97,7 +97,7 @@ def test_report_builds_with_figures_and_summary(tiny_pipeline, tmp_path):
     run = copy_run(tiny_pipeline, tmp_path / "run")
     run_snakemake(run, "--report", str(run / "report.html"))
     html = (run / "report.html").read_text(errors="replace")
-    assert len(html) > 10_000 and "summary.md" in html and "confusion_train.png" in html
+    assert len(html) > 10_000 and "summary.md" in html and "confusion.png" in html
 
 
 @pytest.mark.parametrize(
