@@ -7,7 +7,8 @@ load of a noisy shared machine:
   1. machine limits       fp32 and bf16 matrix-product FLOP/s through torch (the MFU denominators)
   2. LM training          our loop: tokens/s, model FLOP/s, MFU, on the default model and corpus;
                           minutes of training to 95% exact match on unseen persons (pipeline log)
-  3. Trainer baseline     the same model, blocks and schedule through transformers.Trainer
+  3. Trainer baselines    the same model and schedule through transformers.Trainer: as most users
+                          write it (a padded document per row), and fed our packed blocks
   4. activations          build_activation_table over every QA row ÷ a plain batched forward pass
   5. dataset generation   write_dataset at 100,000 persons
   6. pipeline             the default Snakemake pipeline: wall time and peak memory per stage (its
@@ -245,6 +246,64 @@ def train_with_hf_trainer(config, texts, tokenizer, cfg: TrainingConfig, steps: 
             "call_tokens_per_s": steps * tokens_per_step / call_seconds, "threads": timer.threads}
 
 
+def train_with_hf_trainer_padded(config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: int,
+                                 workdir: Path) -> dict:
+    """What most users write first: transformers.Trainer over one document per row (cut at the
+    block size), padded per batch by DataCollatorForLanguageModeling. Its tokens/s counts corpus
+    tokens only (attention_mask 1), the padding it computes on is reported beside it."""
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+
+    documents = [ids[: cfg.block_size] for ids in tokenize_documents(tokenizer, texts)]
+
+    class Documents(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(documents)
+
+        def __getitem__(self, i):
+            return {"input_ids": documents[i]}
+
+    language_modeling = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
+    corpus_tokens, padded_tokens = [], []
+
+    def collate(features):
+        # Batches are collated in step order (one worker), so entry i belongs to step i.
+        batch = language_modeling(features)
+        corpus_tokens.append(int(batch["attention_mask"].sum()))
+        padded_tokens.append(int(batch["input_ids"].numel()))
+        return batch
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.seconds, self._start = [], 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    args = TrainingArguments(
+        output_dir=str(workdir / "hf_trainer_padded"), max_steps=steps, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8,
+        max_grad_norm=cfg.grad_clip, warmup_steps=cfg.warmup_fraction, lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_fraction}, bf16=cfg.precision == "bf16",
+        use_cpu=pick_device().type == "cpu", eval_strategy="no", save_strategy="no", logging_strategy="no",
+        report_to="none", dataloader_num_workers=0, disable_tqdm=True, seed=cfg.seed,
+    )
+    model = build_scratch_model(tokenizer, config["model"], cfg.seed)
+    timer = StepTimer()
+    trainer = Trainer(model=model, args=args, train_dataset=Documents(), data_collator=collate, callbacks=[timer])
+    call_seconds, _ = seconds_of(trainer.train)
+    if len(timer.seconds) != steps or len(corpus_tokens) < steps:
+        raise RuntimeError(f"asked the Trainer for {steps} steps, it ran {len(timer.seconds)}")
+    timed = sum(timer.seconds[skip:])
+    return {"steps": steps, "step_seconds": sum(timer.seconds),
+            "tokens_per_s": sum(corpus_tokens[skip:steps]) / max(timed, 1e-9),
+            "padded_tokens_per_s": sum(padded_tokens[skip:steps]) / max(timed, 1e-9),
+            "padding_fraction": 1 - sum(corpus_tokens[:steps]) / sum(padded_tokens[:steps]),
+            "call_tokens_per_s": sum(corpus_tokens[:steps]) / call_seconds}
+
+
 def measure_training(config, lm, limits: dict | None, sizes: Sizes, workdir: Path) -> dict:
     texts, tokenizer, _, cfg = lm
     documents = tokenize_documents(tokenizer, texts)
@@ -257,11 +316,16 @@ def measure_training(config, lm, limits: dict | None, sizes: Sizes, workdir: Pat
     say(f"[training] ours: {ours['tokens_per_s']:,.0f} tokens/s over steps {skip + 1}-{steps}")
     from transformers.utils import is_accelerate_available
 
-    trainer, speedup, why_not = None, None, None
+    trainer, padded, speedup, packed_speedup, why_not = None, None, None, None, None
     if is_accelerate_available():
+        padded = train_with_hf_trainer_padded(config, texts, tokenizer, cfg, steps, skip, workdir / "trainer_padded")
+        say(f"[training] transformers.Trainer, a padded document per row: {padded['tokens_per_s']:,.0f} corpus "
+            f"tokens/s ({padded['padding_fraction']:.0%} of its positions are padding)")
         trainer = train_with_hf_trainer(config, texts, tokenizer, cfg, steps, skip, workdir / "trainer")
-        say(f"[training] transformers.Trainer: {trainer['tokens_per_s']:,.0f} tokens/s over steps {skip + 1}-{steps}")
-        speedup = ours["tokens_per_s"] / trainer["tokens_per_s"]
+        say(f"[training] transformers.Trainer on our packed blocks: {trainer['tokens_per_s']:,.0f} tokens/s "
+            f"over steps {skip + 1}-{steps}")
+        speedup = ours["tokens_per_s"] / padded["tokens_per_s"]
+        packed_speedup = ours["tokens_per_s"] / trainer["tokens_per_s"]
     else:
         why_not = "transformers.Trainer needs the accelerate package (pip install accelerate)"
         say(f"[training] Trainer baseline not measured: {why_not}")
@@ -271,9 +335,11 @@ def measure_training(config, lm, limits: dict | None, sizes: Sizes, workdir: Pat
         run["model_flops_per_s"] = fpt * run["tokens_per_s"]
         run["mfu"] = run["model_flops_per_s"] / peak if peak else None
     say(f"[training] ours: model {fpt / 1e6:.1f} MFLOP/token, {ours['model_flops_per_s'] / 1e9:,.1f} GFLOP/s"
-        + (f", MFU {ours['mfu']:.1%}" if peak else "") + (f"; ours ÷ Trainer {speedup:.2f}×" if speedup else ""))
+        + (f", MFU {ours['mfu']:.1%}" if peak else "")
+        + (f"; ours ÷ Trainer {speedup:.2f}× (÷ Trainer on packed blocks {packed_speedup:.2f}×)" if speedup else ""))
     model_section = config["model"]
-    return {"ours": ours, "trainer": trainer, "speedup": speedup, "trainer_missing": why_not,
+    return {"ours": ours, "trainer": trainer, "trainer_padded": padded, "speedup": speedup,
+            "packed_speedup": packed_speedup, "trainer_missing": why_not,
             "flops_per_token": fpt, "steps": steps,
             "skip": skip, "precision": cfg.precision, "batch_size": cfg.batch_size, "block_size": cfg.block_size,
             "documents": len(texts), "vocabulary": len(tokenizer),

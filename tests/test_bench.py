@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -51,8 +52,11 @@ def test_tiny_run_measures_every_in_process_figure(tmp_path):
                     "## 5. Dataset generation", "## 6. The default pipeline"):
         assert heading in text
     for figure in ("fp32 matrix product", "bf16 matrix product", "| tokens/s |", "| MFU", "fraction of the ceiling",
-                   "persons/s"):
+                   "persons/s", "Trainer, padded documents", "share of positions that are padding"):
         assert figure in text
+    # Both Trainer baselines ran: as users write it (the target's) and on our packed blocks.
+    speedups = re.search(r"as users write it: \*\*([\d.]+)×\*\*.*packed blocks: \*\*([\d.]+)×\*\*", text)
+    assert speedups and all(float(value) > 0 for value in speedups.groups())
     # Each target has a verdict; the ones measured here are PASS or MISS, the pipeline's are not measured.
     targets = text.split("## Targets")[1].split("## 1.")[0]
     verdicts = [line.rsplit("|", 2)[-2].strip() for line in targets.splitlines() if line.startswith("| ") and "verdict" not in line]
