@@ -73,6 +73,20 @@ def check_semantics(config: dict) -> None:
         for layer in config["sweep"]["layers"]:
             if layer > model["n_layer"]:
                 raise BiosaeError(f"config key sweep.layers: {layer} is above model.n_layer {model['n_layer']}")
+        # -1 is the last block's output, the same hook point as n_layer: both would train and
+        # evaluate the same activations twice under two names.
+        named = [("activations.layer", config["activations"]["layer"])]
+        named += [("sweep.layers", layer) for layer in config["sweep"]["layers"]]
+        seen = {}
+        for key, layer in named:
+            point = model["n_layer"] if layer == -1 else layer
+            if point in seen and seen[point][1] != layer:
+                first_key, first = seen[point]
+                raise BiosaeError(
+                    f"config key {key}: {layer} and {first} ({first_key}) are the same hook point, the output of "
+                    f"the last block of a {model['n_layer']}-layer model; list it once"
+                )
+            seen.setdefault(point, (key, layer))
     for key in ("entities_dir", "templates_dir", "qa_templates_dir"):
         if not Path(dataset[key]).is_dir():
             raise BiosaeError(f"config key dataset.{key}: directory {dataset[key]!r} not found")

@@ -80,6 +80,36 @@ def slot_predictions(sae, activations: torch.Tensor) -> np.ndarray:
     return sae.slot_logits(activations).argmax(-1).numpy()
 
 
+def error_term_diagnostics(activations, reconstruction, rule_idx, split, cells: list[str]) -> dict:
+    """What the SAE leaves in its error term ``h - decode(z)``, per cell.
+
+    Slot ablation and swap edit ``decode(z)`` only and keep the error term, so whatever the error
+    term says about the asked rule survives them. ``rule_probe_accuracy``: a linear probe fitted
+    on the train rows' error terms, scored on the cell's (near the probe on ``h`` itself: the rule
+    is still there after the edit; near chance: the slots hold it). ``reconstruction_r2``: share of
+    the activations' variance around the train mean that ``decode(z)`` explains.
+    """
+    def float64(x):
+        return x.detach().double() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float64))
+
+    h = float64(activations)
+    error = h - float64(reconstruction)
+    rule_idx, split = np.asarray(rule_idx), np.asarray(split)
+    train = split == "train"
+    probe = LinearProbe().fit(error[torch.from_numpy(train)], rule_idx[train])
+    predicted = probe.predict(error)
+    centred = h - h[torch.from_numpy(train)].mean(dim=0)
+    out = {}
+    for cell in cells:
+        mask = torch.from_numpy(split == cell)
+        total = float(centred[mask].pow(2).sum())
+        out[cell] = {
+            "rule_probe_accuracy": M.slot_accuracy(rule_idx[mask.numpy()], predicted[mask.numpy()]),
+            "reconstruction_r2": 1.0 - float(error[mask].pow(2).sum()) / total if total > 0 else None,
+        }
+    return out
+
+
 def correlational_metrics(inputs: EvaluationInputs, cells: list[str]) -> dict:
     index, acts = inputs.index, inputs.activations
     rules = index["rule_idx"].to_numpy()
@@ -102,6 +132,9 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str]) -> dict:
 
     out = {key: {} for key in ("n_prompts", "slot_accuracy", "confusion", "baselines", "value_accuracy",
                                "lm_qa_accuracy", "asked_vs_answered")}
+    with torch.no_grad():
+        reconstruction = torch.cat([inputs.sae(rows) for rows in acts.split(4096)])
+    out["error_term"] = error_term_diagnostics(acts, reconstruction, rules, index["split"].to_numpy(), cells)
     answers = person_answer_tokens(index)
     for cell in cells:
         mask = (index["split"] == cell).to_numpy()

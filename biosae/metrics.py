@@ -27,6 +27,8 @@ metrics.json (results/eval/metrics.json), written by the evaluate stage. ``<cell
       "margins": {<cell>: <headline_margins dict>},  # {"over_untrained_lm": float|null,
                                                      #  "over_bag_of_words": float|null}
       "asked_vs_answered": {<cell>: 6x7 int},       # asked_vs_answered; col 6 = none of the person's
+      "error_term": {<cell>: {"rule_probe_accuracy": float, "reconstruction_r2": float|null}},
+          # biosae.evaluation.error_term_diagnostics: the rule read from h - decode(z) alone
       "expected_results": [<expected_results entry>, ...],
       "notes": [str, ...]                           # optional free-text findings for summary.md
     }

@@ -112,6 +112,27 @@ def _ablation(metrics: dict, cells: list[str]) -> list[str]:
     ]
 
 
+def _error_term(metrics: dict, cells: list[str]) -> list[str]:
+    error_term, baselines = metrics.get("error_term") or {}, metrics.get("baselines") or {}
+    rows = [
+        [cell, _number(result.get("rule_probe_accuracy")), _number((baselines.get(cell) or {}).get("linear_probe")),
+         _number(result.get("reconstruction_r2"))]
+        for cell in cells + [c for c in error_term if c not in cells] if (result := error_term.get(cell))
+    ]
+    if not rows:
+        return []
+    return [
+        "## What the error term keeps",
+        "",
+        "Ablation and swap edit decode(z) and keep the error term h − decode(z). A linear probe fitted on the "
+        "train rows' error terms says how well the asked rule can still be read after the edit: as well as from h "
+        "means the slots are not where the LM's rule information sits, which bounds what zeroing a slot can do. "
+        "Reconstruction R² = share of the activations' variance (around the train mean) that decode(z) explains.",
+        "",
+        *_table(["cell", "rule probe on the error term", "rule probe on h", "reconstruction R²"], rows),
+    ]
+
+
 def _swap(metrics: dict, cells: list[str]) -> list[str]:
     swap = metrics.get("swap") or {}
     rows = [
@@ -203,6 +224,7 @@ def render_summary(metrics: dict, figures: dict[str, str] | None = None) -> str:
         _headline(metrics, cells) if cells else [],
         _expected(metrics),
         _ablation(metrics, cells),
+        _error_term(metrics, cells),
         _swap(metrics, cells),
         _value_heads(metrics, cells),
         _per_template(metrics, cells),
