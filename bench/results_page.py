@@ -150,7 +150,7 @@ def training_section(training: dict | None) -> list[str]:
         f"{fmt(padded and padded['step_seconds'], unit=' s')} | {fmt(hf and hf['step_seconds'], unit=' s')} |",
         f"| tokens/s, whole call | {ours['call_tokens_per_s']:,.0f} | {fmt(padded and padded['call_tokens_per_s'], ',.0f')} | "
         f"{fmt(hf and hf['call_tokens_per_s'], ',.0f')} |",
-        f"| torch threads | {ours['threads']} | {ours['threads'] if padded else '–'} | {fmt(hf and hf['threads'], 'd')} |",
+        f"| torch threads | {ours['threads']} | {fmt(padded and padded['threads'], 'd')} | {fmt(hf and hf['threads'], 'd')} |",
         f"| how | `biosae.lm.train_language_model` ({t['steps']} steps) | {how_padded} | {how_hf} |",
         "",
     ]

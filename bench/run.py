@@ -199,19 +199,11 @@ def train_ours(config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: 
             "call_tokens_per_s": steps * tokens_per_step / call_seconds, "threads": torch.get_num_threads()}
 
 
-def train_with_hf_trainer(config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: int, workdir: Path) -> dict:
-    """What most users would write: transformers.Trainer over a Dataset of the same packed blocks."""
+def run_hf_trainer(config, tokenizer, cfg: TrainingConfig, steps: int, dataset, output_dir: Path,
+                   data_collator=None) -> dict:
+    """transformers.Trainer.train() for ``steps`` steps with our schedule (AdamW β₂ 0.95, warm-up +
+    cosine to the same floor, clip, precision); returns each step's seconds, threads, call seconds."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
-
-    blocks = pack_epoch(tokenize_documents(tokenizer, texts), cfg.block_size, cfg.seed, epoch=0)
-    blocks = blocks[: steps * cfg.batch_size]  # the very blocks our loop trained on
-
-    class Blocks(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(blocks)
-
-        def __getitem__(self, i):
-            return {"input_ids": blocks[i], "labels": blocks[i]}  # the model shifts labels itself
 
     class StepTimer(TrainerCallback):
         """Time from step begin to step end: forward, backward, clip, optimizer and lr step."""
@@ -227,7 +219,7 @@ def train_with_hf_trainer(config, texts, tokenizer, cfg: TrainingConfig, steps: 
             self.seconds.append(time.perf_counter() - self._start)
 
     args = TrainingArguments(
-        output_dir=str(workdir / "hf_trainer"), max_steps=steps, per_device_train_batch_size=cfg.batch_size,
+        output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8,
         max_grad_norm=cfg.grad_clip, warmup_steps=cfg.warmup_fraction, lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_fraction}, bf16=cfg.precision == "bf16",
@@ -236,14 +228,36 @@ def train_with_hf_trainer(config, texts, tokenizer, cfg: TrainingConfig, steps: 
     )
     model = build_scratch_model(tokenizer, config["model"], cfg.seed)
     timer = StepTimer()
-    trainer = Trainer(model=model, args=args, train_dataset=Blocks(), callbacks=[timer])
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=data_collator, callbacks=[timer])
     call_seconds, _ = seconds_of(trainer.train)
     if len(timer.seconds) != steps:
         raise RuntimeError(f"asked the Trainer for {steps} steps, it ran {len(timer.seconds)}")
+    return {"seconds": timer.seconds, "threads": timer.threads, "call_seconds": call_seconds}
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def train_with_hf_trainer(config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: int, workdir: Path) -> dict:
+    """transformers.Trainer over a Dataset of the very packed blocks our loop trained on: the loops
+    compared on equal work."""
+    blocks = pack_epoch(tokenize_documents(tokenizer, texts), cfg.block_size, cfg.seed, epoch=0)
+    blocks = blocks[: steps * cfg.batch_size]
+    # The model shifts labels itself.
+    dataset = ListDataset([{"input_ids": block, "labels": block} for block in blocks])
+    run = run_hf_trainer(config, tokenizer, cfg, steps, dataset, workdir / "hf_trainer")
     tokens_per_step = cfg.batch_size * cfg.block_size
-    return {"steps": steps, "tokens_per_step": tokens_per_step, "step_seconds": sum(timer.seconds),
-            "tokens_per_s": steady_tokens_per_s(timer.seconds, tokens_per_step, skip),
-            "call_tokens_per_s": steps * tokens_per_step / call_seconds, "threads": timer.threads}
+    return {"steps": steps, "tokens_per_step": tokens_per_step, "step_seconds": sum(run["seconds"]),
+            "tokens_per_s": steady_tokens_per_s(run["seconds"], tokens_per_step, skip),
+            "call_tokens_per_s": steps * tokens_per_step / run["call_seconds"], "threads": run["threads"]}
 
 
 def train_with_hf_trainer_padded(config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: int,
@@ -251,17 +265,9 @@ def train_with_hf_trainer_padded(config, texts, tokenizer, cfg: TrainingConfig, 
     """What most users write first: transformers.Trainer over one document per row (cut at the
     block size), padded per batch by DataCollatorForLanguageModeling. Its tokens/s counts corpus
     tokens only (attention_mask 1), the padding it computes on is reported beside it."""
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+    from transformers import DataCollatorForLanguageModeling
 
-    documents = [ids[: cfg.block_size] for ids in tokenize_documents(tokenizer, texts)]
-
-    class Documents(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(documents)
-
-        def __getitem__(self, i):
-            return {"input_ids": documents[i]}
-
+    documents = [{"input_ids": ids[: cfg.block_size]} for ids in tokenize_documents(tokenizer, texts)]
     language_modeling = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
     corpus_tokens, padded_tokens = [], []
 
@@ -272,36 +278,16 @@ def train_with_hf_trainer_padded(config, texts, tokenizer, cfg: TrainingConfig, 
         padded_tokens.append(int(batch["input_ids"].numel()))
         return batch
 
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.seconds, self._start = [], 0.0
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self._start = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.seconds.append(time.perf_counter() - self._start)
-
-    args = TrainingArguments(
-        output_dir=str(workdir / "hf_trainer_padded"), max_steps=steps, per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8,
-        max_grad_norm=cfg.grad_clip, warmup_steps=cfg.warmup_fraction, lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_fraction}, bf16=cfg.precision == "bf16",
-        use_cpu=pick_device().type == "cpu", eval_strategy="no", save_strategy="no", logging_strategy="no",
-        report_to="none", dataloader_num_workers=0, disable_tqdm=True, seed=cfg.seed,
-    )
-    model = build_scratch_model(tokenizer, config["model"], cfg.seed)
-    timer = StepTimer()
-    trainer = Trainer(model=model, args=args, train_dataset=Documents(), data_collator=collate, callbacks=[timer])
-    call_seconds, _ = seconds_of(trainer.train)
-    if len(timer.seconds) != steps or len(corpus_tokens) < steps:
-        raise RuntimeError(f"asked the Trainer for {steps} steps, it ran {len(timer.seconds)}")
-    timed = sum(timer.seconds[skip:])
-    return {"steps": steps, "step_seconds": sum(timer.seconds),
+    run = run_hf_trainer(config, tokenizer, cfg, steps, ListDataset(documents), workdir / "hf_trainer_padded",
+                         data_collator=collate)
+    if len(corpus_tokens) < steps:
+        raise RuntimeError(f"the Trainer collated {len(corpus_tokens)} batches for {steps} steps")
+    timed = sum(run["seconds"][skip:])
+    return {"steps": steps, "step_seconds": sum(run["seconds"]),
             "tokens_per_s": sum(corpus_tokens[skip:steps]) / max(timed, 1e-9),
             "padded_tokens_per_s": sum(padded_tokens[skip:steps]) / max(timed, 1e-9),
             "padding_fraction": 1 - sum(corpus_tokens[:steps]) / sum(padded_tokens[:steps]),
-            "call_tokens_per_s": sum(corpus_tokens[:steps]) / call_seconds}
+            "call_tokens_per_s": sum(corpus_tokens[:steps]) / run["call_seconds"], "threads": run["threads"]}
 
 
 def measure_training(config, lm, limits: dict | None, sizes: Sizes, workdir: Path) -> dict:
