@@ -14,6 +14,7 @@ sampled, so a fit is deterministic without a seed. numpy and torch only.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence
 
 import numpy as np
@@ -27,6 +28,24 @@ from biosae.text import words
 def chance_accuracy(n_rules: int = len(RULES)) -> float:
     """Expected accuracy of a uniform guess among ``n_rules`` rules (the cells are balanced)."""
     return 1.0 / n_rules
+
+
+@contextmanager
+def _one_thread():
+    """Run torch ops on one thread inside the block, then restore the previous count.
+
+    A multi-threaded BLAS may split a product differently from one call to the next (MKL adjusts
+    its threads to the machine's load), so the last bits of a float64 product can differ between
+    two runs; on a probe whose rows sit near its decision boundary, that once moved one prompt in
+    216 (CI: 0.9167 against 0.9213, the same pipeline locally and on SLURM). These fits take well
+    under a second on one thread.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class _SoftmaxRegression:
@@ -58,14 +77,16 @@ class _SoftmaxRegression:
             loss.backward()
             return loss
 
-        optimizer.step(closure)
+        with _one_thread():
+            optimizer.step(closure)
         self.weight, self.bias = weight.detach(), bias.detach()
         return self
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         if self.weight is None:
             raise RuntimeError("predict before fit")
-        return features @ self.weight + self.bias
+        with _one_thread():
+            return features @ self.weight + self.bias
 
 
 def _float64(array) -> torch.Tensor:
