@@ -23,7 +23,8 @@ _MISSING_COLOUR = "#d9d9d9"
 
 def _save(figure: Figure, path) -> None:
     FigureCanvasAgg(figure)
-    figure.tight_layout()
+    # Leave the top strip to a figure title (tight_layout lays out the axes only).
+    figure.tight_layout(rect=(0, 0, 1, 0.97) if figure.get_suptitle() else None)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
 
