@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from biosae.io import atomic_path, write_text
-from biosae.metrics import MARGIN_OVER_UNTRAINED_LM, SEED_OOD_SLOT_ACCURACY
+from biosae.io import write_text
+from biosae.metrics import ABLATION_MODES, MARGIN_OVER_UNTRAINED_LM, SEED_OOD_SLOT_ACCURACY
+from biosae.plots import save_figure
+from biosae.report import format_number, markdown_table
 
 SUMMARY_COLUMNS = ("metric", "cell", "layer", "mean", "std", "n", "blocks")
-ABLATION_MODES = ("slot", "direction", "random_direction")
 
 # Where the separation "appears": the first layer (fewest blocks) whose mean across seeds on the
 # hardest standard cell passes the bar.
@@ -219,10 +219,6 @@ def emergence(rows: Sequence[dict], criterion: EmergenceCriterion, cell: str = E
             "curve": curve}
 
 
-def _number(value, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def _mean_std(row: dict | None) -> str:
     if row is None:
         return "–"
@@ -237,11 +233,11 @@ def _emergence_line(criterion: EmergenceCriterion, found: dict | None, n_layer: 
            f"{criterion.threshold:g} ({criterion.source})"
     if found is None:
         return f"- {name}: no value at any layer (missing or null in every run)."
-    curve = ", ".join(f"{layer_label(row['layer'], n_layer)}: {_number(row['mean'])}" for row in found["curve"])
+    curve = ", ".join(f"{layer_label(row['layer'], n_layer)}: {format_number(row['mean'])}" for row in found["curve"])
     first = found["first"]
     if first is None:
         best = found["best"]
-        return (f"- {name}: not passed at any layer swept (highest {_number(best['mean'])} at layer "
+        return (f"- {name}: not passed at any layer swept (highest {format_number(best['mean'])} at layer "
                 f"{layer_label(best['layer'], n_layer)}). By layer: {curve}.")
     if len(found["curve"]) == 1:
         qualifier = " (the only layer swept: add layers to sweep.layers to see where it appears)"
@@ -292,9 +288,7 @@ def render_summary(rows: Sequence[dict], runs: Sequence[SweepRun], n_layer: int 
         table_rows = [[c, *[_mean_std(by_key.get((metric, c, layer))) for layer in layers]]
                       for c in cells if any((metric, c, layer) in by_key for layer in layers)]
         lines += ["", f"## {metric}", "", METRIC_DESCRIPTIONS.get(base, metric) + ".", "",
-                  "| cell | " + " | ".join(f"layer {labels[layer]}" for layer in layers) + " |",
-                  "|" + "---|" * (len(layers) + 1),
-                  *["| " + " | ".join(row) + " |" for row in table_rows]]
+                  *markdown_table(["cell", *(f"layer {labels[layer]}" for layer in layers)], table_rows)]
     if figures:
         lines += ["", "## Figures", "", *[f"![{caption}]({path})" for caption, path in figures.items()]]
     return "\n".join(lines) + "\n"
@@ -339,10 +333,7 @@ def plot_metric_by_layer(rows: Sequence[dict], metric: str, path, title: str, yl
     axes.grid(alpha=0.3)
     if cells:
         axes.legend(fontsize=8)
-    FigureCanvasAgg(figure)
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
+    save_figure(figure, path)
 
 
 def write_figures(rows: Sequence[dict], directory, n_layer: int | None) -> dict[str, str]:

@@ -77,16 +77,14 @@ def check_semantics(config: dict) -> None:
         # evaluate the same activations twice under two names.
         named = [("activations.layer", config["activations"]["layer"])]
         named += [("sweep.layers", layer) for layer in config["sweep"]["layers"]]
-        seen = {}
+        first_named = {}  # hook point -> (key, layer) that named it first
         for key, layer in named:
-            point = model["n_layer"] if layer == -1 else layer
-            if point in seen and seen[point][1] != layer:
-                first_key, first = seen[point]
+            first_key, first = first_named.setdefault(model["n_layer"] if layer == -1 else layer, (key, layer))
+            if first != layer:
                 raise BiosaeError(
                     f"config key {key}: {layer} and {first} ({first_key}) are the same hook point, the output of "
                     f"the last block of a {model['n_layer']}-layer model; list it once"
                 )
-            seen.setdefault(point, (key, layer))
     for key in ("entities_dir", "templates_dir", "qa_templates_dir"):
         if not Path(dataset[key]).is_dir():
             raise BiosaeError(f"config key dataset.{key}: directory {dataset[key]!r} not found")

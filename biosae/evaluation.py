@@ -30,7 +30,6 @@ from biosae.rules import EVALUATION_CELLS, HARD_CELLS, RULES
 from biosae.sae_inputs import value_targets
 
 log = logging.getLogger(__name__)
-ABLATION_MODES = ("slot", "direction", "random_direction")
 
 
 @dataclass
@@ -176,7 +175,7 @@ def causal_metrics(inputs: EvaluationInputs, cells: list[str], max_prompts: int,
         "random_direction": list(random_directions(d_model, len(RULES), seed=seed + 7919)),
     }
     answers = person_answer_tokens(index)
-    ablation = {mode: {} for mode in ABLATION_MODES}
+    ablation = {mode: {} for mode in M.ABLATION_MODES}
     swap = {f"alpha={float(a)}": {} for a in alphas}
     for cell in cells:
         rows = causal_sample(index, cell, max_prompts, seed)
@@ -189,7 +188,7 @@ def causal_metrics(inputs: EvaluationInputs, cells: list[str], max_prompts: int,
         run = lambda edit_for_rows: edited_predictions(cache, first, inputs.layer, edit_for_rows)  # noqa: E731
         clean_pred, clean_logprob = run(None)
         clean_correct = clean_pred == first
-        for mode in ABLATION_MODES:
+        for mode in M.ABLATION_MODES:
             correct, logprob = [], []
             for k in range(len(RULES)):
                 if mode == "slot":

@@ -54,6 +54,9 @@ import numpy as np
 from biosae.rules import OOD_CELLS, RULES
 
 N_RULES = len(RULES)
+# The ablation modes of metrics.json's "ablation" section, in report order (slot, then its
+# decoder direction, then the random-direction control).
+ABLATION_MODES = ("slot", "direction", "random_direction")
 # Column of asked_vs_answered for "the first answer token is none of the person's six answers".
 ANSWERED_NONE = N_RULES
 

@@ -21,7 +21,8 @@ from biosae.rules import RULES
 _MISSING_COLOUR = "#d9d9d9"
 
 
-def _save(figure: Figure, path) -> None:
+def save_figure(figure: Figure, path) -> None:
+    """Lay ``figure`` out and write it as a PNG at ``path`` atomically."""
     FigureCanvasAgg(figure)
     # Leave the top strip to a figure title (tight_layout lays out the axes only).
     figure.tight_layout(rect=(0, 0, 1, 0.97) if figure.get_suptitle() else None)
@@ -73,7 +74,7 @@ def plot_matrix_heatmap(matrix, title: str, path, row_label: str, col_label: str
     axes.set_xlabel(col_label)
     axes.set_ylabel(row_label)
     axes.set_title(title)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_confusion(matrix, title: str, path) -> None:
@@ -90,7 +91,7 @@ def plot_confusion(matrix, title: str, path) -> None:
     axes.set_xlabel("argmax SAE slot")
     axes.set_ylabel("asked rule")
     axes.set_title(title)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def _panel_grid(count: int, columns: int, panel_width: float, panel_height: float):
@@ -125,7 +126,7 @@ def plot_matrix_grid(matrices: dict[str, list], title: str, path, row_label: str
         axes.set_ylabel(row_label)
         axes.set_title(name)
     figure.suptitle(title)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_confusion_grid(matrices: dict[str, list], title: str, path, columns: int = 3) -> None:
@@ -145,7 +146,7 @@ def plot_confusion_grid(matrices: dict[str, list], title: str, path, columns: in
         axes.set_ylabel("asked rule")
         axes.set_title(name)
     figure.suptitle(title)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_training_curves(csv_path, columns: Sequence[str], path, title: str, x_column: str | None = "step") -> None:
@@ -173,7 +174,7 @@ def plot_training_curves(csv_path, columns: Sequence[str], path, title: str, x_c
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_cells_bar(values_by_series: dict[str, dict], path, title: str, cells: Sequence[str] | None = None,
@@ -199,4 +200,4 @@ def plot_cells_bar(values_by_series: dict[str, dict], path, title: str, cells: S
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.legend(fontsize=8)
-    _save(figure, path)
+    save_figure(figure, path)

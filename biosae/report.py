@@ -11,17 +11,16 @@ whose metrics a run did not produce is left out; a missing number is shown as "�
 from __future__ import annotations
 
 from biosae.io import write_text
-from biosae.metrics import answered_instead, expected_results, headline_margins
+from biosae.metrics import ABLATION_MODES, answered_instead, expected_results, headline_margins
 from biosae.rules import RULES
 
-ABLATION_MODES = ("slot", "direction", "random_direction")
 # Below this LM answer accuracy a cell gets an asked-vs-answered finding.
 LOW_LM_ACCURACY = 0.9
 # Wrong-attribute answers reported when they take at least this share of a rule's questions.
 FINDING_MIN_RATE = 0.1
 
 
-def _number(value, digits: int = 3) -> str:
+def format_number(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
@@ -29,7 +28,7 @@ def _signed(value) -> str:
     return "–" if value is None else f"{value:+.3f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -55,11 +54,11 @@ def _headline(metrics: dict, cells: list[str]) -> list[str]:
         base = baselines.get(cell) or {}
         cell_margin = margin.get(cell) or {}
         rows.append([
-            cell, str((metrics.get("n_prompts") or {}).get(cell, "–")), _number(slot.get(cell)),
-            _number(base.get("untrained_lm_sae")), _number(base.get("bag_of_words")),
-            _number(base.get("linear_probe")), _number(base.get("chance")),
+            cell, str((metrics.get("n_prompts") or {}).get(cell, "–")), format_number(slot.get(cell)),
+            format_number(base.get("untrained_lm_sae")), format_number(base.get("bag_of_words")),
+            format_number(base.get("linear_probe")), format_number(base.get("chance")),
             _signed(cell_margin.get("over_untrained_lm")), _signed(cell_margin.get("over_bag_of_words")),
-            _number(_lm_accuracy(metrics, cell)),
+            format_number(_lm_accuracy(metrics, cell)),
         ])
     return [
         "## Headline: which attribute is asked, per cell",
@@ -69,7 +68,7 @@ def _headline(metrics: dict, cells: list[str]) -> list[str]:
         "the question text without the name, a linear probe on the same activations, chance. "
         "Margins = SAE − baseline. LM answer accuracy = greedy first answer token right.",
         "",
-        *_table(["cell", "n", "SAE slot acc.", "untrained LM", "bag of words", "linear probe", "chance",
+        *markdown_table(["cell", "n", "SAE slot acc.", "untrained LM", "bag of words", "linear probe", "chance",
                  "SAE − untrained LM", "SAE − BoW", "LM answer acc."], rows),
     ]
 
@@ -82,10 +81,10 @@ def _expected(metrics: dict) -> list[str]:
         by_cell = entry.get("by_cell") or {}
         several = len(by_cell) > 1
         line = (f"- **{verdict}** [{entry.get('source', '')}] {entry.get('description', entry['name'])}: "
-                f"{'minimum ' if several else ''}{_number(entry.get('value'))}, "
+                f"{'minimum ' if several else ''}{format_number(entry.get('value'))}, "
                 f"required {entry['comparison']} {entry['threshold']}")
         if several:
-            line += " (" + ", ".join(f"{cell} {_number(value)}" for cell, value in by_cell.items()) + ")"
+            line += " (" + ", ".join(f"{cell} {format_number(value)}" for cell, value in by_cell.items()) + ")"
         lines.append(line)
     return lines
 
@@ -94,7 +93,7 @@ def _ablation(metrics: dict, cells: list[str]) -> list[str]:
     ablation = metrics.get("ablation") or {}
     modes = [m for m in ABLATION_MODES if m in ablation] + [m for m in ablation if m not in ABLATION_MODES]
     rows = [
-        [mode, cell, _number(result.get("diagonal_mean")), _number(result.get("off_diagonal_mean")),
+        [mode, cell, format_number(result.get("diagonal_mean")), format_number(result.get("off_diagonal_mean")),
          _signed(result.get("selectivity")), _signed(result.get("logprob_selectivity"))]
         for mode in modes for cell in cells + [c for c in ablation[mode] if c not in cells]
         if (result := ablation[mode].get(cell))
@@ -108,15 +107,15 @@ def _ablation(metrics: dict, cells: list[str]) -> list[str]:
         "mean diagonal − mean off-diagonal (also for the drop of the correct token's log-probability). "
         "`random_direction` is the control of equal norm.",
         "",
-        *_table(["mode", "cell", "diagonal drop", "off-diagonal drop", "selectivity", "log-prob selectivity"], rows),
+        *markdown_table(["mode", "cell", "diagonal drop", "off-diagonal drop", "selectivity", "log-prob selectivity"], rows),
     ]
 
 
 def _error_term(metrics: dict, cells: list[str]) -> list[str]:
     error_term, baselines = metrics.get("error_term") or {}, metrics.get("baselines") or {}
     rows = [
-        [cell, _number(result.get("rule_probe_accuracy")), _number((baselines.get(cell) or {}).get("linear_probe")),
-         _number(result.get("reconstruction_r2"))]
+        [cell, format_number(result.get("rule_probe_accuracy")), format_number((baselines.get(cell) or {}).get("linear_probe")),
+         format_number(result.get("reconstruction_r2"))]
         for cell in cells + [c for c in error_term if c not in cells] if (result := error_term.get(cell))
     ]
     if not rows:
@@ -129,14 +128,14 @@ def _error_term(metrics: dict, cells: list[str]) -> list[str]:
         "means the slots are not where the LM's rule information sits, which bounds what zeroing a slot can do. "
         "Reconstruction R² = share of the activations' variance (around the train mean) that decode(z) explains.",
         "",
-        *_table(["cell", "rule probe on the error term", "rule probe on h", "reconstruction R²"], rows),
+        *markdown_table(["cell", "rule probe on the error term", "rule probe on h", "reconstruction R²"], rows),
     ]
 
 
 def _swap(metrics: dict, cells: list[str]) -> list[str]:
     swap = metrics.get("swap") or {}
     rows = [
-        [alpha, cell, _number(result.get("mean_off_diagonal")), _number(result.get("clean_mean_off_diagonal"))]
+        [alpha, cell, format_number(result.get("mean_off_diagonal")), format_number(result.get("clean_mean_off_diagonal"))]
         for alpha, by_cell in swap.items() for cell in cells + [c for c in by_cell if c not in cells]
         if (result := by_cell.get(cell))
     ]
@@ -148,7 +147,7 @@ def _swap(metrics: dict, cells: list[str]) -> list[str]:
         "Success = after moving the prompt from slot A to slot B, the LM's first answer token is the "
         "person's rule-B answer. Without intervention = how often that answer comes out anyway.",
         "",
-        *_table(["alpha", "cell", "swap success (mean off-diagonal)", "without intervention"], rows),
+        *markdown_table(["alpha", "cell", "swap success (mean off-diagonal)", "without intervention"], rows),
     ]
 
 
@@ -161,11 +160,11 @@ def _value_heads(metrics: dict, cells: list[str]) -> list[str]:
             continue
         sae, majority = result.get("sae"), result.get("majority_baseline")
         gain = None if sae is None or majority is None else sae - majority
-        rows.append([cell, _number(sae), _number(majority), _signed(gain)])
+        rows.append([cell, format_number(sae), format_number(majority), _signed(gain)])
     if not rows:
         return []
     return ["## Value heads (first answer token)", "",
-            *_table(["cell", "value heads", "per-rule majority", "difference"], rows)]
+            *markdown_table(["cell", "value heads", "per-rule majority", "difference"], rows)]
 
 
 def _template_sort_key(key: str):
@@ -184,11 +183,11 @@ def _per_template(metrics: dict, cells: list[str]) -> list[str]:
         row = [key]
         for templates in by_cell.values():
             result = templates.get(key)
-            row.append("" if result is None else f"{_number(result.get('accuracy'))} ({result.get('n', '?')})")
+            row.append("" if result is None else f"{format_number(result.get('accuracy'))} ({result.get('n', '?')})")
         rows.append(row)
     return ["## LM answer accuracy per question template", "",
             "Entries: accuracy (number of prompts); template indices as in `data/qa_templates/`.", "",
-            *_table(["rule/template", *by_cell], rows)]
+            *markdown_table(["rule/template", *by_cell], rows)]
 
 
 def _answered_instead(metrics: dict, cells: list[str]) -> list[str]:

@@ -40,13 +40,21 @@ def prepare_pretrained_tokenizer(tokenizer):
     return tokenizer
 
 
-def encode_qa(tokenizer, prompt: str, answer_text: str) -> tuple[list[int], list[int]]:
-    """Prompt ids and answer ids (answer followed by end-of-text), encoded separately.
+def encode_qa_batch(tokenizer, prompts: list[str], answer_texts: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompt ids and answer ids (answer followed by end-of-text) of each pair, encoded separately.
 
     Separate encoding keeps the answer position (last prompt token) identical in training,
     accuracy, activations and interventions; at a space boundary it equals joint encoding for
-    both the word-level and byte-level BPE tokenizers.
+    both the word-level and byte-level BPE tokenizers. Two batched calls (the fast tokenizer's
+    batch path): a call per row took ~4 s of the ~35 s activation stage.
     """
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return prompt_ids, answer_ids
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(list(answer_texts), add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    return prompt_ids, [ids + [eos] for ids in answer_ids]
+
+
+def encode_qa(tokenizer, prompt: str, answer_text: str) -> tuple[list[int], list[int]]:
+    """:func:`encode_qa_batch` of one pair."""
+    prompts, answers = encode_qa_batch(tokenizer, [prompt], [answer_text])
+    return prompts[0], answers[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,17 @@ def planned_jobs(workdir: Path, *args) -> dict[str, int]:
     """Rule -> job count of a dry run (``snakemake -n``), parsed from its job table."""
     result = run_snakemake(workdir, "-n", *args)
     return job_stats(result.stdout + result.stderr)
+
+
+def copy_run(source: Path, target: Path, **sweep) -> Path:
+    """A copy of a finished run, its config's sweep section updated with ``sweep`` (copy2 keeps
+    mtimes and the .snakemake metadata, so only what the new config adds looks stale)."""
+    shutil.copytree(source, target, symlinks=True)
+    if sweep:
+        config = yaml.safe_load((target / "config.yaml").read_text())
+        config["sweep"].update(sweep)
+        (target / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return target
 
 
 @pytest.fixture

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import yaml
 
 from biosae.aggregate import (EMERGENCE_CRITERIA, SUMMARY_COLUMNS, SweepRun, emergence, headline_values,
                               layer_label, per_run_values, render_summary, summarize, write_figures)
-from tests.conftest import planned_jobs, run_snakemake
+from tests.conftest import copy_run, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -153,16 +151,6 @@ def test_figures_are_pngs_and_per_run_table_is_long(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # end to end: a tiny sweep through Snakemake
-
-
-def copy_run(source: Path, target: Path, **sweep) -> Path:
-    """A copy of a finished run with its sweep section updated (copy2 keeps mtimes and the
-    .snakemake metadata, so only what the new config adds looks stale)."""
-    shutil.copytree(source, target, symlinks=True)
-    config = yaml.safe_load((target / "config.yaml").read_text())
-    config["sweep"].update(sweep)
-    (target / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return target
 
 
 PER_RUN_RULES = ("activations", "untrained_activations", "train_sae", "untrained_sae", "evaluate")

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import planned_jobs, run_snakemake, tiny_config, write_config
+from tests.conftest import copy_run, planned_jobs, run_snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
 DOWNSTREAM_OF_DATASET = {"dataset", "train_lm", "lm_qa_accuracy", "untrained_lm", "activations",
                          "untrained_activations", "train_sae", "untrained_sae", "evaluate", "all"}
-
-
-def copy_run(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target, symlinks=True)  # copy2 keeps mtimes, so nothing looks stale
-    return target
 
 
 def edit_config(directory: Path, section: str, key: str, value) -> None:
