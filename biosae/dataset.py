@@ -134,38 +134,34 @@ def evaluation_cell(seen_person: bool, seen_template: bool) -> str:
     return "ood_person" if seen_template else "ood_both"
 
 
+def _qa_row(person: dict, rule_idx: int, template_idx: int, template: str, split: str) -> dict:
+    """One QA row (the seed's fields, plus template_idx and the evaluation cell as split)."""
+    rule = RULES[rule_idx]
+    return {
+        "person_id": person["person_id"],
+        "full_name": person["full_name"],
+        "rule_idx": rule_idx,
+        "rule_name": rule,
+        "question": template.format(name=person["full_name"]),
+        "answer": person[rule],
+        "template_idx": template_idx,
+        "split": split,
+    }
+
+
 def qa_rows(persons: list[dict], templates: Templates, train_template_idx: int, seen_person: bool) -> list[dict]:
-    rows = []
-    for person in persons:
-        for rule_idx, rule in enumerate(RULES):
-            for template_idx, template in enumerate(templates.questions[rule]):
-                rows.append(
-                    {
-                        "person_id": person["person_id"],
-                        "full_name": person["full_name"],
-                        "rule_idx": rule_idx,
-                        "rule_name": rule,
-                        "question": template.format(name=person["full_name"]),
-                        "answer": person[rule],
-                        "template_idx": template_idx,
-                        "split": evaluation_cell(seen_person, template_idx == train_template_idx),
-                    }
-                )
-    return rows
+    return [
+        _qa_row(person, rule_idx, template_idx, template,
+                evaluation_cell(seen_person, template_idx == train_template_idx))
+        for person in persons
+        for rule_idx, rule in enumerate(RULES)
+        for template_idx, template in enumerate(templates.questions[rule])
+    ]
 
 
 def hard_qa_rows(persons: list[dict], templates: Templates, cell: str) -> list[dict]:
     return [
-        {
-            "person_id": person["person_id"],
-            "full_name": person["full_name"],
-            "rule_idx": rule_idx,
-            "rule_name": rule,
-            "question": template.format(name=person["full_name"]),
-            "answer": person[rule],
-            "template_idx": template_idx,
-            "split": cell,
-        }
+        _qa_row(person, rule_idx, template_idx, template, cell)
         for person in persons
         for rule_idx, rule in enumerate(RULES)
         for template_idx, template in enumerate(templates.hard_questions[rule])
