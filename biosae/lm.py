@@ -35,7 +35,7 @@ class TrainingConfig:
     warmup_fraction: float = 0.03
     min_lr_fraction: float = 0.1
     grad_clip: float = 1.0
-    precision: str = "bf16"
+    precision: str = "bf16"  # bf16 or fp32; from_sections resolves the config's "auto"
     max_length: int = 512
     checkpoint_every_steps: int = 0
     seed: int = 0
@@ -44,6 +44,7 @@ class TrainingConfig:
     @classmethod
     def from_sections(cls, training: dict, model: dict, seed: int) -> "TrainingConfig":
         fields = {key: training[key] for key in cls.__dataclass_fields__ if key in training}
+        fields["precision"] = resolve_precision(fields.get("precision", "auto"), pick_device())
         block = model["block_size"] if model["init"] == "scratch" else min(training["max_length"], model["block_size"])
         return cls(**fields, seed=seed, block_size=block)
 
@@ -51,6 +52,29 @@ class TrainingConfig:
 def pick_device() -> torch.device:
     """CUDA when a GPU is visible, the CPU otherwise: no config change between laptop and cluster."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 matrices in hardware (CUDA: Ampere or newer; CPU:
+    AVX-512 BF16 or AMX, as oneDNN reports it).
+
+    Without it, bf16 autocast is emulated and slow: measured on a 2-core AMD EPYC (AVX2 only),
+    a 1024x1024 bf16 matmul ran at 0.8 GFLOP/s against 44 in fp32, and the default LM's training
+    step took 16 s instead of ~0.3 s.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` becomes ``bf16`` where the device computes it natively, ``fp32`` elsewhere."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 
 def autocast(device: torch.device, precision: str):
