@@ -31,6 +31,7 @@ include: "rules/dataset.smk"
 include: "rules/lm.smk"
 include: "rules/activations.smk"
 include: "rules/sae.smk"
+include: "rules/methods.smk"
 include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
 

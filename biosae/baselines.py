@@ -189,5 +189,12 @@ class LinearProbe:
         """The predicted rule index of each row, int64[N]."""
         return self._model.logits(self._standardize(activations)).argmax(dim=1).numpy()
 
+    def class_directions(self) -> torch.Tensor:
+        """[n_rules, d] float32: each class's weight vector in raw activation space (``W_r / std``),
+        the direction along which h raises rule r's logit."""
+        if self._model.weight is None:
+            raise RuntimeError("class_directions before fit")
+        return (self._model.weight / self.std[:, None]).T.float()
+
     def accuracy(self, activations, rule_idx) -> float:
         return float((self.predict(activations) == _labels(rule_idx).numpy()).mean())

@@ -85,6 +85,13 @@ def check_semantics(config: dict) -> None:
                     f"config key {key}: {layer} and {first} ({first_key}) are the same hook point, the output of "
                     f"the last block of a {model['n_layer']}-layer model; list it once"
                 )
+    methods = config["methods"]
+    if model["init"] == "scratch" and methods["das"]["rank"] > model["n_embd"]:
+        raise BiosaeError(f"config key methods.das.rank: {methods['das']['rank']} is above the activations' width "
+                          f"model.n_embd {model['n_embd']}")
+    if methods["sae_unsupervised"]["k"] > methods["sae_unsupervised"]["n_latents"]:
+        raise BiosaeError(f"config key methods.sae_unsupervised.k: {methods['sae_unsupervised']['k']} active latents "
+                          f"is more than n_latents {methods['sae_unsupervised']['n_latents']}")
     for key in ("entities_dir", "templates_dir", "qa_templates_dir"):
         if not Path(dataset[key]).is_dir():
             raise BiosaeError(f"config key dataset.{key}: directory {dataset[key]!r} not found")

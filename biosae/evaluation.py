@@ -9,7 +9,7 @@ All numbers go into one metrics dict (structure: biosae.metrics module docstring
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,15 +17,23 @@ import torch
 from biosae import metrics as M
 from biosae.activations import encode_prompts
 from biosae.baselines import BagOfWordsClassifier, LinearProbe, chance_accuracy
-from biosae.interventions import (
-    PromptCache,
-    edited_predictions,
-    project_out,
-    random_directions,
-    slot_ablation,
-    slot_direction,
-    slot_swap,
+from biosae.errors import BiosaeError
+from biosae.interventions import PromptCache, project_out, random_directions, slot_direction
+from biosae.methods import build_methods
+from biosae.methods.comparison import (
+    CellPrompts,
+    EditBatch,
+    ablation_edits,
+    ablation_result,
+    interchange_edits,
+    interchange_result,
+    pick_alpha,
+    readout_tests,
+    steering_edits,
+    steering_result,
 )
+from biosae.methods.pairs import evaluation_pairs, person_answer_tokens
+from biosae.methods.sae_slot import SaeSlotMethod
 from biosae.rules import EVALUATION_CELLS, HARD_CELLS, RULES
 from biosae.sae_inputs import value_targets
 
@@ -45,6 +53,11 @@ class EvaluationInputs:
     untrained_activations: torch.Tensor
     untrained_index: object
     qa_accuracy: dict  # lm_qa_accuracy.json of the LM stage (exact match)
+    method_names: tuple = ("sae_slot", "random")  # biosae.methods.METHOD_NAMES, in report order
+    das_basis: torch.Tensor | None = None  # [rank, d], from the train_das rule
+    das_training_pairs: set = field(default_factory=set)  # (base_row, source_row) DAS saw: never scored
+    unsupervised_sae: object = None  # biosae.methods.unsupervised_sae.TopKSAE, from its own rule
+    method_fit: dict = field(default_factory=dict)  # method -> what its training reported (metrics.json)
 
 
 def ordered_cells(index) -> list[str]:
@@ -64,14 +77,6 @@ def causal_sample(index, cell: str, max_prompts: int, seed: int) -> np.ndarray:
             rows = np.sort(rng.choice(rows, size=per_rule, replace=False))
         chosen.append(rows)
     return np.concatenate(chosen)
-
-
-def person_answer_tokens(index) -> dict[str, list]:
-    """person_id -> first answer token of each of the six rules (None where never asked)."""
-    table: dict[str, list] = {}
-    for person, rule, token in zip(index["person_id"], index["rule_idx"], index["answer_first_token"]):
-        table.setdefault(person, [None] * len(RULES))[int(rule)] = int(token)
-    return table
 
 
 @torch.no_grad()
@@ -109,7 +114,7 @@ def error_term_diagnostics(activations, reconstruction, rule_idx, split, cells: 
     return out
 
 
-def correlational_metrics(inputs: EvaluationInputs, cells: list[str]) -> dict:
+def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: LinearProbe | None = None) -> dict:
     index, acts = inputs.index, inputs.activations
     rules = index["rule_idx"].to_numpy()
     train = (index["split"] == "train").to_numpy()
@@ -120,7 +125,7 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str]) -> dict:
 
     bag_of_words = BagOfWordsClassifier().fit(list(index["question"][train]), list(index["full_name"][train]),
                                              rules[train])
-    probe = LinearProbe().fit(acts[torch.from_numpy(train)].numpy(), rules[train])
+    probe = probe or LinearProbe().fit(acts[torch.from_numpy(train)].numpy(), rules[train])
     probe_predictions = probe.predict(acts.numpy())
     bow_predictions = bag_of_words.predict(list(index["question"]), list(index["full_name"]))
 
@@ -167,61 +172,126 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str]) -> dict:
 
 
 def causal_metrics(inputs: EvaluationInputs, cells: list[str], max_prompts: int, alphas, seed: int,
-                   progress=None) -> dict:
+                   methods: dict, progress=None) -> dict:
+    """Ablation, interchange and steering for every method on every cell's causal sample.
+
+    Returns the legacy sections (``ablation``: slot, direction, random_direction; ``swap``: the SAE
+    slot swap at every alpha) and, per method, its ablation, interchange and steering results. The
+    train cell runs first: it picks each additive method's alpha, scored on every cell.
+    """
     index, tokenizer, sae = inputs.index, inputs.tokenizer, inputs.sae
     d_model = inputs.activations.shape[1]
-    directions = {
-        "direction": [slot_direction(sae, k) for k in range(len(RULES))],
-        "random_direction": list(random_directions(d_model, len(RULES), seed=seed + 7919)),
-    }
+    decoder_directions = [slot_direction(sae, k) for k in range(len(RULES))]
+    random_control = random_directions(d_model, len(RULES), seed=seed + 7919)
     answers = person_answer_tokens(index)
     ablation = {mode: {} for mode in M.ABLATION_MODES}
     swap = {f"alpha={float(a)}": {} for a in alphas}
-    for cell in cells:
+    per_method = {name: {"ablation": {}, "interchange": {}, "steering": {}, "alpha_selection": {}} for name in methods}
+    chosen_alpha: dict[str, float | None] = {}
+    pairs_summary = {}
+    for cell in sorted(cells, key=lambda c: c != "train"):
         rows = causal_sample(index, cell, max_prompts, seed)
         if len(rows) == 0:
             continue
         sub = index.iloc[rows]
         prompts, first = encode_prompts(tokenizer, sub.to_dict("records"))
-        rules = sub["rule_idx"].to_numpy()
-        cache = PromptCache(inputs.model, prompts)
-        run = lambda edit_for_rows: edited_predictions(cache, first, inputs.layer, edit_for_rows)  # noqa: E731
-        clean_pred, clean_logprob = run(None)
-        clean_correct = clean_pred == first
-        for mode in M.ABLATION_MODES:
-            correct, logprob = [], []
-            for k in range(len(RULES)):
-                if mode == "slot":
-                    edit = slot_ablation(sae, k)
-                else:
-                    edit = project_out(directions[mode][k])
-                pred, lp = run(lambda idx, edit=edit: edit)
-                correct.append(pred == first)
-                logprob.append(lp)
-            ablation[mode][cell] = M.ablation_matrix(rules, clean_correct, np.stack(correct), clean_logprob,
-                                                     np.stack(logprob))
-        # Swap targets: each prompt's person's rule-B answer token (-1 where unknown: never a hit).
         person_tokens = np.array([[t if t is not None else -1 for t in answers[p]] for p in sub["person_id"]])
-        source = torch.from_numpy(rules)
-        for alpha in alphas:
-            hits = np.full((len(RULES), len(rows)), np.nan)
-            clean_hits = np.full((len(RULES), len(rows)), np.nan)
-            for target in range(len(RULES)):
-                pred, _ = run(lambda idx, target=target: slot_swap(sae, source[idx], target, float(alpha)))
-                off = rules != target
-                hits[target, off] = (pred == person_tokens[:, target])[off]
-                clean_hits[target, off] = (clean_pred == person_tokens[:, target])[off]
-            swap[f"alpha={float(alpha)}"][cell] = M.swap_matrix(rules, hits, clean_hits)
+        prompts_of_cell = CellPrompts(rows, sub["rule_idx"].to_numpy(), first, person_tokens,
+                                      PromptCache(inputs.model, prompts), inputs.layer)
+        pairs = evaluation_pairs(index, cell, rows, seed)
+        leaked_pairs = pairs.as_set() & inputs.das_training_pairs
+        if leaked_pairs:
+            raise BiosaeError(f"DAS trained on {len(leaked_pairs)} pair(s) scored on cell {cell}, e.g. "
+                              f"{sorted(leaked_pairs)[0]}: its training pool must exclude the scored bases")
+        pairs_summary[cell] = {"n": int(pairs.scored.sum()), "without_source": int((~pairs.scored).sum())}
+        # every alpha on the train cell (to pick one) and for the SAE's swap (metrics.json's "swap"
+        # section); elsewhere only the alpha the train cell picked
+        alphas_of = {name: ([float(a) for a in alphas] if cell == "train" or name == "sae_slot"
+                            else [chosen_alpha[name]] if chosen_alpha.get(name) is not None else [])
+                     for name, method in methods.items() if method.steerable}
+        batch = EditBatch()
+        for name, method in methods.items():
+            batch.add((name, "ablation"), ablation_edits(method))
+            batch.add((name, "interchange"), interchange_edits(prompts_of_cell, method, pairs, inputs.activations))
+            for alpha in alphas_of.get(name, []):
+                batch.add((name, alpha), steering_edits(prompts_of_cell, method, alpha))
+        batch.add(("sae", "direction"), [lambda idx, d=d: project_out(d) for d in decoder_directions])
+        if "sae_slot" not in methods:
+            batch.add(("sae", "slot"), ablation_edits(SaeSlotMethod(sae)))
+            for alpha in alphas:
+                batch.add(("sae", float(alpha)), steering_edits(prompts_of_cell, SaeSlotMethod(sae), float(alpha)))
+        if "random" not in methods:
+            batch.add(("sae", "random_direction"), [lambda idx, d=d: project_out(d) for d in random_control])
+        outcome = batch.run(prompts_of_cell)
+        for name in methods:
+            result = per_method[name]
+            result["ablation"][cell] = ablation_result(prompts_of_cell, *outcome[(name, "ablation")])
+            result["interchange"][cell] = interchange_result(prompts_of_cell, outcome[(name, "interchange")][0][0],
+                                                             pairs, index)
+            for alpha in alphas_of.get(name, []):
+                steering = steering_result(prompts_of_cell, outcome[(name, alpha)][0])
+                if cell == "train":
+                    result["alpha_selection"][f"alpha={alpha}"] = steering
+                if name == "sae_slot":
+                    swap[f"alpha={alpha}"][cell] = steering
+            if name in alphas_of and cell == "train":
+                chosen_alpha[name] = pick_alpha(result["alpha_selection"])
+            if chosen_alpha.get(name) is not None:
+                result["steering"][cell] = steering_result(prompts_of_cell, outcome[(name, chosen_alpha[name])][0])
+        ablation["slot"][cell] = (per_method["sae_slot"]["ablation"][cell] if "sae_slot" in methods
+                                  else ablation_result(prompts_of_cell, *outcome[("sae", "slot")]))
+        ablation["direction"][cell] = ablation_result(prompts_of_cell, *outcome[("sae", "direction")])
+        ablation["random_direction"][cell] = (per_method["random"]["ablation"][cell] if "random" in methods
+                                              else ablation_result(prompts_of_cell, *outcome[("sae", "random_direction")]))
+        if "sae_slot" not in methods:
+            for alpha in alphas:
+                swap[f"alpha={float(alpha)}"][cell] = steering_result(prompts_of_cell, outcome[("sae", float(alpha))][0])
         if progress:
             progress(cell)
-    return {"ablation": ablation, "swap": swap}
+    for name, result in per_method.items():
+        result["alpha"] = chosen_alpha.get(name)
+        result["alpha_selection"] = {key: value["mean_off_diagonal"] for key, value in result["alpha_selection"].items()}
+    return {"ablation": ablation, "swap": swap, "methods": per_method, "interchange_pairs": pairs_summary}
 
 
 def evaluate(inputs: EvaluationInputs, max_prompts_per_cell: int, swap_alphas, seed: int, progress=None) -> dict:
     cells = ordered_cells(inputs.index)
     metrics = {"cells": cells, "layer": inputs.layer}
-    metrics.update(correlational_metrics(inputs, cells))
-    metrics.update(causal_metrics(inputs, cells, max_prompts_per_cell, swap_alphas, seed, progress))
+    train = (inputs.index["split"] == "train").to_numpy()
+    train_rules = inputs.index["rule_idx"].to_numpy()[train]
+    train_activations = inputs.activations[torch.from_numpy(train.copy())]
+    probe = LinearProbe().fit(train_activations.numpy(), train_rules)  # the baseline and the "probe" method
+    methods = build_methods(inputs.method_names, sae=inputs.sae, train_activations=train_activations,
+                            train_rule_idx=train_rules, seed=seed, probe=probe, das_basis=inputs.das_basis,
+                            unsupervised_sae=inputs.unsupervised_sae)
+    metrics.update(correlational_metrics(inputs, cells, probe))
+    causal = causal_metrics(inputs, cells, max_prompts_per_cell, swap_alphas, seed, methods, progress)
+    readouts, reference = readout_tests(methods, inputs.activations, inputs.index, cells, answered_rules(inputs.index),
+                                        aligned_untrained_slots(inputs))
+    metrics["ablation"], metrics["swap"] = causal["ablation"], causal["swap"]
+    metrics["methods"] = {
+        name: {"rank": getattr(method, "rank", None), "steerable": bool(method.steerable),
+               **causal["methods"][name], **readouts[name], "fit": inputs.method_fit.get(name)}
+        for name, method in methods.items()
+    }
+    metrics["faithfulness_reference"] = reference
+    metrics["interchange_pairs"] = causal["interchange_pairs"]
     metrics["margins"] = M.headline_margins(metrics["slot_accuracy"], metrics["baselines"])
     metrics["expected_results"] = M.expected_results(metrics)
     return metrics
+
+
+def answered_rules(index) -> np.ndarray:
+    """Per row: which of the person's attributes the LM's first answer token is (6: none)."""
+    answers = person_answer_tokens(index)
+    return M.match_answered_rule(index["lm_predicted_first_token"].to_numpy(),
+                                 [[-1 if t is None else t for t in answers[p]] for p in index["person_id"]],
+                                 index["rule_idx"].to_numpy())
+
+
+def aligned_untrained_slots(inputs: EvaluationInputs) -> np.ndarray | None:
+    """The untrained-LM SAE's argmax slot for each row of the trained LM's index (same QA rows)."""
+    untrained = inputs.untrained_index
+    if len(untrained) != len(inputs.index) or not np.array_equal(untrained["row"].to_numpy(), inputs.index["row"].to_numpy()):
+        return None
+    return slot_predictions(inputs.untrained_sae, inputs.untrained_activations)

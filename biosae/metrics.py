@@ -261,6 +261,69 @@ def swap_matrix(source_rule, target_answer_hit_by_target_slot, clean_hit_by_targ
     }
 
 
+def interchange_result(base_rule, target_rule, success, leaked, unchanged, clean_success=None) -> dict:
+    """Interchange intervention accuracy (MIB's IIA) on one cell's scored pairs, for one method.
+
+    Row i is a pair: the base asks rule ``base_rule[i]`` about person P, the source asks rule
+    ``target_rule[i]`` about person Q. ``success``: after the interchange the LM's first answer token is
+    P's target-rule answer; ``leaked``: it is Q's (the source's identity came along, as whole-vector
+    patching does); ``unchanged``: it equals the base's clean prediction; ``clean_success``: P's
+    target-rule answer comes out without any intervention (attributes can share a first token).
+
+    Returns::
+
+        {"iia": float|null, "leaked": float|null, "unchanged": float|null, "clean_success": float|null,
+         "n": int, "success_rate": 6x6 (row = base rule A, col = source rule B, diagonal null)}
+    """
+    base = _rule_array(base_rule, "base_rule")
+    target = _rule_array(target_rule, "target_rule")
+
+    def rate(values):
+        values = np.asarray(values, dtype=bool).reshape(-1)
+        if values.size != base.size:
+            raise ValueError(f"interchange_result: {values.size} values for {base.size} pairs")
+        return float(values.mean()) if values.size else None
+
+    success = np.asarray(success, dtype=bool).reshape(-1)
+    hits = np.full((N_RULES, base.size), np.nan)
+    hits[target, np.arange(base.size)] = success
+    return {
+        "iia": rate(success),
+        "leaked": rate(leaked),
+        "unchanged": rate(unchanged),
+        "clean_success": None if clean_success is None else rate(clean_success),
+        "n": int(base.size),
+        "success_rate": _rates_by_source(base, hits),
+    }
+
+
+def faithfulness(readout, answered_rule) -> dict:
+    """Share of rows where a method's read-out names the attribute the LM answered.
+
+    Only rows where the LM answered another attribute of the same person than the one asked are
+    given (biosae.methods.comparison.readout_tests). {"rate": float|null, "n": int}.
+    """
+    readout = np.asarray(readout).reshape(-1)
+    answered = np.asarray(answered_rule).reshape(-1)
+    if readout.shape != answered.shape:
+        raise ValueError(f"readout has {readout.size} rows, answered_rule {answered.size}")
+    return {"rate": float((readout == answered).mean()) if readout.size else None, "n": int(readout.size)}
+
+
+def independence_chance(readout, answered_rule) -> float | None:
+    """The faithfulness a read-out independent of the answer would get on the same rows:
+    sum over rules of P(read-out = r) * P(answered = r) (Cohen's expected agreement). With no
+    read-out given, uniform over the rules."""
+    answered = np.asarray(answered_rule).reshape(-1)
+    if answered.size == 0:
+        return None
+    p_answered = np.bincount(answered, minlength=N_RULES + 1)[:N_RULES] / answered.size
+    if readout is None:
+        return float(p_answered.sum() / N_RULES)
+    p_readout = np.bincount(np.asarray(readout).reshape(-1), minlength=N_RULES)[:N_RULES] / answered.size
+    return float((p_readout * p_answered).sum())
+
+
 # ---------------------------------------------------------------------------------------------
 # value heads and the LM's own answers
 

@@ -126,3 +126,18 @@ def all_targets():
     if is_sweep():
         targets.append("results/aggregate/summary.csv")
     return targets
+
+
+def method_inputs(wildcards):
+    """The trained localization methods evaluate compares (only those listed in methods.names)."""
+    names = config["methods"]["names"]
+    files = {}
+    if "das" in names:
+        files["das_cfg"] = f"results/{wildcards.run}methods/das/cfg.json"
+        files["das_weights"] = f"results/{wildcards.run}methods/das/das.safetensors"
+        files["das_pairs"] = f"results/{wildcards.run}methods/das/train_pairs.csv"
+        files["das_log"] = f"results/{wildcards.run}methods/das/train_log.csv"
+    if "sae_unsupervised" in names:
+        files["unsupervised_sae_cfg"] = f"results/{wildcards.run}methods/sae_unsupervised/cfg.json"
+        files["unsupervised_sae_weights"] = f"results/{wildcards.run}methods/sae_unsupervised/sae.safetensors"
+    return files

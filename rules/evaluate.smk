@@ -1,5 +1,6 @@
 rule evaluate:
     input:
+        unpack(method_inputs),
         model=lm_dir,
         qa_accuracy=lm_qa_accuracy,
         lm_log=lm_train_log,
@@ -24,6 +25,7 @@ rule evaluate:
         ),
     params:
         evaluate=config["evaluate"],
+        methods=config["methods"]["names"],
         layer=run_layer,
         seed=run_seed,
     threads: 2

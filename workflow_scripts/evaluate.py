@@ -10,6 +10,8 @@ from biosae.evaluation import EvaluationInputs, evaluate
 from biosae.figures import write_figures
 from biosae.io import atomic_directory, read_json, write_json
 from biosae.lm import load_model_dir, pick_device
+from biosae.methods.das import das_fit_summary, load_das
+from biosae.methods.unsupervised_sae import load_topk_sae
 from biosae.report import write_summary
 from biosae.sae import load_sae
 
@@ -27,7 +29,14 @@ with rule_context(smk) as log:
         untrained_sae=load_sae(os.path.dirname(smk.input.untrained_sae_cfg)),
         untrained_activations=untrained_activations, untrained_index=untrained_index,
         qa_accuracy=read_json(smk.input.qa_accuracy),
+        method_names=tuple(smk.params.methods),
     )
+    if "das_weights" in smk.input.keys():
+        inputs.das_basis, das_cfg, inputs.das_training_pairs = load_das(os.path.dirname(smk.input.das_weights))
+        inputs.method_fit["das"] = das_fit_summary(das_cfg, smk.input.das_log)
+    if "unsupervised_sae_weights" in smk.input.keys():
+        inputs.unsupervised_sae = load_topk_sae(os.path.dirname(smk.input.unsupervised_sae_weights))
+        inputs.method_fit["sae_unsupervised"] = (read_json(smk.input.unsupervised_sae_cfg).get("history") or [{}])[-1]
     section = smk.params.evaluate
     metrics = evaluate(inputs, section["max_prompts_per_cell"], section["swap_alphas"], smk.params.seed,
                        progress=lambda cell: log.info("causal tests done: %s", cell))

@@ -1,0 +1,226 @@
+"""``das``: distributed alignment search (Geiger et al. 2024), MIB's best localization method.
+
+A rank-k subspace with orthonormal basis R [k, d] (``torch.nn.utils.parametrizations.orthogonal``,
+as MIB's code does). Interchange: ``h + (h_src - h) R^T R``, the base's component in the subspace
+replaced with the source's. Training: interchange on train-cell pairs (base: person P asked rule A;
+source: person Q != P asked rule B != A), cross-entropy towards P's rule-B first answer token, the
+LM frozen; the edit sits at the hook layer, answer position, and only the answer token is run, on
+cached prompt prefixes (biosae.interventions.PromptCache), so a step costs one token per pair.
+
+A six-valued variable needs k >= 5: rank 1 can't hold it. Per-rule ablation (DAS has one
+subspace for the whole variable) projects out rule r's DiffMean direction within the subspace.
+No pair used for training is ever scored: the train cell's scored bases (biosae.evaluation's
+causal sample) are excluded from the training pool, and evaluate checks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from biosae.errors import BiosaeError
+from biosae.io import atomic_path, load_tensors, read_json, save_tensors, write_json
+from biosae.methods.base import SubspaceMethod, class_means
+from biosae.methods.diffmean import diffmean_directions
+from biosae.methods.pairs import InterchangePairs, draw_pairs, target_tokens
+
+CFG_FILENAME = "cfg.json"
+WEIGHTS_FILENAME = "das.safetensors"
+PAIRS_FILENAME = "train_pairs.csv"
+LOG_FILENAME = "train_log.csv"
+
+
+@dataclass(kw_only=True)
+class DASConfig:
+    d_model: int
+    rank: int = 8
+    epochs: int = 8
+    lr: float = 5e-3
+    batch_size: int = 64
+    sources_per_base: int = 2
+    max_train_bases: int = 2000
+    validation_fraction: float = 0.1
+    layer: int = -1
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 1 <= self.rank <= self.d_model:
+            raise BiosaeError(f"DAS config: rank must be in 1..d_model ({self.d_model}), got {self.rank}")
+
+
+class DASSubspace(nn.Module):
+    def __init__(self, d_model: int, rank: int, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.rotation = nn.utils.parametrizations.orthogonal(nn.Linear(d_model, rank, bias=False))
+
+    def basis(self) -> torch.Tensor:
+        """[rank, d], orthonormal rows."""
+        return self.rotation.weight
+
+    def interchange(self, h: torch.Tensor, source_h: torch.Tensor) -> torch.Tensor:
+        basis = self.basis()
+        return h + ((source_h - h) @ basis.T) @ basis
+
+
+def split_training_pairs(index, excluded_rows, cfg: DASConfig) -> tuple[InterchangePairs, InterchangePairs]:
+    """(training pairs, validation pairs) from the train cell's rows not in ``excluded_rows``.
+
+    Persons are split (seeded) into training and validation, so validation pairs share no person
+    with training pairs; at most ``max_train_bases`` training bases, each with ``sources_per_base``
+    sources (another person, another rule) from the same side of the split.
+    """
+    rng = np.random.default_rng([cfg.seed, 15485863])
+    train = (index["split"] == "train").to_numpy().copy()
+    train[np.asarray(excluded_rows, dtype=np.int64)] = False
+    rows = np.flatnonzero(train)
+    persons = index["person_id"].to_numpy()
+    people = np.array(sorted(set(persons[rows])))
+    if len(people) < 4:
+        raise BiosaeError(f"DAS: the train cell has {len(people)} persons outside the scored pairs; need at least 4")
+    held = set(rng.choice(people, size=max(2, int(round(cfg.validation_fraction * len(people)))), replace=False))
+    validation_rows = rows[np.isin(persons[rows], list(held))]
+    training_rows = rows[~np.isin(persons[rows], list(held))]
+    if len(training_rows) > cfg.max_train_bases:
+        training_rows = np.sort(rng.choice(training_rows, size=cfg.max_train_bases, replace=False))
+    return (draw_pairs(index, training_rows, training_rows, [cfg.seed, 1], cfg.sources_per_base),
+            draw_pairs(index, validation_rows, validation_rows, [cfg.seed, 2], 1))
+
+
+def _pair_tensors(index, activations, pairs: InterchangePairs):
+    keep = pairs.scored
+    bases, sources = pairs.base_rows[keep], pairs.source_rows[keep]
+    targets = target_tokens(index, bases, index["rule_idx"].to_numpy()[sources])
+    keep = targets >= 0
+    return bases[keep], sources[keep], targets[keep]
+
+
+def interchange_accuracy(model, tokenizer, index, activations, layer: int, pairs: InterchangePairs, edit_for_sources
+                         ) -> float | None:
+    """Share of pairs where the LM, given the source's value, answers the base person's source-rule
+    attribute. ``edit_for_sources(source_h) -> edit``."""
+    from biosae.activations import encode_prompts
+    from biosae.interventions import PromptCache, edited_predictions
+
+    bases, sources, targets = _pair_tensors(index, activations, pairs)
+    if len(bases) == 0:
+        return None
+    prompts, first = encode_prompts(tokenizer, index.iloc[bases].to_dict("records"))
+    cache = PromptCache(model, prompts)
+    source_h = activations[torch.from_numpy(sources)]
+    predicted, _ = edited_predictions(cache, first, layer, lambda idx: edit_for_sources(source_h[torch.from_numpy(idx)]))
+    return float((predicted == targets).mean())
+
+
+def train_das(model, tokenizer, index, activations: torch.Tensor, cfg: DASConfig, excluded_rows,
+              progress=None) -> tuple[DASSubspace, list[dict], InterchangePairs, InterchangePairs]:
+    """Fit the subspace; returns (subspace, log rows per epoch, training pairs, validation pairs)."""
+    from biosae.activations import encode_prompts
+    from biosae.interventions import PromptCache
+
+    training, validation = split_training_pairs(index, excluded_rows, cfg)
+    bases, sources, targets = _pair_tensors(index, activations, training)
+    unique_bases, first_position = np.unique(bases, return_index=True)
+    pairs_of_base = {int(b): np.flatnonzero(bases == b) for b in unique_bases}
+    prompts, _ = encode_prompts(tokenizer, index.iloc[unique_bases].to_dict("records"))
+    frozen = [p.requires_grad for p in model.parameters()]
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    subspace = DASSubspace(activations.shape[1], cfg.rank, cfg.seed)
+    optimizer = torch.optim.Adam(subspace.parameters(), lr=cfg.lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    history = []
+    try:
+        cache = PromptCache(model, prompts, batch_size=cfg.batch_size, for_training=True)
+        for epoch in range(1, cfg.epochs + 1):
+            total, hits, count = 0.0, 0, 0
+            for group in torch.randperm(len(cache.groups), generator=generator).tolist():
+                positions = cache.groups[group][0]
+                # each base's pair for this epoch: its sources taken in turn
+                chosen = np.array([pairs_of_base[int(unique_bases[p])][(epoch - 1) % len(pairs_of_base[int(unique_bases[p])])]
+                                   for p in positions])
+                source_h = activations[torch.from_numpy(sources[chosen])].float()
+                logits = cache.group_logits(group, cfg.layer, lambda h: subspace.interchange(h, source_h))
+                target = torch.from_numpy(targets[chosen]).to(logits.device)
+                loss = F.cross_entropy(logits, target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(chosen)
+                hits += int((logits.argmax(-1) == target).sum())
+                count += len(chosen)
+            with torch.no_grad():
+                basis = subspace.basis().detach().clone()
+            validation_iia = interchange_accuracy(
+                model, tokenizer, index, activations, cfg.layer, validation,
+                lambda source_h: (lambda h: h + ((source_h - h) @ basis.T) @ basis))
+            history.append({"epoch": epoch, "loss": round(total / max(count, 1), 5),
+                            "train_iia": round(hits / max(count, 1), 5),
+                            "validation_iia": None if validation_iia is None else round(validation_iia, 5)})
+            if progress:
+                progress(history[-1])
+    finally:
+        for parameter, flag in zip(model.parameters(), frozen):
+            parameter.requires_grad_(flag)
+    return subspace.eval(), history, training, validation
+
+
+class DASMethod(SubspaceMethod):
+    def __init__(self, basis: torch.Tensor, means: torch.Tensor):
+        projected = diffmean_directions(means.double()).float() @ basis.T @ basis
+        super().__init__("das", basis=basis, ablation_directions=projected)
+
+
+def das_method(basis: torch.Tensor, train_activations: torch.Tensor, train_rule_idx) -> DASMethod:
+    return DASMethod(basis, class_means(train_activations, train_rule_idx))
+
+
+def save_das(directory, subspace: DASSubspace, cfg: DASConfig, history: list[dict], training: InterchangePairs,
+             validation: InterchangePairs) -> None:
+    import pandas as pd
+
+    directory = Path(directory)
+    write_json(directory / CFG_FILENAME, asdict(cfg))
+    save_tensors(directory / WEIGHTS_FILENAME, {"basis": subspace.basis().detach().contiguous()},
+                 metadata={"format": "biosae.DAS", "rank": str(cfg.rank)})
+    with atomic_path(directory / LOG_FILENAME) as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False)
+    table = pd.DataFrame({
+        "base_row": np.concatenate([training.base_rows, validation.base_rows]),
+        "source_row": np.concatenate([training.source_rows, validation.source_rows]),
+        "use": ["train"] * len(training.base_rows) + ["validation"] * len(validation.base_rows),
+    })
+    with atomic_path(directory / PAIRS_FILENAME) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def load_das(directory) -> tuple[torch.Tensor, dict, set[tuple[int, int]]]:
+    """(basis [rank, d], cfg dict, the set of (base_row, source_row) pairs DAS saw in training)."""
+    import pandas as pd
+
+    directory = Path(directory)
+    cfg = read_json(directory / CFG_FILENAME)
+    tensors = load_tensors(directory / WEIGHTS_FILENAME)
+    if "basis" not in tensors or tensors["basis"].ndim != 2:
+        raise BiosaeError(f"{directory / WEIGHTS_FILENAME}: no 2-D 'basis' tensor")
+    try:
+        table = pd.read_csv(directory / PAIRS_FILENAME)
+    except (OSError, ValueError) as error:
+        raise BiosaeError(f"{directory / PAIRS_FILENAME}: cannot read DAS's training pairs ({error})") from None
+    seen = {(int(b), int(s)) for b, s in zip(table["base_row"], table["source_row"]) if s >= 0}
+    return tensors["basis"].float(), cfg, seen
+
+
+def das_fit_summary(cfg: dict, log_csv) -> dict:
+    """What metrics.json records of DAS's training: rank, epochs, and the last epoch's loss and
+    train / validation IIA (validation: held-out train-cell persons, never an evaluation cell)."""
+    import pandas as pd
+
+    last = pd.read_csv(log_csv).iloc[-1].to_dict()
+    return {"rank": cfg.get("rank"), "epochs": cfg.get("epochs"), "loss": last.get("loss"),
+            "train_iia": last.get("train_iia"), "validation_iia": last.get("validation_iia")}

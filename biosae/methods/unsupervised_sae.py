@@ -1,0 +1,199 @@
+"""``sae_unsupervised``: an ordinary TopK sparse autoencoder trained without labels, and the
+latent per rule that best detects it (AxBench's "SAE-A").
+
+The comparison the supervised SAE's premise rests on (AlignSAE: supervised beats unsupervised).
+Architecture (Gao et al. 2024, TopK): on standardized activations ``x = (h - mean) / std``,
+``f = TopK(ReLU(W_enc (x - b_dec) + b_enc))``, ``x_hat = W_dec f + b_dec``, decoder columns kept at
+unit norm; loss MSE(x, x_hat); Adam. Trained on the train cell only, like every method.
+
+Per rule r, the chosen latent ``j_r`` is the one whose pre-activation best separates rule-r rows
+from the others on the train cell (highest AUROC). Edits, error term kept:
+- ablation of rule r: latent ``j_r`` set to 0, i.e. ``h - std * W_dec[:, j_r] * f_{j_r}(h)``;
+- interchange and steering: the subspace edits of biosae.methods.base.SubspaceMethod on the span
+  of the chosen latents' decoder directions (in raw activation space, ``std * W_dec[:, j_r]``);
+- read-out: ``argmax_r`` of the chosen latents' pre-activations (never all-zero ties).
+
+Why not SAELens: it would add a dependency tree for what is ~40 lines here (model and loop),
+and its training runner expects a model and a token stream, not a fixed table of activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from biosae.errors import BiosaeError
+from biosae.io import load_tensors, read_json, save_tensors, write_json
+from biosae.methods.base import Edit, SubspaceMethod, class_means
+from biosae.rules import RULES
+
+CFG_FILENAME = "cfg.json"
+WEIGHTS_FILENAME = "sae.safetensors"
+
+
+@dataclass(kw_only=True)
+class TopKSAEConfig:
+    d_model: int
+    n_latents: int = 512
+    k: int = 16
+    epochs: int = 200
+    lr: float = 1e-3
+    batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 1 <= self.k <= self.n_latents:
+            raise BiosaeError(f"unsupervised SAE config: k must be in 1..n_latents ({self.n_latents}), got {self.k}")
+
+
+class TopKSAE(nn.Module):
+    def __init__(self, cfg: TopKSAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        generator = torch.Generator().manual_seed(cfg.seed)
+        decoder = torch.randn(cfg.d_model, cfg.n_latents, generator=generator)
+        self.register_buffer("mean", torch.zeros(cfg.d_model))
+        self.register_buffer("std", torch.ones(cfg.d_model))
+        self.W_dec = nn.Parameter(decoder / decoder.norm(dim=0, keepdim=True))
+        self.W_enc = nn.Parameter(self.W_dec.detach().T.clone())  # tied initialization (Gao et al.)
+        self.b_enc = nn.Parameter(torch.zeros(cfg.n_latents))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_model))
+
+    def pre_activations(self, h: torch.Tensor) -> torch.Tensor:
+        x = (h - self.mean) / self.std
+        return (x - self.b_dec) @ self.W_enc.T + self.b_enc
+
+    def encode(self, h: torch.Tensor) -> torch.Tensor:
+        pre = F.relu(self.pre_activations(h))
+        top = pre.topk(self.cfg.k, dim=-1)
+        return torch.zeros_like(pre).scatter(-1, top.indices, top.values)
+
+    def decode_standardized(self, f: torch.Tensor) -> torch.Tensor:
+        return f @ self.W_dec.T + self.b_dec
+
+    def raw_decoder_directions(self) -> torch.Tensor:
+        """[n_latents, d]: how a unit of each latent moves h in raw activation space."""
+        return (self.W_dec * self.std[:, None]).T
+
+
+def train_topk_sae(train_activations: torch.Tensor, cfg: TopKSAEConfig, progress=None) -> tuple[TopKSAE, list[dict]]:
+    """Fit on the train cell's activations; returns the model (eval mode) and one log row per epoch."""
+    torch.manual_seed(cfg.seed)
+    h = train_activations.float()
+    model = TopKSAE(cfg)
+    model.mean.copy_(h.mean(dim=0))
+    model.std.copy_(h.std(dim=0, unbiased=False).clamp_min(1e-6))
+    x_all = (h - model.mean) / model.std
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        total, rows = 0.0, 0
+        for batch in torch.randperm(len(h), generator=generator).split(cfg.batch_size):
+            f = model.encode(h[batch])
+            loss = F.mse_loss(model.decode_standardized(f), x_all[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():  # unit-norm decoder columns: the latent's size lives in f
+                model.W_dec.div_(model.W_dec.norm(dim=0, keepdim=True).clamp_min(1e-8))
+            total += loss.item() * len(batch)
+            rows += len(batch)
+        if epoch == 1 or epoch % 10 == 0 or epoch == cfg.epochs:
+            with torch.no_grad():
+                f = model.encode(h)
+                explained = 1 - F.mse_loss(model.decode_standardized(f), x_all).item() / x_all.var(dim=0).mean().item()
+                alive = int((f > 0).any(dim=0).sum())
+            history.append({"epoch": epoch, "mse": round(total / rows, 6), "explained_variance": round(explained, 5),
+                            "alive_latents": alive})
+            if progress:
+                progress(history[-1])
+    return model.eval(), history
+
+
+def auroc_by_latent(scores: torch.Tensor, positive: np.ndarray) -> np.ndarray:
+    """[n_latents] AUROC of each score column for ``positive`` rows vs the rest (Mann-Whitney U,
+    average ranks for ties)."""
+    s = scores.double().numpy()
+    order = s.argsort(axis=0, kind="stable")
+    ranks = np.empty_like(s)
+    np.put_along_axis(ranks, order, np.arange(1, len(s) + 1, dtype=np.float64)[:, None].repeat(s.shape[1], 1), axis=0)
+    # average the ranks of tied values, column by column only where ties exist
+    for column in range(s.shape[1]):
+        values = s[:, column]
+        unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+        if len(unique) < len(values):
+            sums = np.bincount(inverse, weights=ranks[:, column])
+            ranks[:, column] = (sums / counts)[inverse]
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    u = ranks[positive].sum(axis=0) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
+
+
+def choose_latents(model: TopKSAE, train_activations: torch.Tensor, train_rule_idx) -> tuple[list[int], list[float]]:
+    """Per rule, the latent whose pre-activation detects it best on the train cell, and its AUROC."""
+    rules = np.asarray(train_rule_idx)
+    with torch.no_grad():
+        scores = model.pre_activations(train_activations.float())
+    chosen, auroc = [], []
+    for r in range(len(RULES)):
+        values = auroc_by_latent(scores, rules == r)
+        chosen.append(int(values.argmax()))
+        auroc.append(float(values.max()))
+    return chosen, auroc
+
+
+class UnsupervisedSAEMethod(SubspaceMethod):
+    def __init__(self, model: TopKSAE, latents: list[int], means: torch.Tensor):
+        directions = model.raw_decoder_directions().detach()[latents]
+        super().__init__("sae_unsupervised", basis=directions, ablation_directions=directions, rule_means=means,
+                         steerable=True)
+        self.model, self.latents = model, list(latents)
+
+    def ablation_edit(self, rule: int) -> Edit:
+        latent = self.latents[rule]
+        direction = self.model.raw_decoder_directions().detach()[latent]
+
+        def edit(h: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                activation = self.model.encode(h.float())[:, latent]
+            return h - activation[:, None] * direction  # decode(f with f_j = 0) + error term
+
+        return edit
+
+    @torch.no_grad()
+    def read_out(self, h: torch.Tensor) -> np.ndarray:
+        return self.model.pre_activations(h.float())[:, self.latents].argmax(dim=1).numpy()
+
+
+def fit_unsupervised_method(model: TopKSAE, train_activations: torch.Tensor, train_rule_idx) -> UnsupervisedSAEMethod:
+    latents, _ = choose_latents(model, train_activations, train_rule_idx)
+    return UnsupervisedSAEMethod(model, latents, class_means(train_activations, train_rule_idx))
+
+
+def save_topk_sae(directory, model: TopKSAE, extra: dict | None = None) -> None:
+    from pathlib import Path
+
+    directory = Path(directory)
+    write_json(directory / CFG_FILENAME, {**asdict(model.cfg), **(extra or {})})
+    save_tensors(directory / WEIGHTS_FILENAME, model.state_dict(), metadata={"format": "biosae.TopKSAE"})
+
+
+def load_topk_sae(directory) -> TopKSAE:
+    from pathlib import Path
+
+    directory = Path(directory)
+    data = read_json(directory / CFG_FILENAME)
+    known = set(TopKSAEConfig.__dataclass_fields__)
+    try:
+        cfg = TopKSAEConfig(**{key: value for key, value in data.items() if key in known})
+    except TypeError as error:
+        raise BiosaeError(f"{directory / CFG_FILENAME}: bad unsupervised SAE config ({error})") from None
+    model = TopKSAE(cfg)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    model.load_state_dict(load_tensors(directory / WEIGHTS_FILENAME, expected_shapes=expected))
+    return model.eval()
