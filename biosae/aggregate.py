@@ -69,7 +69,14 @@ METRIC_DESCRIPTIONS = {
     "direction_ablation_selectivity": "Direction ablation: mean diagonal − mean off-diagonal accuracy drop",
     "random_direction_ablation_selectivity": "Random-direction control of the direction ablation (selectivity)",
     "swap_success": "Slot swap: mean off-diagonal success rate",
+    "iia": "Interchange intervention accuracy (MIB's IIA) of the method named after the metric",
+    "ablation_selectivity": "Ablation selectivity of the method named after the metric (its own rule edits)",
+    "steering": "Steering success of the method named after the metric, at the alpha picked on the train cell",
+    "faithfulness": "Share of other-attribute answers whose attribute the method's read-out names",
 }
+# Per-method metrics are named "<test>:<method>" (e.g. "iia:das"), described by their test.
+METHOD_TESTS = (("iia", ("interchange", "iia")), ("ablation_selectivity", ("ablation", "selectivity")),
+                ("steering", ("steering", "mean_off_diagonal")), ("faithfulness", ("faithfulness", "rate")))
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,10 @@ def headline_values(metrics: dict) -> dict[tuple[str, str], float | None]:
         paths.append((f"{mode}_ablation_selectivity", lambda cell, mode=mode: ("ablation", mode, cell, "selectivity")))
     for alpha in metrics.get("swap") or {}:
         paths.append((f"swap_success_{alpha}", lambda cell, alpha=alpha: ("swap", alpha, cell, "mean_off_diagonal")))
+    for method in metrics.get("methods") or {}:
+        for test, (section, key) in METHOD_TESTS:
+            paths.append((f"{test}:{method}", lambda cell, method=method, section=section, key=key:
+                          ("methods", method, section, cell, key)))
     values: dict[tuple[str, str], float | None] = {}
     for cell in _cells(metrics):
         for metric, path in paths:
@@ -141,9 +152,14 @@ def headline_values(metrics: dict) -> dict[tuple[str, str], float | None]:
     return values
 
 
+def metric_base(metric: str) -> str:
+    """The entry of METRIC_DESCRIPTIONS a metric name belongs to (per alpha, per method)."""
+    return "swap_success" if metric.startswith("swap_success") else metric.split(":")[0]
+
+
 def _metric_order(metric: str) -> tuple:
     names = list(METRIC_DESCRIPTIONS)
-    base = "swap_success" if metric.startswith("swap_success") else metric
+    base = metric_base(metric)
     return (names.index(base) if base in names else len(names), metric)
 
 
@@ -283,8 +299,9 @@ def render_summary(rows: Sequence[dict], runs: Sequence[SweepRun], n_layer: int 
     ]
     metrics = list(dict.fromkeys(row["metric"] for row in rows))
     by_key = {(row["metric"], row["cell"], row["layer"]): row for row in rows}
+    lines += method_winner_lines(rows, layers, labels, cells)
     for metric in metrics:
-        base = "swap_success" if metric.startswith("swap_success") else metric
+        base = metric_base(metric)
         table_rows = [[c, *[_mean_std(by_key.get((metric, c, layer))) for layer in layers]]
                       for c in cells if any((metric, c, layer) in by_key for layer in layers)]
         lines += ["", f"## {metric}", "", METRIC_DESCRIPTIONS.get(base, metric) + ".", "",
@@ -292,6 +309,44 @@ def render_summary(rows: Sequence[dict], runs: Sequence[SweepRun], n_layer: int 
     if figures:
         lines += ["", "## Figures", "", *[f"![{caption}]({path})" for caption, path in figures.items()]]
     return "\n".join(lines) + "\n"
+
+
+def method_rows(rows: Sequence[dict], test: str, cells: Sequence[str]) -> list[dict]:
+    """Per (method, layer): the mean over ``cells`` of the seed-mean of ``<test>:<method>``, as
+    summary rows whose "cell" is the method (so they plot like cells)."""
+    grouped: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        if row["metric"].startswith(f"{test}:") and row["cell"] in cells and row["mean"] is not None:
+            grouped.setdefault((row["metric"].split(":", 1)[1], row["layer"]), []).append(row)
+    return [{"metric": f"{test}_held_out", "cell": method, "layer": layer, "blocks": group[0]["blocks"],
+             "mean": float(np.mean([r["mean"] for r in group])), "std": None, "n": min(r["n"] for r in group)}
+            for (method, layer), group in grouped.items()]
+
+
+def method_winner_lines(rows: Sequence[dict], layers: Sequence[int], labels: dict, cells: Sequence[str]) -> list[str]:
+    """Per layer, which method localizes the rule best (mean over the held-out cells, random excluded)."""
+    held_out = [cell for cell in cells if cell != "train"]
+    lines = []
+    for test, label in (("iia", "interchange accuracy (IIA)"), ("ablation_selectivity", "ablation selectivity")):
+        by_method = method_rows(rows, test, held_out)
+        methods = list(dict.fromkeys(row["cell"] for row in by_method))
+        if not methods:
+            continue
+        value = {(row["cell"], row["layer"]): row["mean"] for row in by_method}
+        table = []
+        for layer in layers:
+            ranked = sorted(((value[(m, layer)], m) for m in methods if m != "random" and (m, layer) in value), reverse=True)
+            if not ranked:
+                continue
+            best, name = ranked[0]
+            sae = value.get(("sae_slot", layer))
+            table.append([f"layer {labels[layer]}", *[format_number(value.get((m, layer))) for m in methods],
+                          f"**{name}**", "–" if sae is None else f"{sae - best:+.3f}"])
+        lines += ["", f"## Which method localizes the rule, per layer: {label}", "",
+                  f"Mean over the held-out cells ({', '.join(held_out)}) of each method's {label} (seed means). "
+                  "The winner excludes the random control; the last column is the supervised SAE's gap to it.", "",
+                  *markdown_table(["layer", *methods, "best", "sae_slot − best"], table)]
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,6 +411,14 @@ def write_figures(rows: Sequence[dict], directory, n_layer: int | None) -> dict[
     swaps = dict.fromkeys(row["metric"] for row in rows if row["metric"].startswith("swap_success"))
     views += [(metric, f"Slot swap success ({metric.removeprefix('swap_success_')}) against layer",
                "swap success (mean off-diagonal)", None) for metric in swaps]
+    cells = list(dict.fromkeys(row["cell"] for row in rows))
+    held_out = [cell for cell in cells if cell != "train"]
+    for test, label in (("iia", "interchange accuracy (IIA)"), ("ablation_selectivity", "ablation selectivity")):
+        extra = method_rows(rows, test, held_out)
+        if extra:
+            rows = [*rows, *extra]
+            views.append((f"{test}_held_out", f"Each method's {label}, mean over held-out cells, against layer",
+                          label, {"none": 0.0}))
     written = {}
     for metric, title, ylabel, references in views:
         name = f"{metric.replace('=', '')}_by_layer.png"

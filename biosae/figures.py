@@ -28,6 +28,16 @@ def write_figures(metrics: dict, directory, lm_log_csv=None, sae_log_csv=None) -
              "linear probe": {c: b["linear_probe"] for c, b in metrics["baselines"].items()}},
             path, "Slot / rule accuracy per evaluation cell", cells=cells,
             reference_lines={"chance": 1 / len(RULES), "seed OOD bar": 0.90}))
+    methods = metrics.get("methods") or {}
+    for test, label, key in (("interchange", "interchange accuracy (IIA)", "iia"),
+                             ("ablation", "ablation selectivity", "selectivity")):
+        if methods:
+            add(f"{label[0].upper() + label[1:]} per method and cell", f"methods_{test}.png",
+                lambda path, test=test, label=label, key=key: plots.plot_cells_bar(
+                    {name: {cell: (result.get(test, {}).get(cell) or {}).get(key) for cell in cells}
+                     for name, result in methods.items()},
+                    path, f"{label[0].upper() + label[1:]} per method, layer {metrics.get('layer')}", cells=cells,
+                    ylabel=label))
     # One file per test, one panel per evaluation cell.
     add("Confusion of asked rule and argmax slot, per cell", "confusion.png",
         lambda path: plots.plot_confusion_grid({cell: metrics["confusion"][cell] for cell in cells},

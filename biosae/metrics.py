@@ -29,6 +29,19 @@ metrics.json (results/eval/metrics.json), written by the evaluate stage. ``<cell
       "asked_vs_answered": {<cell>: 6x7 int},       # asked_vs_answered; col 6 = none of the person's
       "error_term": {<cell>: {"rule_probe_accuracy": float, "reconstruction_r2": float|null}},
           # biosae.evaluation.error_term_diagnostics: the rule read from h - decode(z) alone
+      "methods": {<method>: {                       # biosae.methods: every method, same prompts and tests
+          "rank": int|null, "steerable": bool,       # subspace dimension; whether it has a steering edit
+          "ablation": {<cell>: <ablation_matrix dict>},      # row k = the method's edit removing rule k
+          "interchange": {<cell>: <interchange_result dict>},  # IIA on the shared pairs
+          "steering": {<cell>: <swap_matrix dict>},  # at "alpha" (additive methods; {} otherwise)
+          "alpha": float|null,                       # picked on the train cell from evaluate.swap_alphas
+          "alpha_selection": {"alpha=<a>": float|null},  # train-cell steering success per alpha
+          "detection": {<cell>: float|null},         # read-out == asked rule (null: no read-out)
+          "faithfulness": {<cell>: {"rate": float|null, "n": int} | null},
+          "fit": dict|null}},                        # what its training reported (das, sae_unsupervised)
+      "faithfulness_reference": {<cell>: {"n": int, "chance": float|null, "uniform_chance": float,
+                                          "untrained_lm_sae": float|null}},
+      "interchange_pairs": {<cell>: {"n": int, "without_source": int}},
       "expected_results": [<expected_results entry>, ...],
       "notes": [str, ...]                           # optional free-text findings for summary.md
     }

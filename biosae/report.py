@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from biosae.io import write_text
 from biosae.metrics import ABLATION_MODES, answered_instead, expected_results, headline_margins
+from biosae.methods.summary import methods_section
 from biosae.rules import RULES
 
 # Below this LM answer accuracy a cell gets an asked-vs-answered finding.
@@ -220,6 +221,7 @@ def render_summary(metrics: dict, figures: dict[str, str] | None = None) -> str:
     cells = _cells(metrics)
     sections = [
         ["# biosae evaluation summary"],
+        methods_section(metrics, cells),
         _headline(metrics, cells) if cells else [],
         _expected(metrics),
         _ablation(metrics, cells),

@@ -33,6 +33,7 @@ def tiny_config(**overrides) -> dict:
     config["activations"].update(batch_size=64)
     config["sae"].update(epochs=30, batch_size=16)
     config["evaluate"].update(max_prompts_per_cell=24)
+    config["methods"]["sae_unsupervised"].update(n_latents=128, epochs=50)
     for section, values in overrides.items():
         if isinstance(values, dict):
             config[section].update(values)

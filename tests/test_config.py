@@ -24,12 +24,14 @@ def test_default_config_validates_and_matches_schema_defaults(monkeypatch):
     filled = validate_config(config)
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     # Every default in the schema is the value config.yaml ships, so an omitted key means the same run.
-    for section, spec in schema["properties"].items():
+    def check(spec, value, name):
         if spec.get("type") != "object":
-            assert filled[section] == spec["default"], section
-            continue
+            assert value == spec["default"], name
+            return
         for key, sub in spec["properties"].items():
-            assert filled[section][key] == sub["default"], f"{section}.{key}"
+            check(sub, value[key], f"{name}.{key}".lstrip("."))
+
+    check(schema, filled, "")
     assert validate_config({}) == filled
 
 

@@ -106,3 +106,17 @@ def test_swap_moves_weight_from_source_to_target(setup):
     z_edit[torch.arange(4), source] = 0
     z_edit[:, 5] = 2.0
     torch.testing.assert_close(edited - h, sae.decode(z_edit) - sae.decode(z), atol=1e-5, rtol=1e-5)
+
+
+def test_several_edits_in_one_call_equal_one_pass_each(setup):
+    from biosae.interventions import edited_predictions_many
+
+    model, tokenizer, prompts, first, sae, rules = setup
+    cache = PromptCache(model, prompts, batch_size=7)
+    edits = [None, lambda idx: slot_ablation(sae, 2), lambda idx: slot_swap(sae, rules[idx], 1, 2.0),
+             lambda idx: project_out(random_directions(32, 1, seed=3)[0])]
+    predicted, logprob = edited_predictions_many(cache, first, -1, edits)
+    for k, edit in enumerate(edits):
+        single, single_logprob = edited_predictions(cache, first, -1, edit)
+        assert np.array_equal(predicted[k], single)
+        np.testing.assert_allclose(logprob[k], single_logprob, atol=1e-5)

@@ -238,3 +238,28 @@ def test_margins_are_differences_of_the_same_cells():
     headline = metrics.headline_margins({"a": 0.9}, {"a": {"untrained_lm_sae": 0.6, "bag_of_words": 1.0}})
     assert headline["a"]["over_untrained_lm"] == pytest.approx(0.3)
     assert headline["a"]["over_bag_of_words"] == pytest.approx(-0.1)
+
+
+def test_interchange_result_counts_success_leak_and_unchanged():
+    from biosae.metrics import interchange_result
+
+    result = interchange_result([0, 0, 1, 2], [1, 2, 0, 0], success=[1, 0, 1, 0], leaked=[0, 1, 0, 0],
+                                unchanged=[0, 0, 0, 1], clean_success=[0, 0, 1, 0])
+    assert (result["iia"], result["leaked"], result["unchanged"], result["clean_success"], result["n"]) == (
+        0.5, 0.25, 0.25, 0.25, 4)
+    assert result["success_rate"][0][1] == 1.0 and result["success_rate"][0][2] == 0.0
+    assert result["success_rate"][1][0] == 1.0 and result["success_rate"][2][0] == 0.0
+    assert result["success_rate"][0][0] is None and result["success_rate"][3][4] is None
+    empty = interchange_result([], [], success=[], leaked=[], unchanged=[])
+    assert empty["iia"] is None and empty["n"] == 0
+
+
+def test_faithfulness_and_its_chance():
+    from biosae.metrics import faithfulness, independence_chance
+
+    assert faithfulness([1, 1, 2, 3], [1, 2, 2, 0]) == {"rate": 0.5, "n": 4}
+    assert faithfulness([], [])["rate"] is None
+    # read-out always 1, answers 1 half the time: independent agreement 0.5
+    assert independence_chance([1, 1, 1, 1], [1, 1, 2, 2]) == pytest.approx(0.5)
+    assert independence_chance(None, [1, 2]) == pytest.approx(1 / 6)
+    assert independence_chance([1], []) is None

@@ -13,7 +13,8 @@ from tests.conftest import copy_run, planned_jobs, run_snakemake, tiny_config, w
 pytestmark = pytest.mark.slow
 
 DOWNSTREAM_OF_DATASET = {"dataset", "train_lm", "lm_qa_accuracy", "untrained_lm", "activations",
-                         "untrained_activations", "train_sae", "untrained_sae", "evaluate", "all"}
+                         "untrained_activations", "train_sae", "untrained_sae", "train_das", "train_unsupervised_sae",
+                         "evaluate", "all"}
 
 
 def edit_config(directory: Path, section: str, key: str, value) -> None:
@@ -30,7 +31,9 @@ def test_default_outputs_where_the_readme_says(tiny_pipeline):
                      "lm/final/config.json", "lm/final/model.safetensors", "lm/final/tokenizer.json",
                      "lm/qa_accuracy.json", "lm/train_log.csv", "activations/activations.safetensors",
                      "activations/index.csv", "sae/cfg.json", "sae/sae.safetensors", "sae/train_log.csv",
-                     "eval/metrics.json", "eval/summary.md", "eval/figures/confusion.png"):
+                     "eval/metrics.json", "eval/summary.md", "eval/figures/confusion.png",
+                     "eval/figures/methods_interchange.png", "methods/das/das.safetensors",
+                     "methods/das/train_pairs.csv", "methods/sae_unsupervised/sae.safetensors"):
         assert (results / relative).is_file(), relative
     assert not list(tiny_pipeline.rglob("*.pkl")) and not list(tiny_pipeline.rglob("*.pt"))
     for rule in ("dataset", "train_lm", "activations", "train_sae", "evaluate"):
@@ -60,6 +63,22 @@ def test_metrics_cover_every_cell_and_test(tiny_pipeline):
         base = metrics["baselines"][cell]
         assert metrics["margins"][cell]["over_untrained_lm"] == pytest.approx(
             metrics["slot_accuracy"][cell] - base["untrained_lm_sae"])
+    # every method, every test, every cell (steering for the additive methods only)
+    assert list(metrics["methods"]) == ["sae_slot", "diffmean", "probe", "das", "sae_unsupervised", "random"]
+    for name, result in metrics["methods"].items():
+        for test in ("ablation", "interchange", "detection", "faithfulness"):
+            assert set(result[test]) == set(cells), (name, test)
+        assert set(result["steering"]) == (set(cells) if result["steerable"] else set()), name
+        assert result["steerable"] == (name in ("sae_slot", "diffmean", "probe", "sae_unsupervised"))
+        for cell in cells:
+            interchange = result["interchange"][cell]
+            assert interchange["n"] == metrics["interchange_pairs"][cell]["n"] > 0
+            assert 0 <= interchange["iia"] <= 1 and 0 <= interchange["unchanged"] <= 1
+    # the SAE's slot ablation and swap are the same numbers in both sections
+    assert metrics["methods"]["sae_slot"]["ablation"]["train"] == metrics["ablation"]["slot"]["train"]
+    chosen = metrics["methods"]["sae_slot"]["alpha"]
+    assert metrics["methods"]["sae_slot"]["steering"]["ood_both"] == metrics["swap"][f"alpha={chosen}"]["ood_both"]
+    assert metrics["methods"]["das"]["fit"]["rank"] == 8
     names = {entry["name"] for entry in metrics["expected_results"]}
     assert {"slot_diagonal_accuracy_train", "ood_slot_accuracy_min", "slot_ablation_diagonal_train",
             "margin_over_untrained_lm_min"} <= names
@@ -67,7 +86,7 @@ def test_metrics_cover_every_cell_and_test(tiny_pipeline):
     assert set(qa) == set(cells)
     assert set(qa["train"]["by_rule"]) == {"birth_date", "birth_city", "university", "major", "employer", "work_city"}
     summary = (tiny_pipeline / "results" / "eval" / "summary.md").read_text()
-    assert summary.index("Headline") < summary.index("Expected results")
+    assert summary.index("Which method localizes the rule") < summary.index("Headline") < summary.index("Expected results")
 
 
 def test_nothing_to_do_after_a_complete_run(tiny_pipeline, tmp_path):
@@ -87,6 +106,14 @@ def test_sae_change_reruns_only_sae_and_evaluation(tiny_pipeline, tmp_path):
     assert set(planned_jobs(run)) == {"train_sae", "untrained_sae", "evaluate", "all"}
 
 
+def test_das_change_reruns_only_das_and_evaluation(tiny_pipeline, tmp_path):
+    run = copy_run(tiny_pipeline, tmp_path / "run")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["methods"]["das"]["rank"] = 6
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert set(planned_jobs(run)) == {"train_das", "evaluate", "all"}
+
+
 def test_report_builds_with_figures_and_summary(tiny_pipeline, tmp_path):
     run = copy_run(tiny_pipeline, tmp_path / "run")
     run_snakemake(run, "--report", str(run / "report.html"))
@@ -102,6 +129,8 @@ def test_report_builds_with_figures_and_summary(tiny_pipeline, tmp_path):
         ("training", "lr_typo", 0.1, "config key training.lr_typo: unknown key"),
         ("dataset", "num_persons", 10**9, "config key dataset.num_persons: 1000000000 is more than"),
         ("model", "n_layer", 0, "config key model.n_layer: 0 is less than the minimum of 1"),
+        ("methods", "names", ["sae_slot", "pca"], "config key methods.names.1: 'pca' is not one of"),
+        ("methods", "das", {"rank": 65}, "config key methods.das.rank: 65 is above the activations' width model.n_embd 64"),
     ],
 )
 def test_bad_config_stops_before_any_job_with_one_line(tmp_path, section, key, value, message):

@@ -1,0 +1,159 @@
+"""Localization methods: each edit does what it says, DAS learns, pairs never leak."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from biosae.activations import answer_position_pass
+from biosae.dataset import DatasetConfig, build_dataset
+from biosae.evaluation import causal_sample
+from biosae.interventions import PromptCache, edited_predictions
+from biosae.lm import build_scratch_model
+from biosae.methods import METHOD_NAMES, build_methods
+from biosae.methods.das import DASConfig, interchange_accuracy, split_training_pairs, train_das
+from biosae.methods.diffmean import fit_diffmean
+from biosae.methods.pairs import evaluation_pairs
+from biosae.methods.unsupervised_sae import TopKSAEConfig, auroc_by_latent, train_topk_sae
+from biosae.qa_accuracy import encode_rows
+from biosae.rules import RULES
+from biosae.sae import SAEConfig, SupervisedSAE
+from biosae.tokenization import train_word_tokenizer
+from tests.conftest import DATA
+
+
+def test_diffmean_directions_are_the_analytic_mean_differences():
+    rng = np.random.default_rng(0)
+    rules = np.repeat(np.arange(6), 5)
+    h = torch.from_numpy(rng.normal(size=(30, 8))).float()
+    method = fit_diffmean(h, rules)
+    means = np.stack([h.numpy()[rules == r].mean(axis=0) for r in range(6)])
+    for r in range(6):
+        expected = means[r] - np.delete(means, r, axis=0).mean(axis=0)
+        np.testing.assert_allclose(method.directions[r].numpy(), expected, atol=1e-5)
+    # six directions summing to zero span five dimensions
+    assert method.rank == 5
+    # steering A -> B adds exactly alpha * (mu_B - mu_A): the span holds every class-mean difference
+    edit = method.steering_edit(torch.tensor([0, 3]), 2, 2.0)
+    moved = edit(h[:2])
+    np.testing.assert_allclose((moved - h[:2]).numpy(), 2.0 * (means[2] - means[[0, 3]]), atol=1e-4)
+
+
+def test_diffmean_ablation_removes_only_its_direction():
+    rng = np.random.default_rng(1)
+    rules = np.repeat(np.arange(6), 4)
+    h = torch.from_numpy(rng.normal(size=(24, 6))).float()
+    method = fit_diffmean(h, rules)
+    edited = method.ablation_edit(3)(h)
+    unit = method.directions[3] / method.directions[3].norm()
+    assert torch.allclose(edited @ unit, torch.zeros(24), atol=1e-5)
+    assert torch.allclose(edited - h, -(h @ unit)[:, None] * unit, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def small_setup():
+    """A small random GPT-2 and a few prompts of several lengths, with hook-layer activations."""
+    _, _, qa, corpus = build_dataset(DatasetConfig(
+        num_persons=12, biographies_per_person=2, entities_dir=str(DATA / "entities"),
+        templates_dir=str(DATA / "templates"), qa_templates_dir=str(DATA / "qa_templates")))
+    tokenizer = train_word_tokenizer([d["text"] for d in corpus])
+    model = build_scratch_model(tokenizer, dict(n_layer=2, n_embd=32, n_head=2, block_size=64), seed=0).eval()
+    rows = qa["qa_test"][::3][:48]
+    encoded = encode_rows(tokenizer, rows)
+    first = np.array([a[0] for a in encoded.answer_ids])
+    h, _ = answer_position_pass(model, encoded.prompt_ids, tokenizer.pad_token_id, layer=1)
+    rules = np.array([r["rule_idx"] for r in rows])
+    return model, encoded.prompt_ids, first, h, rules
+
+
+def test_interchange_with_the_base_as_source_changes_no_answer_for_every_method(small_setup):
+    model, prompts, first, h, rules = small_setup
+    torch.manual_seed(0)
+    sae = SupervisedSAE(SAEConfig(d_model=32, value_vocab_sizes=[3] * 6)).eval()
+    unsupervised, _ = train_topk_sae(h, TopKSAEConfig(d_model=32, n_latents=24, k=4, epochs=3, batch_size=16))
+    basis = torch.linalg.qr(torch.randn(32, 6))[0].T
+    methods = build_methods(METHOD_NAMES, sae=sae, train_activations=h, train_rule_idx=rules, seed=0,
+                            das_basis=basis, unsupervised_sae=unsupervised)
+    assert list(methods) == list(METHOD_NAMES)
+    cache = PromptCache(model, prompts, batch_size=16)
+    clean, clean_logprob = edited_predictions(cache, first, 1)
+    for name, method in methods.items():
+        predicted, logprob = edited_predictions(cache, first, 1, lambda idx, m=method: m.interchange_edit(h[idx]))
+        assert np.array_equal(predicted, clean), name
+        np.testing.assert_allclose(logprob, clean_logprob, atol=1e-4, err_msg=name)
+        # and an interchange from other prompts does change the activations it edits
+        other = h[torch.arange(len(h)).roll(1)]
+        assert not torch.allclose(method.interchange_edit(other)(h), h, atol=1e-6), name
+
+
+def test_auroc_matches_the_pairwise_definition():
+    rng = np.random.default_rng(2)
+    scores = torch.from_numpy(np.round(rng.normal(size=(40, 3)), 1))  # rounded: ties included
+    positive = rng.random(40) < 0.3
+    pos, neg = scores.numpy()[positive], scores.numpy()[~positive]
+    for column in range(3):
+        pairs = (pos[:, column][:, None] > neg[:, column][None, :]) + 0.5 * (pos[:, column][:, None] == neg[:, column][None, :])
+        assert auroc_by_latent(scores, positive)[column] == pytest.approx(pairs.mean())
+
+
+def test_topk_sae_learns_a_low_dimensional_table():
+    rng = np.random.default_rng(3)
+    h = torch.from_numpy(rng.normal(size=(400, 4)) @ rng.normal(size=(4, 16))).float()
+    model, history = train_topk_sae(h, TopKSAEConfig(d_model=16, n_latents=32, k=8, epochs=60, batch_size=64, lr=3e-3))
+    assert history[0]["explained_variance"] < history[-1]["explained_variance"]
+    assert history[-1]["explained_variance"] > 0.8
+    assert int((model.encode(h) > 0).sum(dim=1).max()) <= 8
+
+
+def _tiny_run(tiny_pipeline):
+    from biosae.activations import load_activation_table
+    from biosae.lm import load_model_dir
+
+    model, tokenizer = load_model_dir(tiny_pipeline / "results" / "lm" / "final", torch.device("cpu"))
+    activations, index = load_activation_table(tiny_pipeline / "results" / "activations" / "activations.safetensors",
+                                               tiny_pipeline / "results" / "activations" / "index.csv")
+    return model, tokenizer, activations, index
+
+
+def test_pairs_never_share_a_person_and_das_never_trains_on_a_scored_pair(tiny_pipeline):
+    _, _, activations, index = _tiny_run(tiny_pipeline)
+    persons, rules = index["person_id"].to_numpy(), index["rule_idx"].to_numpy()
+    cfg = DASConfig(d_model=activations.shape[1])
+    scored_bases = causal_sample(index, "train", 24, 0)
+    training, validation = split_training_pairs(index, scored_bases, cfg)
+    scored = evaluation_pairs(index, "train", scored_bases, 0)
+    for pairs in (training, validation, scored, *(evaluation_pairs(index, c, causal_sample(index, c, 24, 0), 0)
+                                                  for c in ("ood_both", "hard_unseen_person"))):
+        ok = pairs.scored
+        assert ok.mean() > 0.9
+        assert not (persons[pairs.base_rows[ok]] == persons[pairs.source_rows[ok]]).any()
+        assert not (rules[pairs.base_rows[ok]] == rules[pairs.source_rows[ok]]).any()
+    assert not (training.as_set() | validation.as_set()) & scored.as_set()
+    assert not set(training.base_rows) & set(scored_bases)
+    # rule-stratified: every ordered pair of rules (A, B != A) appears among the scored pairs
+    kinds = {(rules[b], rules[s]) for b, s in scored.as_set()}
+    assert len(kinds) >= 20
+    # seeded: the same pairs again
+    again = evaluation_pairs(index, "train", scored_bases, 0)
+    assert np.array_equal(again.source_rows, scored.source_rows)
+
+
+def test_das_learns_an_orthonormal_subspace_that_beats_random(tiny_pipeline):
+    model, tokenizer, activations, index = _tiny_run(tiny_pipeline)
+    cfg = DASConfig(d_model=activations.shape[1], rank=8, epochs=12, lr=1e-2, layer=-1)
+    subspace, history, training, _ = train_das(model, tokenizer, index, activations, cfg,
+                                               causal_sample(index, "train", 24, 0))
+    assert history[-1]["loss"] < history[0]["loss"]
+    basis = subspace.basis().detach()
+    assert torch.allclose(basis @ basis.T, torch.eye(8), atol=1e-5)
+    assert all(p.requires_grad for p in model.parameters())  # the LM is handed back as it came
+
+    def subspace_edit(b):
+        return lambda source_h: (lambda h: h + ((source_h - h) @ b.T) @ b)
+
+    learned = interchange_accuracy(model, tokenizer, index, activations, -1, training, subspace_edit(basis))
+    random_basis = torch.linalg.qr(torch.randn(activations.shape[1], 8, generator=torch.Generator().manual_seed(0)))[0].T
+    control = interchange_accuracy(model, tokenizer, index, activations, -1, training, subspace_edit(random_basis))
+    assert learned > control + 0.1, (learned, control)
