@@ -72,11 +72,12 @@ def _from_text(text: str, types: list[str]):
     return text
 
 
-def canonical(schema: dict, value, path: tuple = ()):
+def canonical(schema: dict, value, path: tuple = (), numbers: bool = True):
     """``value`` in one form per meaning: strings read as the schema's scalar types, numbers of
     an ``integer`` key as int and of a ``number`` key as float (as int where the schema's default
     is an int and the value integral), mappings as plain dicts in the schema's key order (unknown
-    keys last, for validation to name).
+    keys last, for validation to name). ``numbers=False`` leaves numbers as they are, so that a
+    validation message quotes the value as the user wrote it.
 
     Why: rules receive config sections as params, and Snakemake's params rerun trigger compares
     their ``repr``, so ``{b: 1, a: 2}`` against ``{a: 2, b: 1}``, ``1`` against ``1.0`` or an
@@ -85,18 +86,21 @@ def canonical(schema: dict, value, path: tuple = ()):
     types = _types(schema)
     if isinstance(value, dict) and "object" in types:
         properties = schema.get("properties", {})
-        ordered = {key: canonical(properties[key], value[key], (*path, key)) for key in properties if key in value}
+        ordered = {key: canonical(properties[key], value[key], (*path, key), numbers)
+                   for key in properties if key in value}
         ordered.update((key, item) for key, item in value.items() if key not in properties)
         return ordered
     if isinstance(value, list) and "array" in types:
         items = schema.get("items", {})
-        return [canonical(items, item, (*path, str(index))) for index, item in enumerate(value)]
+        return [canonical(items, item, (*path, str(index)), numbers) for index, item in enumerate(value)]
     if isinstance(value, str) and "string" not in types:
         value = _from_text(value, types)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
     if not math.isfinite(value):
         raise BiosaeError(f"config key {'.'.join(path) or '(top level)'}: {value} is not a finite number")
+    if not numbers:
+        return value
     if "integer" in types and "number" not in types and float(value).is_integer():
         return int(value)
     if "number" in types and "integer" not in types:
@@ -113,7 +117,7 @@ def check_schema(config: dict, schema_path=SCHEMA_PATH) -> dict:
     schema = read_yaml(schema_path)
     if not isinstance(config, dict):
         raise BiosaeError("config: expected a mapping at the top level")
-    config = canonical(schema, config)
+    config = canonical(schema, config, numbers=False)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
     if errors:
