@@ -18,11 +18,15 @@ configfile: "config.yaml"
 
 
 # One line naming the key, before any job runs (snakemake.utils.validate's own message is a
-# page of schema); then Snakemake's validator fills the defaults into the global config.
+# page of schema). The global config is replaced by the canonical one (typed by the schema,
+# keys in its order, defaults filled), so that the same values rerun nothing whether they come
+# from config.yaml, --configfile or --config.
 try:
-    config.update(validate_config(config, workflow.source_path("schemas/config.schema.yaml")))
+    canonical_config = validate_config(config, workflow.source_path("schemas/config.schema.yaml"))
 except BiosaeError as error:
     sys.exit(f"biosae config error: {error}")
+config.clear()
+config.update(canonical_config)
 validate(config, "schemas/config.schema.yaml")
 
 

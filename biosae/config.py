@@ -1,12 +1,15 @@
 """Config validation: JSON schema (types, ranges, unknown keys) plus the checks a schema can't say.
 
-Every problem becomes one line naming the key, raised as BiosaeError before any job runs.
+Every problem becomes one line naming the key, raised as BiosaeError before any job runs. The
+validated config is canonical: the same values give the same dicts, whatever their source.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
+import re
 from pathlib import Path
 
 import jsonschema
@@ -42,18 +45,86 @@ def _fill_defaults(schema: dict, instance: dict) -> None:
             _fill_defaults(sub, instance[key])
 
 
+def _types(schema: dict) -> list[str]:
+    kind = schema.get("type", [])
+    return [kind] if isinstance(kind, str) else list(kind)
+
+
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def _from_text(text: str, types: list[str]):
+    """A string read as the schema's scalar type, or returned unchanged when it is not one.
+
+    Snakemake hands the leaves of a nested ``--config 'sae={lambda_align: 2.0}'`` over as strings
+    (it parses them with YAML's BaseLoader), and YAML 1.1 reads ``1e-3`` in a file as a string.
+    """
+    word = text.strip()
+    if "boolean" in types and word.lower() in ("true", "false"):
+        return word.lower() == "true"
+    if "integer" in types and _INTEGER_TEXT.fullmatch(word):
+        return int(word)
+    if "number" in types or "integer" in types:
+        try:
+            return float(word)
+        except ValueError:
+            return text
+    return text
+
+
+def canonical(schema: dict, value, path: tuple = (), numbers: bool = True):
+    """``value`` in one form per meaning: strings read as the schema's scalar types, numbers of
+    an ``integer`` key as int and of a ``number`` key as float (as int where the schema's default
+    is an int and the value integral), mappings as plain dicts in the schema's key order (unknown
+    keys last, for validation to name). ``numbers=False`` leaves numbers as they are, so that a
+    validation message quotes the value as the user wrote it.
+
+    Why: rules receive config sections as params, and Snakemake's params rerun trigger compares
+    their ``repr``, so ``{b: 1, a: 2}`` against ``{a: 2, b: 1}``, ``1`` against ``1.0`` or an
+    OrderedDict (a JSON config file) against a dict would rerun a stage for nothing.
+    """
+    types = _types(schema)
+    if isinstance(value, dict) and "object" in types:
+        properties = schema.get("properties", {})
+        ordered = {key: canonical(properties[key], value[key], (*path, key), numbers)
+                   for key in properties if key in value}
+        ordered.update((key, item) for key, item in value.items() if key not in properties)
+        return ordered
+    if isinstance(value, list) and "array" in types:
+        items = schema.get("items", {})
+        return [canonical(items, item, (*path, str(index)), numbers) for index, item in enumerate(value)]
+    if isinstance(value, str) and "string" not in types:
+        value = _from_text(value, types)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if not math.isfinite(value):
+        raise BiosaeError(f"config key {'.'.join(path) or '(top level)'}: {value} is not a finite number")
+    if not numbers:
+        return value
+    if "integer" in types and "number" not in types and float(value).is_integer():
+        return int(value)
+    if "number" in types and "integer" not in types:
+        # An integral number is spelled as the schema's default is (training.epochs: 10, but
+        # sae.lambda_align: 1.0), so runs made with the shipped config.yaml keep their params.
+        default = schema.get("default")
+        spelled_as_int = isinstance(default, int) and not isinstance(default, bool)
+        return int(value) if spelled_as_int and float(value).is_integer() else float(value)
+    return value
+
+
 def check_schema(config: dict, schema_path=SCHEMA_PATH) -> dict:
-    """Validate against the JSON schema and return a copy with defaults filled in."""
+    """Validate against the JSON schema and return a canonical copy with defaults filled in."""
     schema = read_yaml(schema_path)
     if not isinstance(config, dict):
         raise BiosaeError("config: expected a mapping at the top level")
+    config = canonical(schema, config, numbers=False)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
     if errors:
         raise BiosaeError(_one_line(jsonschema.exceptions.best_match(errors)))
     filled = copy.deepcopy(config)
     _fill_defaults(schema, filled)
-    return filled
+    return canonical(schema, filled)
 
 
 def check_semantics(config: dict) -> None:
@@ -143,6 +214,7 @@ def check_pretrained_available(name: str) -> None:
 
 
 def validate_config(config: dict, schema_path=SCHEMA_PATH) -> dict:
+    """The config checked, its defaults filled in and canonical (see ``canonical``); BiosaeError if bad."""
     filled = check_schema(config, schema_path)
     check_semantics(filled)
     return filled

@@ -9,6 +9,7 @@ of the text (biographies and the whole QA text, question included), as in Allen-
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -237,6 +238,16 @@ def config_fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def corpus_fingerprint(documents: list[list[int]]) -> str:
+    """sha256 of the tokenized corpus, document boundaries included: a corpus of the same size
+    but other text (or the same text under another tokenizer) gives another fingerprint."""
+    lengths = np.fromiter(map(len, documents), dtype=np.int64, count=len(documents))
+    tokens = np.fromiter(itertools.chain.from_iterable(documents), dtype=np.int64, count=int(lengths.sum()))
+    digest = hashlib.sha256(lengths.tobytes())
+    digest.update(tokens.tobytes())
+    return digest.hexdigest()
+
+
 def save_checkpoint(directory, model, optimizer, state: dict) -> None:
     """Model weights, AdamW moments and loop state, written atomically as one directory."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -309,7 +320,7 @@ def train_language_model(
     steps_per_epoch = math.ceil(blocks_per_epoch(documents, cfg.block_size) / cfg.batch_size)
     total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
     optimizer = make_optimizer(model, cfg)
-    fingerprint = config_fingerprint(asdict(cfg), model.config.to_dict(), len(documents), sum(map(len, documents)))
+    fingerprint = config_fingerprint(asdict(cfg), model.config.to_dict(), corpus_fingerprint(documents))
 
     state = load_checkpoint(checkpoint_dir, model, optimizer, fingerprint) or {
         "fingerprint": fingerprint, "step": 0, "log": [], "train_seconds": 0.0, "tokens": 0,

@@ -14,8 +14,10 @@ from biosae.errors import BiosaeError
 from biosae.lm import (
     TrainingConfig,
     build_scratch_model,
+    corpus_fingerprint,
     load_model_dir,
     load_pretrained,
+    tokenize_documents,
     train_language_model,
 )
 from biosae.qa_accuracy import encode_rows, score_answers
@@ -102,6 +104,36 @@ def test_resume_after_interruption_gives_the_same_model(data, tmp_path):
     a, _ = load_model_dir(tmp_path / "a")
     b, _ = load_model_dir(tmp_path / "b")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+def test_corpus_fingerprint_covers_content_not_only_size():
+    corpus = [[5, 6, 7], [8, 9]]
+    assert corpus_fingerprint(corpus) == corpus_fingerprint([list(d) for d in corpus])
+    same_size_other_tokens = [[5, 6, 8], [8, 9]]
+    same_size_other_boundaries = [[5, 6], [7, 8, 9]]
+    fingerprints = {corpus_fingerprint(c) for c in (corpus, same_size_other_tokens, same_size_other_boundaries)}
+    assert len(fingerprints) == 3
+
+
+def test_resume_refuses_a_checkpoint_of_another_corpus_of_the_same_size(data, tmp_path):
+    _, texts = data
+    # The same words, each document's in reverse order: as many documents and tokens as before.
+    other = [" ".join(reversed(text.split())) for text in texts]
+    tokenizer = train_word_tokenizer(texts)
+    assert [len(d) for d in tokenize_documents(tokenizer, other)] == [len(d) for d in tokenize_documents(tokenizer, texts)]
+    cfg = TrainingConfig(epochs=1, batch_size=4, lr=1e-3, precision="fp32", block_size=64, checkpoint_every_steps=1)
+    first = build_scratch_model(tokenizer, MODEL, seed=0)
+    assert train_language_model(first, tokenizer, texts, cfg, tmp_path / "a", tmp_path / "ck", tmp_path / "a.csv",
+                                progress=False, stop_after_steps=3) == {"interrupted_at_step": 3}
+    # The other corpus, rerun on that checkpoint, must train from step 0 like a fresh run does.
+    for name, checkpoint in (("b", tmp_path / "ck"), ("fresh", tmp_path / "ck_fresh")):
+        model = build_scratch_model(tokenizer, MODEL, seed=0)
+        train_language_model(model, tokenizer, other, cfg, tmp_path / name, checkpoint, tmp_path / f"{name}.csv",
+                             progress=False)
+    resumed, _ = load_model_dir(tmp_path / "b")
+    fresh, _ = load_model_dir(tmp_path / "fresh")
+    for (name, p), q in zip(fresh.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(p, q, msg=name)
 
 
