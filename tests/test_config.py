@@ -111,7 +111,8 @@ def test_same_values_from_any_source_give_the_same_params():
     defaults_omitted = {"dataset": config["dataset"], "model": config["model"],
                         "training": {key: config["training"][key] for key in ("precision", "lr", "batch_size", "epochs")},
                         "sae": {"batch_size": 16, "epochs": 30}, "evaluate": {"max_prompts_per_cell": 24},
-                        "activations": {"batch_size": 64}}
+                        "activations": {"batch_size": 64},
+                        "methods": {"sae_unsupervised": {"n_latents": 128, "epochs": 50}}}
     overridden = with_command_line(config, "sae={lambda_align: 1, epochs: 30.0}", "training={epochs: 40}",
                                    "seed=0", "evaluate={swap_alphas: [1, 2.0], hard_questions: true}")
     reference = validate_config(config)
