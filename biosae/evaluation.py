@@ -18,7 +18,7 @@ from biosae import metrics as M
 from biosae.activations import encode_prompts
 from biosae.baselines import BagOfWordsClassifier, LinearProbe, chance_accuracy
 from biosae.errors import BiosaeError
-from biosae.interventions import PromptCache, project_out, random_directions, slot_direction
+from biosae.interventions import PromptCache, project_out, slot_direction
 from biosae.methods import build_methods
 from biosae.methods.comparison import (
     CellPrompts,
@@ -33,6 +33,7 @@ from biosae.methods.comparison import (
     steering_result,
 )
 from biosae.methods.pairs import evaluation_pairs, person_answer_tokens
+from biosae.methods.random_control import fit_random
 from biosae.methods.sae_slot import SaeSlotMethod
 from biosae.rules import EVALUATION_CELLS, HARD_CELLS, RULES
 from biosae.sae_inputs import value_targets
@@ -175,19 +176,21 @@ def causal_metrics(inputs: EvaluationInputs, cells: list[str], max_prompts: int,
                    methods: dict, progress=None) -> dict:
     """Ablation, interchange and steering for every method on every cell's causal sample.
 
-    Returns the legacy sections (``ablation``: slot, direction, random_direction; ``swap``: the SAE
-    slot swap at every alpha) and, per method, its ablation, interchange and steering results. The
-    train cell runs first: it picks each additive method's alpha, scored on every cell.
+    Returns, per method, its ablation, interchange and steering results, and the legacy sections
+    (``ablation``: slot, direction, random_direction; ``swap``: the SAE slot swap at every alpha),
+    which are the ``sae_slot`` and ``random`` methods' numbers (computed even when not compared)
+    plus the SAE's decoder-direction ablation. The train cell runs first: it picks each additive
+    method's alpha, scored on every cell.
     """
     index, tokenizer, sae = inputs.index, inputs.tokenizer, inputs.sae
-    d_model = inputs.activations.shape[1]
+    computed = dict(methods)
+    computed.setdefault("sae_slot", SaeSlotMethod(sae))
+    computed.setdefault("random", fit_random(inputs.activations.shape[1], len(RULES), seed))
     decoder_directions = [slot_direction(sae, k) for k in range(len(RULES))]
-    random_control = random_directions(d_model, len(RULES), seed=seed + 7919)
     answers = person_answer_tokens(index)
-    ablation = {mode: {} for mode in M.ABLATION_MODES}
-    swap = {f"alpha={float(a)}": {} for a in alphas}
-    per_method = {name: {"ablation": {}, "interchange": {}, "steering": {}, "alpha_selection": {}} for name in methods}
-    chosen_alpha: dict[str, float | None] = {}
+    direction_ablation = {}
+    per_method = {name: {"ablation": {}, "interchange": {}, "steering": {}, "alpha_selection": {}} for name in computed}
+    chosen_alpha: dict[str, float] = {}
     pairs_summary = {}
     for cell in sorted(cells, key=lambda c: c != "train"):
         rows = causal_sample(index, cell, max_prompts, seed)
@@ -204,54 +207,47 @@ def causal_metrics(inputs: EvaluationInputs, cells: list[str], max_prompts: int,
             raise BiosaeError(f"DAS trained on {len(leaked_pairs)} pair(s) scored on cell {cell}, e.g. "
                               f"{sorted(leaked_pairs)[0]}: its training pool must exclude the scored bases")
         pairs_summary[cell] = {"n": int(pairs.scored.sum()), "without_source": int((~pairs.scored).sum())}
-        # every alpha on the train cell (to pick one) and for the SAE's swap (metrics.json's "swap"
-        # section); elsewhere only the alpha the train cell picked
-        alphas_of = {name: ([float(a) for a in alphas] if cell == "train" or name == "sae_slot"
-                            else [chosen_alpha[name]] if chosen_alpha.get(name) is not None else [])
-                     for name, method in methods.items() if method.steerable}
+        # every alpha on the train cell (to pick one) and for the SAE's swap (the "swap" section);
+        # elsewhere only the alpha the train cell picked
+        alphas_of = {name: [float(a) for a in alphas] if cell == "train" or name == "sae_slot"
+                     else [chosen_alpha[name]] if name in chosen_alpha else []
+                     for name, method in computed.items() if method.steerable}
         batch = EditBatch()
-        for name, method in methods.items():
+        for name, method in computed.items():
             batch.add((name, "ablation"), ablation_edits(method))
             batch.add((name, "interchange"), interchange_edits(prompts_of_cell, method, pairs, inputs.activations))
             for alpha in alphas_of.get(name, []):
                 batch.add((name, alpha), steering_edits(prompts_of_cell, method, alpha))
         batch.add(("sae", "direction"), [lambda idx, d=d: project_out(d) for d in decoder_directions])
-        if "sae_slot" not in methods:
-            batch.add(("sae", "slot"), ablation_edits(SaeSlotMethod(sae)))
-            for alpha in alphas:
-                batch.add(("sae", float(alpha)), steering_edits(prompts_of_cell, SaeSlotMethod(sae), float(alpha)))
-        if "random" not in methods:
-            batch.add(("sae", "random_direction"), [lambda idx, d=d: project_out(d) for d in random_control])
         outcome = batch.run(prompts_of_cell)
-        for name in methods:
-            result = per_method[name]
+        direction_ablation[cell] = ablation_result(prompts_of_cell, *outcome[("sae", "direction")])
+        for name, result in per_method.items():
             result["ablation"][cell] = ablation_result(prompts_of_cell, *outcome[(name, "ablation")])
             result["interchange"][cell] = interchange_result(prompts_of_cell, outcome[(name, "interchange")][0][0],
                                                              pairs, index)
-            for alpha in alphas_of.get(name, []):
-                steering = steering_result(prompts_of_cell, outcome[(name, alpha)][0])
-                if cell == "train":
-                    result["alpha_selection"][f"alpha={alpha}"] = steering
-                if name == "sae_slot":
-                    swap[f"alpha={alpha}"][cell] = steering
-            if name in alphas_of and cell == "train":
-                chosen_alpha[name] = pick_alpha(result["alpha_selection"])
-            if chosen_alpha.get(name) is not None:
-                result["steering"][cell] = steering_result(prompts_of_cell, outcome[(name, chosen_alpha[name])][0])
-        ablation["slot"][cell] = (per_method["sae_slot"]["ablation"][cell] if "sae_slot" in methods
-                                  else ablation_result(prompts_of_cell, *outcome[("sae", "slot")]))
-        ablation["direction"][cell] = ablation_result(prompts_of_cell, *outcome[("sae", "direction")])
-        ablation["random_direction"][cell] = (per_method["random"]["ablation"][cell] if "random" in methods
-                                              else ablation_result(prompts_of_cell, *outcome[("sae", "random_direction")]))
-        if "sae_slot" not in methods:
-            for alpha in alphas:
-                swap[f"alpha={float(alpha)}"][cell] = steering_result(prompts_of_cell, outcome[("sae", float(alpha))][0])
+            steering = {alpha: steering_result(prompts_of_cell, outcome[(name, alpha)][0])
+                        for alpha in alphas_of.get(name, [])}
+            if cell == "train" and steering:
+                result["alpha_selection"] = {f"alpha={alpha}": value for alpha, value in steering.items()}
+                if pick_alpha(result["alpha_selection"]) is not None:
+                    chosen_alpha[name] = pick_alpha(result["alpha_selection"])
+            if name == "sae_slot":
+                result["swap"] = {**result.get("swap", {}), **{(alpha, cell): value for alpha, value in steering.items()}}
+            if name in chosen_alpha:
+                result["steering"][cell] = steering[chosen_alpha[name]]
         if progress:
             progress(cell)
+    sae_swaps = per_method["sae_slot"].pop("swap", {})
+    legacy = {
+        "ablation": {"slot": per_method["sae_slot"]["ablation"], "direction": direction_ablation,
+                     "random_direction": per_method["random"]["ablation"]},
+        "swap": {f"alpha={float(a)}": {cell: value for (alpha, cell), value in sae_swaps.items() if alpha == float(a)}
+                 for a in alphas},
+    }
     for name, result in per_method.items():
         result["alpha"] = chosen_alpha.get(name)
         result["alpha_selection"] = {key: value["mean_off_diagonal"] for key, value in result["alpha_selection"].items()}
-    return {"ablation": ablation, "swap": swap, "methods": per_method, "interchange_pairs": pairs_summary}
+    return {**legacy, "methods": {name: per_method[name] for name in methods}, "interchange_pairs": pairs_summary}
 
 
 def evaluate(inputs: EvaluationInputs, max_prompts_per_cell: int, swap_alphas, seed: int, progress=None) -> dict:
