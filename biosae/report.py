@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from biosae.io import write_text
 from biosae.metrics import ABLATION_MODES, answered_instead, expected_results, headline_margins
+from biosae.layer_profile import profile_section
 from biosae.methods.summary import methods_section
 from biosae.rules import RULES
 
@@ -216,11 +217,15 @@ def _answered_instead(metrics: dict, cells: list[str]) -> list[str]:
             *lines]
 
 
-def render_summary(metrics: dict, figures: dict[str, str] | None = None) -> str:
-    """The summary as markdown text. ``figures``: optional {caption: path relative to the summary}."""
+def render_summary(metrics: dict, figures: dict[str, str] | None = None, profile: list[dict] | None = None,
+                   n_layer: int | None = None) -> str:
+    """The summary as markdown text. ``figures``: optional {caption: path relative to the summary};
+    ``profile``: the metrics of every layer of the default seed (this run's included), which then
+    open the page (biosae.layer_profile)."""
     cells = _cells(metrics)
     sections = [
         ["# biosae evaluation summary"],
+        profile_section(profile, n_layer, metrics.get("layer")) if profile else [],
         methods_section(metrics, cells),
         _headline(metrics, cells) if cells else [],
         _expected(metrics),
@@ -236,6 +241,7 @@ def render_summary(metrics: dict, figures: dict[str, str] | None = None) -> str:
     return "\n\n".join("\n".join(section) for section in sections if section) + "\n"
 
 
-def write_summary(metrics: dict, path, figures: dict[str, str] | None = None) -> None:
-    """Write render_summary(metrics, figures) to ``path`` atomically."""
-    write_text(path, render_summary(metrics, figures))
+def write_summary(metrics: dict, path, figures: dict[str, str] | None = None, profile: list[dict] | None = None,
+                  n_layer: int | None = None) -> None:
+    """Write render_summary(...) to ``path`` atomically."""
+    write_text(path, render_summary(metrics, figures, profile, n_layer))

@@ -141,3 +141,11 @@ def method_inputs(wildcards):
         files["unsupervised_sae_cfg"] = f"results/{wildcards.run}methods/sae_unsupervised/cfg.json"
         files["unsupervised_sae_weights"] = f"results/{wildcards.run}methods/sae_unsupervised/sae.safetensors"
     return files
+
+
+def profile_metrics(wildcards):
+    """The default run's summary opens with the layer profile: every other layer of the default seed."""
+    if wildcards.run != "":
+        return []
+    return [f"results/{run_prefix(seed, layer)}eval/metrics.json" for seed, layer in sweep_combinations()
+            if seed == DEFAULT_SEED and layer != DEFAULT_LAYER]

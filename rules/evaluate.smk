@@ -14,6 +14,7 @@ rule evaluate:
         untrained_index="results/{run}baselines/untrained_lm/activations/index.csv",
         untrained_sae_cfg="results/{run}baselines/untrained_lm/sae/cfg.json",
         untrained_sae_weights="results/{run}baselines/untrained_lm/sae/sae.safetensors",
+        profile=profile_metrics,
     output:
         metrics=report("results/{run}eval/metrics.json", caption="../report/metrics.rst", category="Evaluation"),
         summary=report("results/{run}eval/summary.md", caption="../report/summary.rst", category="Evaluation"),

@@ -5,7 +5,7 @@ import os
 import torch
 from _common import rule_context
 
-from biosae.activations import load_activation_table
+from biosae.activations import load_activation_table, transformer_blocks
 from biosae.evaluation import EvaluationInputs, evaluate
 from biosae.figures import write_figures
 from biosae.io import atomic_directory, read_json, write_json
@@ -43,6 +43,9 @@ with rule_context(smk) as log:
     with atomic_directory(smk.output.figures) as tmp:
         figures = write_figures(metrics, tmp, smk.input.lm_log, smk.input.sae_log)
     write_json(smk.output.metrics, metrics)
-    write_summary(metrics, smk.output.summary, {caption: f"figures/{name}" for caption, name in figures.items()})
+    # the default run: every other layer of the default seed first (the layer profile)
+    profile = [read_json(path) for path in smk.input.profile] + [metrics] if smk.input.profile else None
+    write_summary(metrics, smk.output.summary, {caption: f"figures/{name}" for caption, name in figures.items()},
+                  profile, len(transformer_blocks(model)))
     for line in metrics["expected_results"]:
         log.info("%s", line)

@@ -1,0 +1,91 @@
+"""The layer profile that opens the default run's summary.md: every hook point of the default
+seed, what the SAE reads there and how causal each method is there.
+
+The hook point decides the causal numbers (3 seeds: slot-ablation selectivity 0.79 at layer 1,
+0.13 at the last block), while slot accuracy is about equal everywhere; so a reader sees the whole
+profile first, then the seed's reading at ``activations.layer``.
+"""
+
+from __future__ import annotations
+
+from biosae.metrics import N_RULES
+from biosae.methods.summary import held_out_cells, method_scores
+from biosae.rules import HARD_CELLS
+
+
+def _mean(values):
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _number(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def profile_row(metrics: dict) -> dict:
+    """One layer's numbers, each a mean over the held-out cells (faithfulness: over the hard cells)."""
+    cells = list(metrics.get("cells") or [])
+    held_out = held_out_cells(cells)
+    sae = (metrics.get("methods") or {}).get("sae_slot") or {}
+    hard = [cell for cell in cells if cell in HARD_CELLS] or held_out
+    return {
+        "layer": metrics.get("layer"),
+        "slot_accuracy": _mean((metrics.get("slot_accuracy") or {}).get(c) for c in held_out),
+        "margin_over_untrained_lm": _mean(((metrics.get("margins") or {}).get(c) or {}).get("over_untrained_lm")
+                                          for c in held_out),
+        "faithfulness": _mean(((sae.get("faithfulness") or {}).get(c) or {}).get("rate") for c in hard),
+        "methods": method_scores(metrics, held_out),
+    }
+
+
+def layer_key(layer: int, n_layer: int | None) -> float:
+    return float(n_layer if layer == -1 and n_layer is not None else (1e9 if layer == -1 else layer))
+
+
+def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_layer: int) -> list[str]:
+    """Markdown lines: a table with a row per layer, then where the SAE's causal effect peaks."""
+    rows = sorted((profile_row(m) for m in metrics_by_layer), key=lambda r: layer_key(r["layer"], n_layer))
+    if len(rows) < 2:
+        return []
+    methods = list(dict.fromkeys(name for row in rows for name in row["methods"]))
+
+    def label(layer):
+        text = f"{n_layer} (-1)" if layer == -1 and n_layer is not None else str(layer)
+        return text + (" ← seed's hook" if layer == default_layer else "")
+
+    table = []
+    for row in rows:
+        scores = row["methods"]
+        table.append([label(row["layer"]), _number(row["slot_accuracy"]), _number(row["margin_over_untrained_lm"]),
+                      _number(row["faithfulness"]),
+                      *[f"{_number((scores.get(m) or {}).get('selectivity'))} / {_number((scores.get(m) or {}).get('iia'))}"
+                        for m in methods]])
+    from biosae.report import markdown_table
+
+    lines = [
+        "## Layer profile (every hook point, default seed)",
+        "",
+        "Layer L = the residual stream after L blocks (0 = embeddings; -1 = the last block's output, before "
+        "`ln_f`). Each number is a mean over the held-out cells; faithfulness (the SAE's argmax slot names the "
+        f"attribute the LM answered, where it answered another one; chance ≈ 1/{N_RULES}) over the hard cells. "
+        "Method columns: ablation selectivity / interchange accuracy (IIA).",
+        "",
+        *markdown_table(["layer", "slot accuracy", "margin over untrained LM", "faithfulness",
+                         *[f"{m}: sel. / IIA" for m in methods]], table),
+    ]
+    sae_rows = [r for r in rows if (r["methods"].get("sae_slot") or {}).get("selectivity") is not None]
+    if sae_rows:
+        peak = max(sae_rows, key=lambda r: r["methods"]["sae_slot"]["selectivity"])
+        sae = peak["methods"]["sae_slot"]
+        others = {m: s for m, s in peak["methods"].items() if m not in ("sae_slot", "random")}
+        line = (f"\nThe SAE's causal effect peaks at layer {label(peak['layer'])}: ablation selectivity "
+                f"{_number(sae['selectivity'])}, IIA {_number(sae['iia'])}.")
+        for score, what in (("selectivity", "ablation selectivity"), ("iia", "IIA")):
+            ranked = [(s[score], m) for m, s in others.items() if s[score] is not None]
+            if ranked and sae[score] is not None:
+                value, name = max(ranked)
+                relation = "ahead of" if sae[score] >= value else "behind"
+                line += (f" By {what} there the best other method is {name} ({_number(value)}): the SAE is "
+                         f"{abs(sae[score] - value):.3f} {relation} it.")
+        lines.append(line)
+    return lines
