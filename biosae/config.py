@@ -85,6 +85,9 @@ def check_semantics(config: dict) -> None:
                     f"config key {key}: {layer} and {first} ({first_key}) are the same hook point, the output of "
                     f"the last block of a {model['n_layer']}-layer model; list it once"
                 )
+    from biosae.question_templates import check_training_keys
+
+    check_training_keys(dataset.get("train_templates"), dataset.get("train_template_idx"))
     for key in ("entities_dir", "templates_dir", "qa_templates_dir"):
         if not Path(dataset[key]).is_dir():
             raise BiosaeError(f"config key dataset.{key}: directory {dataset[key]!r} not found")
