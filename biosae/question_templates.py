@@ -85,7 +85,8 @@ def check_training_keys(train_templates, train_template_idx) -> None:
     if any(list(indices) != [train_template_idx] for indices in as_lists):
         raise BiosaeError(
             f"config key dataset.train_template_idx: {train_template_idx} disagrees with dataset.train_templates "
-            f"{train_templates}; give one of the two (train_template_idx: k is train_templates: [k])"
+            f"{train_templates}; give one of the two (train_template_idx: {train_template_idx} is train_templates: "
+            f"[{train_template_idx}])"
         )
 
 
