@@ -163,6 +163,10 @@ def check_semantics(config: dict) -> None:
     if methods["sae_unsupervised"]["k"] > methods["sae_unsupervised"]["n_latents"]:
         raise BiosaeError(f"config key methods.sae_unsupervised.k: {methods['sae_unsupervised']['k']} active latents "
                           f"is more than n_latents {methods['sae_unsupervised']['n_latents']}")
+
+    from biosae.question_templates import check_training_keys
+
+    check_training_keys(dataset.get("train_templates"), dataset.get("train_template_idx"))
     for key in ("entities_dir", "templates_dir", "qa_templates_dir"):
         if not Path(dataset[key]).is_dir():
             raise BiosaeError(f"config key dataset.{key}: directory {dataset[key]!r} not found")

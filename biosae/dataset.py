@@ -14,6 +14,13 @@ import numpy as np
 from biosae.entities import EntityPools, Templates, load_entity_pools, load_templates
 from biosae.errors import BiosaeError
 from biosae.io import write_json_records, write_jsonl
+from biosae.question_templates import (
+    check_hard_wordings_untrained,
+    describe_training,
+    evaluated_wordings,
+    fixed_text,
+    training_wordings,
+)
 from biosae.rules import RULES
 from biosae.text import format_answer, format_birth_date, format_prompt, words
 
@@ -25,7 +32,10 @@ class DatasetConfig:
     num_persons: int = 1000
     test_fraction: float = 0.5
     biographies_per_person: int = 5
-    train_template_idx: int = 0
+    # Trained question wordings: a list of template indices for every rule, or rule -> list;
+    # train_template_idx k (the one-wording form) is train_templates [k]. Neither: [0].
+    train_templates: list | dict | None = None
+    train_template_idx: int | None = None
     seed: int = 0
     entities_dir: str = "data/entities"
     templates_dir: str = "data/templates"
@@ -149,13 +159,15 @@ def _qa_row(person: dict, rule_idx: int, template_idx: int, template: str, split
     }
 
 
-def qa_rows(persons: list[dict], templates: Templates, train_template_idx: int, seen_person: bool) -> list[dict]:
+def qa_rows(persons: list[dict], templates: Templates, trained: dict, seen_person: bool) -> list[dict]:
+    """Rows of every evaluated wording (trained and held out), its cell from person x wording."""
+    evaluated = evaluated_wordings(trained)
     return [
-        _qa_row(person, rule_idx, template_idx, template,
-                evaluation_cell(seen_person, template_idx == train_template_idx))
+        _qa_row(person, rule_idx, template_idx, templates.questions[rule][template_idx],
+                evaluation_cell(seen_person, template_idx in trained[rule]))
         for person in persons
         for rule_idx, rule in enumerate(RULES)
-        for template_idx, template in enumerate(templates.questions[rule])
+        for template_idx in evaluated[rule]
     ]
 
 
@@ -170,36 +182,37 @@ def hard_qa_rows(persons: list[dict], templates: Templates, cell: str) -> list[d
 
 def _template_words(template: str) -> set[str]:
     """Words of a template's fixed text (placeholders removed)."""
-    import string
-
-    text = " ".join(literal for literal, _, _, _ in string.Formatter().parse(template))
-    return set(words(text))
+    return set(words(fixed_text(template)))
 
 
-def training_vocabulary(persons, templates: Templates, used_biography_templates, train_template_idx) -> set[str]:
+def training_vocabulary(persons, templates: Templates, used_biography_templates, trained: dict) -> set[str]:
     """Every word the LM's training text contains, computed from its parts (exact, and fast)."""
     vocabulary: set[str] = set()
     for rule, t in used_biography_templates:
         vocabulary |= _template_words(templates.biography[rule][t])
     for rule in RULES:
-        vocabulary |= _template_words(format_prompt(templates.questions[rule][train_template_idx]))
+        for index in trained[rule]:
+            vocabulary |= _template_words(format_prompt(templates.questions[rule][index]))
     values = {person[key] for person in persons for key in ("full_name", *RULES)}
     for value in values:
         vocabulary.update(words(value))
     return vocabulary
 
 
-def check_question_vocabulary(templates: Templates, vocabulary: set[str], qa_templates_dir) -> None:
-    """Fail naming each question template whose words the training text never contains.
+def check_question_vocabulary(templates: Templates, vocabulary: set[str], qa_templates_dir, trained: dict) -> None:
+    """Fail naming each evaluated question template whose words the training text never contains.
 
     A model trained from scratch cannot read a word it never saw, so such a template would test
     vocabulary, not generalization of wording (measured: 21 unseen words gave chance-level rule
-    detection and ~12% answer accuracy).
+    detection and ~12% answer accuracy). Wordings no QA row uses are not checked.
     """
+    evaluated = evaluated_wordings(trained)
     problems = []
     for subdir, table in (("", templates.questions), ("hard/", templates.hard_questions)):
         for rule in RULES:
             for index, template in enumerate(table[rule]):
+                if not subdir and index not in evaluated[rule]:
+                    continue
                 unseen = sorted(_template_words(format_prompt(template)) - vocabulary)
                 if unseen:
                     problems.append(f"{qa_templates_dir}/{subdir}{rule}.txt template {index + 1} {unseen}")
@@ -211,23 +224,24 @@ def build_dataset(config: DatasetConfig):
     """Generate everything in memory: (train persons, test persons, QA rows by file, corpus)."""
     pools = load_entity_pools(config.entities_dir)
     templates = load_templates(config.templates_dir, config.qa_templates_dir)
-    if not 0 <= config.train_template_idx < 4:
-        raise BiosaeError(f"dataset.train_template_idx: {config.train_template_idx} is not in 0..3")
+    trained = training_wordings(config.train_templates, config.train_template_idx, templates.questions,
+                                config.qa_templates_dir)
+    check_hard_wordings_untrained(templates.questions, templates.hard_questions, trained, config.qa_templates_dir)
     rng = np.random.default_rng(config.seed)
     persons = generate_persons(pools, config, rng)
     used = write_biographies(persons, templates, config.biographies_per_person, rng)
     train_persons, test_persons = split_persons(persons, config.test_fraction, rng)
 
-    train_rows = qa_rows(train_persons, templates, config.train_template_idx, seen_person=True)
-    test_rows = qa_rows(test_persons, templates, config.train_template_idx, seen_person=False)
+    train_rows = qa_rows(train_persons, templates, trained, seen_person=True)
+    test_rows = qa_rows(test_persons, templates, trained, seen_person=False)
     qa_train = [row for row in train_rows if row["split"] == "train"]
     qa_test = [row for row in train_rows if row["split"] != "train"] + test_rows
     qa_hard = hard_qa_rows(train_persons, templates, "hard_seen_person") + hard_qa_rows(
         test_persons, templates, "hard_unseen_person"
     )
 
-    vocabulary = training_vocabulary(persons, templates, used, config.train_template_idx)
-    check_question_vocabulary(templates, vocabulary, config.qa_templates_dir)
+    vocabulary = training_vocabulary(persons, templates, used, trained)
+    check_question_vocabulary(templates, vocabulary, config.qa_templates_dir, trained)
 
     # Mixed training: biographies of ALL persons + QA of the training cell only.
     corpus = [{"source": "biography", "person_id": p["person_id"], "text": bio} for p in persons for bio in p["biographies"]]
@@ -246,7 +260,11 @@ def write_dataset(config: DatasetConfig, outputs: dict) -> dict:
     for key, rows in qa.items():
         write_jsonl(outputs[key], rows)
     write_jsonl(outputs["corpus"], corpus)
+    templates = load_templates(config.templates_dir, config.qa_templates_dir)
+    trained = training_wordings(config.train_templates, config.train_template_idx, templates.questions,
+                                config.qa_templates_dir)
     return {
+        "training_wordings": describe_training(trained, templates.question_families),
         "train_persons": len(train_persons),
         "test_persons": len(test_persons),
         **{f"{key}_rows": len(rows) for key, rows in qa.items()},

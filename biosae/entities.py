@@ -5,8 +5,10 @@ Layout (all UTF-8, one value a line, ``#`` starts a comment line):
     entities/cities.txt, universities.txt, majors.txt
     entities/employers.tsv           employer<TAB>headquarters city
     templates/<rule>.txt             biography sentences with {name} and {<rule>}
-    qa_templates/<rule>.txt          exactly 4 questions with {name}
+    qa_templates/<rule>.txt          >= 4 question wordings with {name}, each "<family>: <wording>"
     qa_templates/hard/<rule>.txt     biography-wording questions with {name} (>= 1)
+Question files may mark a wording's family (biosae.question_templates); an unmarked line is a
+wording of no family.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from biosae.errors import BiosaeError
+from biosae.question_templates import SEED_WORDINGS, split_family
 from biosae.rules import RULES
-
-QUESTION_TEMPLATES_PER_RULE = 4
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,9 @@ class EntityPools:
 @dataclass(frozen=True)
 class Templates:
     biography: dict  # rule -> tuple of sentence templates
-    questions: dict  # rule -> tuple of exactly 4 question templates
+    questions: dict  # rule -> tuple of >= 4 question wordings (index = template_idx)
     hard_questions: dict  # rule -> tuple of biography-wording question templates
+    question_families: dict  # rule -> tuple of each question wording's family (None: unmarked)
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
@@ -101,12 +103,14 @@ def _placeholders(template: str) -> set[str]:
         raise BiosaeError(f"malformed placeholder ({error})") from None
 
 
-def _templates(path: Path, required: set[str], exact_count: int | None = None) -> tuple[str, ...]:
-    lines = _read_lines(path)
-    for number, template in lines:
+def _templates(path: Path, required: set[str], minimum: int | None = None, families: bool = False):
+    """The file's (family, template) pairs; families are read only from question files."""
+    pairs, first_line = [], {}
+    for number, line in _read_lines(path):
         try:
+            family, template = split_family(line) if families else (None, line)
             fields = _placeholders(template)
-        except BiosaeError as error:
+        except (BiosaeError, ValueError) as error:
             raise BiosaeError(f"{path}:{number}: {error}") from None
         missing = required - fields
         if missing:
@@ -114,16 +118,30 @@ def _templates(path: Path, required: set[str], exact_count: int | None = None) -
         unknown = fields - required
         if unknown:
             raise BiosaeError(f"{path}:{number}: unknown placeholder {{{sorted(unknown)[0]}}}: {template!r}")
-    if exact_count is not None and len(lines) != exact_count:
-        raise BiosaeError(f"{path}: a rule needs exactly {exact_count} question templates, found {len(lines)}")
-    return tuple(template for _, template in lines)
+        if families and template in first_line:
+            raise BiosaeError(f"{path}:{number}: duplicate wording {template!r} (first on line {first_line[template]})")
+        first_line.setdefault(template, number)
+        pairs.append((family, template))
+    if minimum is not None and len(pairs) < minimum:
+        raise BiosaeError(
+            f"{path}: a rule needs at least {minimum} question templates (the seed's 1 trained + 3 held out), "
+            f"found {len(pairs)}"
+        )
+    return tuple(pairs)
+
+
+def _wordings(pairs) -> tuple[str, ...]:
+    return tuple(template for _, template in pairs)
 
 
 def load_templates(templates_dir, qa_templates_dir) -> Templates:
     bio_root, qa_root = Path(templates_dir), Path(qa_templates_dir)
-    biography = {rule: _templates(bio_root / f"{rule}.txt", {"name", rule}) for rule in RULES}
-    questions = {
-        rule: _templates(qa_root / f"{rule}.txt", {"name"}, QUESTION_TEMPLATES_PER_RULE) for rule in RULES
-    }
-    hard = {rule: _templates(qa_root / "hard" / f"{rule}.txt", {"name"}) for rule in RULES}
-    return Templates(biography=biography, questions=questions, hard_questions=hard)
+    biography = {rule: _wordings(_templates(bio_root / f"{rule}.txt", {"name", rule})) for rule in RULES}
+    questions = {rule: _templates(qa_root / f"{rule}.txt", {"name"}, SEED_WORDINGS, families=True) for rule in RULES}
+    hard = {rule: _wordings(_templates(qa_root / "hard" / f"{rule}.txt", {"name"}, families=True)) for rule in RULES}
+    return Templates(
+        biography=biography,
+        questions={rule: _wordings(pairs) for rule, pairs in questions.items()},
+        hard_questions=hard,
+        question_families={rule: tuple(family for family, _ in pairs) for rule, pairs in questions.items()},
+    )

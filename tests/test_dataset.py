@@ -1,20 +1,23 @@
-"""Stage 1: persons, splits, templates, the vocabulary check, determinism, data-file errors."""
+"""Stage 1: persons, splits, templates, trained wordings, the vocabulary check, determinism (bytes of
+the default config pinned), data-file errors."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from biosae.dataset import DatasetConfig, build_dataset, write_dataset
 from biosae.entities import load_entity_pools, load_templates
 from biosae.errors import BiosaeError
 from biosae.rules import EVALUATION_CELLS, RULES
 from biosae.text import words
-from tests.conftest import DATA
+from tests.conftest import DATA, REPO
 
 OUTPUT_KEYS = ("train_kg", "test_kg", "qa_train", "qa_test", "qa_hard", "corpus")
 
@@ -37,7 +40,9 @@ def test_shipped_pools_are_large_enough():
     assert len(pools.majors) >= 100 and len(pools.employers) >= 250
     templates = load_templates(DATA / "templates", DATA / "qa_templates")
     assert all(len(templates.biography[rule]) >= 5 for rule in RULES)
-    assert all(len(templates.questions[rule]) == 4 for rule in RULES)
+    for rule in RULES:  # the seed's four noun frames first, then more noun and biography-verb frames
+        assert templates.question_families[rule][:4] == ("noun",) * 4
+        assert templates.question_families[rule].count("noun") > 4 and "verb" in templates.question_families[rule]
     assert all(len(templates.hard_questions[rule]) >= 3 for rule in RULES)
 
 
@@ -89,6 +94,63 @@ def test_template_split_and_cells(dataset):
 def test_train_template_index_is_config(dataset):
     _, _, qa, _ = build_dataset(config(train_template_idx=2))
     assert {row["template_idx"] for row in qa["qa_train"]} == {2}
+    assert build_dataset(config(train_templates=[2])) == build_dataset(config(train_template_idx=2))
+
+
+def test_train_templates_selects_exactly_the_listed_wordings_for_train_persons(dataset):
+    train, test, qa, corpus = build_dataset(config(train_templates=[8, 0, 4]))
+    assert (train, test) == dataset[:2]  # persons and biographies don't depend on the wordings
+    templates = load_templates(DATA / "templates", DATA / "qa_templates")
+    train_ids, test_ids = {p["person_id"] for p in train}, {p["person_id"] for p in test}
+
+    def cell_rows(rows, cell):
+        return Counter((r["person_id"], r["rule_name"], r["template_idx"]) for r in rows if r["split"] == cell)
+
+    def expected(ids, indices):
+        return Counter((p, rule, t) for p in ids for rule in RULES for t in indices)
+
+    assert cell_rows(qa["qa_train"], "train") == expected(train_ids, (0, 4, 8))
+    assert len(qa["qa_train"]) == 30 * 6 * 3
+    assert cell_rows(qa["qa_test"], "ood_person") == expected(test_ids, (0, 4, 8))
+    assert cell_rows(qa["qa_test"], "ood_template") == expected(train_ids, (1, 2, 3))
+    assert cell_rows(qa["qa_test"], "ood_both") == expected(test_ids, (1, 2, 3))
+    assert len(qa["qa_test"]) == 30 * 6 * 3 * 3  # no row for the wordings not listed (5, 6, 7, 9)
+    persons = {p["person_id"]: p for p in train + test}
+    for row in qa["qa_train"] + qa["qa_test"]:
+        wording = templates.questions[row["rule_name"]][row["template_idx"]]
+        assert row["question"] == wording.format(name=persons[row["person_id"]]["full_name"])
+    # Only the training cell's QA, so only train persons' questions, enters the LM corpus.
+    qa_docs = [d for d in corpus if d["source"] == "qa"]
+    assert [d["text"] for d in qa_docs] == [r["question"] + "\nAnswer: " + r["answer"] for r in qa["qa_train"]]
+    assert {d["person_id"] for d in qa_docs} == train_ids
+
+
+def test_train_templates_per_rule(dataset):
+    per_rule = {rule: [0] for rule in RULES} | {"major": [0, 9], "employer": [5]}
+    _, _, qa, _ = build_dataset(config(train_templates=per_rule))
+    trained = {rule: {r["template_idx"] for r in qa["qa_train"] if r["rule_name"] == rule} for rule in RULES}
+    assert trained == {rule: set(indices) for rule, indices in per_rule.items()}
+    # Held out: the seed's wordings 0-3 that the rule does not train (for employer all four).
+    held_out = {rule: {r["template_idx"] for r in qa["qa_test"] if r["rule_name"] == rule and r["split"] == "ood_both"}
+                for rule in RULES}
+    assert held_out["employer"] == {0, 1, 2, 3} and held_out["major"] == held_out["birth_date"] == {1, 2, 3}
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(train_templates=[0, 10]), r"config key dataset\.train_templates: wording 10 of rule birth_date is not "
+                                        r"in .*birth_date\.txt, which has wordings 0\.\.9"),
+        (dict(train_templates={"major": [0]}), r"config key dataset\.train_templates: has no list for rule birth_date"),
+        (dict(train_templates=[0], train_template_idx=1),
+         r"config key dataset\.train_template_idx: 1 disagrees with dataset\.train_templates \[0\]"),
+        (dict(train_template_idx=4), r"config key dataset\.train_template_idx: 4 is not in 0\.\.3"),
+    ],
+)
+def test_bad_training_wordings_give_one_line_naming_the_key(changes, message):
+    with pytest.raises(BiosaeError, match=message) as error:
+        build_dataset(config(**changes))
+    assert "\n" not in str(error.value)
 
 
 def test_hard_questions_use_biography_words_only(dataset):
@@ -122,25 +184,52 @@ def test_same_config_gives_byte_identical_files(tmp_path):
     assert hashlib.sha256(outputs["train_kg"].read_bytes()).hexdigest() != digests[0]["train_kg"]
 
 
+# sha256 of the files the default config (config.yaml) writes, as main's code wrote them before
+# question wordings could be added: new wordings and train_templates must not change one byte.
+DEFAULT_CONFIG_SHA256 = {
+    "train_kg": "7efc89b69f7e4cac6f5d2bbe33da5d6141b2fd5a7137639acd9573ed90f3bda2",
+    "test_kg": "6dae957bf62d6cf3005d346b7cc6006d218325dd1dce114dadbc934162d4c8ae",
+    "qa_train": "eb28f2d35606c4ebbe478cd1861561616ab1240a2a5eb6c411877d6a7d6a1025",
+    "qa_test": "dacff015d08aee48b7b6c2ba06603da61c96b159fb5c4e69cf5c8817bc0b7903",
+    "qa_hard": "4167b54fc0f00090fd514ebd319a94c684f6c701d7ba79c54dad5d379863969f",
+    "corpus": "b7ca1598f92c9950e5b377db55fd0d8bd27e22b5b6256e5b856bc285dcfc1af2",
+}
+
+
+def test_default_config_dataset_bytes_unchanged(tmp_path):
+    section = yaml.safe_load((REPO / "config.yaml").read_text())["dataset"]
+    for key in ("entities_dir", "templates_dir", "qa_templates_dir"):
+        section[key] = str(REPO / section[key])
+    for form in ({}, {"train_templates": None, "train_template_idx": 0}, {"train_templates": None}):
+        outputs = {key: tmp_path / json.dumps(form) / key for key in OUTPUT_KEYS}
+        write_dataset(DatasetConfig.from_config({**section, **form}), outputs)
+        digests = {key: hashlib.sha256(path.read_bytes()).hexdigest() for key, path in outputs.items()}
+        assert digests == DEFAULT_CONFIG_SHA256, form
+
+
 def copy_data(tmp_path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(DATA, target)
     return target
 
 
-def data_config(root: Path) -> DatasetConfig:
+def data_config(root: Path, **changes) -> DatasetConfig:
     return config(entities_dir=str(root / "entities"), templates_dir=str(root / "templates"),
-                  qa_templates_dir=str(root / "qa_templates"))
+                  qa_templates_dir=str(root / "qa_templates"), **changes)
 
 
 def test_unseen_question_word_fails_naming_it(tmp_path):
     root = copy_data(tmp_path)
     path = root / "qa_templates" / "major.txt"
-    lines = path.read_text().splitlines()
-    lines[2] = "What discipline is {name} famous for?"
-    path.write_text("\n".join(lines) + "\n")
+    text = path.read_text()
+    assert "noun: What major is {name}'s?" in text  # held-out wording 2
+    path.write_text(text.replace("noun: What major is {name}'s?", "noun: What discipline is {name} famous for?"))
     with pytest.raises(BiosaeError, match=r"major\.txt template 3 \['discipline', 'famous'\]"):
         build_dataset(data_config(root))
+    # A wording no QA row uses is not checked; trained, its words are in the training text.
+    build_dataset(data_config(root, train_templates=[0, 2]))
+    path.write_text(text.replace("noun: Give the major", "noun: Kindly give the major"))
+    build_dataset(data_config(root))
 
 
 @pytest.mark.parametrize(
@@ -149,7 +238,7 @@ def test_unseen_question_word_fails_naming_it(tmp_path):
         ("entities/cities.txt", "", r"cities\.txt: file is empty"),
         ("entities/majors.txt", "Physics\nBiology\nPhysics\n", r"majors\.txt:3: duplicate value 'Physics'"),
         ("templates/major.txt", "{name} studied hard.\n", r"major\.txt:1: template lacks placeholder \{major\}"),
-        ("qa_templates/employer.txt", "What is the employer of {name}?\n", r"employer\.txt: a rule needs exactly 4"),
+        ("qa_templates/employer.txt", "What is the employer of {name}?\n", r"employer\.txt: a rule needs at least 4"),
         ("entities/employers.tsv", "Acme Corp\n", r"employers\.tsv:1: expected 'employer<TAB>headquarters city'"),
         ("entities/employers.tsv", "Acme Corp\tAtlantis\n", r"employers\.tsv:1: headquarters city 'Atlantis'"),
     ],

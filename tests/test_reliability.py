@@ -209,7 +209,7 @@ def test_bad_entity_file_is_a_config_error_naming_file_and_line(tmp_path):
          r"hard/employer\.txt:2: unknown placeholder \{person\}"),
         ("templates/birth_city.txt", ["{name} was born in {birth_city"], r"birth_city\.txt:1: malformed placeholder"),
         ("qa_templates/university.txt", ["What is the university of {name}?"] * 5,
-         r"university\.txt: a rule needs exactly 4 question templates, found 5"),
+         r"university\.txt:2: duplicate wording 'What is the university of \{name\}\?' \(first on line 1\)"),
     ],
 )
 def test_bad_template_files_name_file_and_line(tmp_path, relative, lines, message):
@@ -269,7 +269,8 @@ def test_bad_data_file_fails_the_job_with_one_line_in_its_log(tmp_path):
     write_config(tmp_path, config_on_data(root))
     result = run_snakemake(tmp_path, "--cores", "1", "results/dataset/qa_train.jsonl", check=False)
     assert result.returncode != 0
-    expected = f"biosae error: {bad}: a rule needs exactly 4 question templates, found 3"
+    expected = (f"biosae error: {bad}: a rule needs at least 4 question templates (the seed's 1 trained + 3 held out), "
+                "found 3")
     log = (tmp_path / "logs" / "dataset.log").read_text()
     assert [line for line in log.splitlines() if "biosae error:" in line][0].endswith(expected)
     assert "Traceback" not in log
