@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import re
 import struct
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -272,6 +274,14 @@ class LayerFileWriter:
         if self.data is not None:
             self.data.flush()
             self.data = None
+
+
+def layer_of_file(path) -> int:
+    """The layer label L of an activation file, named ``layer_<L>.safetensors`` (rules/activations.smk)."""
+    match = re.fullmatch(r"layer_(-?\d+)\.safetensors", Path(path).name)
+    if not match:
+        raise BiosaeError(f"{path}: not an activation file name (layer_<L>.safetensors)")
+    return int(match.group(1))
 
 
 def write_activation_files(model, tokenizer, rows: list[dict], layer_paths: dict, index_path, dtype: str = "float32",

@@ -1,5 +1,7 @@
 # One job per LM: every layer of the profile from one forward pass per batch, one file per layer
-# (a train_sae or evaluate job reads only its layer's), plus the index table they share.
+# (a train_sae or evaluate job reads only its layer's), plus the index table they share. The
+# layer list is in the output names, not in params, so that dropping a layer from the profile
+# reruns nothing; adding one reruns the job (a file is missing).
 
 
 rule activations:
@@ -10,7 +12,6 @@ rule activations:
         layers=expand("results/{{lmrun}}activations/layer_{layer}.safetensors", layer=PROFILE_LAYERS),
         index="results/{lmrun}activations/index.csv",
     params:
-        layers=PROFILE_LAYERS,
         batch_size=config["activations"]["batch_size"],
         dtype=config["activations"]["dtype"],
     threads: 2

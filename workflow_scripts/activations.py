@@ -4,7 +4,7 @@ the profile, from one forward pass per batch, one file per layer."""
 import torch
 from _common import rule_context
 
-from biosae.activations import write_activation_files
+from biosae.activations import layer_of_file, write_activation_files
 from biosae.lm import load_model_dir, pick_device
 from biosae.questions import load_question_files
 
@@ -13,7 +13,7 @@ with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
     model, tokenizer = load_model_dir(smk.input.model, pick_device())
     rows = load_question_files({key: path for key, path in smk.input.items() if key != "model"})
-    layer_paths = dict(zip(smk.params.layers, smk.output.layers, strict=True))
+    layer_paths = {layer_of_file(path): path for path in smk.output.layers}
     write_activation_files(model, tokenizer, rows, layer_paths, smk.output.index, smk.params.dtype, smk.input.model,
                            smk.params.batch_size)
-    log.info("%d rows at layers %s, stored as %s", len(rows), smk.params.layers, smk.params.dtype)
+    log.info("%d rows at layers %s, stored as %s", len(rows), list(layer_paths), smk.params.dtype)
