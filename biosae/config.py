@@ -99,7 +99,11 @@ def check_layers(config: dict) -> None:
     hook point is named twice (-1 and n_layer are both the last block's output)."""
     from biosae.layers import ALL_LAYERS, block_count
 
-    n_layer = block_count(config["model"])
+    # Validation never downloads: a hub model not yet cached is checked when the workflow plans
+    # its jobs (rules/common.smk fetches its config.json to count the layers).
+    n_layer = block_count(config["model"], download=False)
+    if n_layer is None:
+        return
     named = [("activations.layer", config["activations"]["layer"])]
     if config["sweep"]["layers"] != ALL_LAYERS:
         named += [("sweep.layers", layer) for layer in config["sweep"]["layers"]]

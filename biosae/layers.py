@@ -21,15 +21,17 @@ ALL_LAYERS = "all"
 BLOCK_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 
 
-def pretrained_config_json(name: str) -> dict:
-    """config.json of a local model directory or of a hub id (from the local cache first, so
-    that it works offline; downloaded only when the hub is reachable and nothing is cached)."""
+def pretrained_config_json(name: str, download: bool = True) -> dict | None:
+    """config.json of a local model directory or of a hub id: from the local cache first, so that
+    it works offline; downloaded only when nothing is cached and ``download`` is set (else None)."""
     if Path(name).is_dir():
         path = Path(name) / "config.json"
     else:
         from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
         cached = try_to_load_from_cache(name, "config.json")
+        if not isinstance(cached, str) and not download:
+            return None
         try:
             path = Path(cached if isinstance(cached, str) else hf_hub_download(name, "config.json"))
         except Exception as error:  # huggingface_hub raises many types (offline, 404, network)
@@ -41,12 +43,14 @@ def pretrained_config_json(name: str) -> dict:
         raise BiosaeError(f"config key model.name: {path}: cannot read it to count the model's layers ({error})") from None
 
 
-def block_count(model_section: dict) -> int:
-    """Number of transformer blocks of the configured LM (scratch: model.n_layer; pretrained:
-    its config.json)."""
+def block_count(model_section: dict, download: bool = True) -> int | None:
+    """Number of transformer blocks of the configured LM (scratch: model.n_layer; pretrained: its
+    config.json). None for a hub model that is not cached when ``download`` is off."""
     if model_section["init"] == "scratch":
         return int(model_section["n_layer"])
-    config = pretrained_config_json(model_section["name"])
+    config = pretrained_config_json(model_section["name"], download)
+    if config is None:
+        return None
     for section in (config, config.get("text_config") or {}):
         for key in BLOCK_COUNT_KEYS:
             if isinstance(section.get(key), int):
