@@ -197,8 +197,11 @@ def activations_section(a: dict | None, training: dict | None, sizes: dict) -> l
         f"All {a['prompts']:,} QA rows (qa_train + qa_test + qa_hard), batch {a['batch_size']}, the config's model "
         f"({trained}; speed does not depend on the weights), best of {sizes['activation_repeats']}.", "",
         "| figure | value | how |", "|---|---|---|",
-        f"| collection | {a['collection_prompts_per_s']:,.0f} prompts/s ({a['collection_seconds']:.2f} s) | "
-        "`biosae.activations.build_activation_table` (tokenizing, hook, gathering, index table) |",
+        f"| collection, {len(a['layers'])} hook points ({a['dtype']}) | {a['collection_prompts_per_s']:,.0f} prompts/s "
+        f"({a['collection_seconds']:.2f} s) | `biosae.activations.write_activation_files`: tokenizing, every layer of "
+        "the profile from one pass (LM head at the answer position only), one file per layer, index table |",
+        f"| the same, seed's layer only | {a['prompts'] / a['one_layer_seconds']:,.0f} prompts/s "
+        f"({a['one_layer_seconds']:.2f} s) | what the other layers cost |",
         f"| plain forward (ceiling) | {a['ceiling_prompts_per_s']:,.0f} prompts/s ({a['ceiling_seconds']:.2f} s) | "
         "the same length-sorted batches, `model(input_ids, attention_mask)` only, pre-tokenized |",
         f"| fraction of the ceiling | **{a['fraction']:.2f}** | |",

@@ -9,7 +9,8 @@ load of a noisy shared machine:
                           minutes of training to 95% exact match on unseen persons (pipeline log)
   3. Trainer baselines    the same model and schedule through transformers.Trainer: as most users
                           write it (a padded document per row), and fed our packed blocks
-  4. activations          build_activation_table over every QA row ÷ a plain batched forward pass
+  4. activations          every hook point of the layer profile for every QA row, one pass, written to
+                          per-layer files ÷ a plain batched forward pass
   5. dataset generation   write_dataset at 100,000 persons
   6. pipeline             the default Snakemake pipeline: wall time and peak memory per stage (its
                           benchmark: files), in total, and the rerun after changing one SAE λ
@@ -41,10 +42,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from biosae.activations import build_activation_table, encode_prompts
+from biosae.activations import encode_prompts, write_activation_files
 from biosae.config import validate_config
 from biosae.dataset import DatasetConfig, build_dataset, write_dataset
 from biosae.job_stats import job_stats
+from biosae.layers import profile_layers
 from biosae.io import read_yaml, write_text
 from biosae.lm import (
     TrainingConfig,
@@ -63,7 +65,7 @@ from results_page import page  # bench/results_page.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("machine", "training", "activations", "dataset", "pipeline")
-SAE_RERUN_JOBS = {"train_sae", "untrained_sae", "evaluate", "all"}
+SAE_RERUN_JOBS = {"train_sae", "untrained_sae", "evaluate", "aggregate", "all"}
 
 
 @dataclass(frozen=True)
@@ -343,11 +345,14 @@ def plain_forward(model, batches) -> None:
         model(input_ids=ids, attention_mask=mask)
 
 
-def measure_activations(config, lm, model, sizes: Sizes) -> dict:
-    """Prompts/s of build_activation_table (tokenizing, hook, gathering included) ÷ the ceiling:
-    the same length-sorted batches through model(input_ids, attention_mask) and nothing else."""
+def measure_activations(config, lm, model, sizes: Sizes, workdir: Path) -> dict:
+    """Prompts/s of the activations job's work (write_activation_files: tokenizing, every hook point
+    of the layer profile from one pass, the per-layer files and the index) ÷ the ceiling: the same
+    length-sorted batches through model(input_ids, attention_mask) and nothing else. Also the
+    same collection at the seed's layer only, for the cost of the other layers."""
     _, tokenizer, rows, _ = lm
-    layer, batch_size = config["activations"]["layer"], config["activations"]["batch_size"]
+    batch_size, dtype = config["activations"]["batch_size"], config["activations"]["dtype"]
+    layers = profile_layers(config, config["model"]["n_layer"])
     device = pick_device()
     model.to(device).eval()
     tokenize_seconds, (prompt_ids, _) = seconds_of(encode_prompts, tokenizer, rows)
@@ -357,17 +362,26 @@ def measure_activations(config, lm, model, sizes: Sizes) -> dict:
         ids, mask = right_padded([prompt_ids[i] for i in order[start : start + batch_size]], tokenizer.pad_token_id)
         batches.append((ids.to(device), mask.to(device)))
     plain_forward(model, batches[:1])  # warm-up
-    ceiling, collection = math.inf, math.inf
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def collect(collected_layers):
+        paths = {layer: workdir / f"layer_{layer}.safetensors" for layer in collected_layers}
+        write_activation_files(model, tokenizer, rows, paths, workdir / "index.csv", dtype, batch_size=batch_size,
+                               progress=False)
+
+    ceiling, collection, one_layer = math.inf, math.inf, math.inf
     for _ in range(sizes.activation_repeats):
         ceiling = min(ceiling, seconds_of(plain_forward, model, batches)[0])
-        collection = min(collection, seconds_of(build_activation_table, model, tokenizer, rows, layer, batch_size,
-                                                progress=False)[0])
+        collection = min(collection, seconds_of(collect, layers)[0])
+        one_layer = min(one_layer, seconds_of(collect, [config["activations"]["layer"]])[0])
     n = len(rows)
-    result = {"prompts": n, "batch_size": batch_size, "collection_prompts_per_s": n / collection,
-              "ceiling_prompts_per_s": n / ceiling, "fraction": ceiling / collection,
+    result = {"prompts": n, "batch_size": batch_size, "layers": layers, "dtype": dtype,
+              "collection_prompts_per_s": n / collection, "ceiling_prompts_per_s": n / ceiling,
+              "fraction": ceiling / collection, "one_layer_seconds": one_layer,
               "tokenize_seconds": tokenize_seconds, "collection_seconds": collection, "ceiling_seconds": ceiling}
-    say(f"[activations] {n} prompts: collection {result['collection_prompts_per_s']:,.0f}/s, plain forward "
-        f"{result['ceiling_prompts_per_s']:,.0f}/s, fraction {result['fraction']:.2f}")
+    say(f"[activations] {n} prompts at {len(layers)} hook points: collection {result['collection_prompts_per_s']:,.0f}/s, "
+        f"plain forward {result['ceiling_prompts_per_s']:,.0f}/s, fraction {result['fraction']:.2f} "
+        f"(one layer only: {one_layer:.2f} s, all: {collection:.2f} s)")
     return result
 
 
@@ -411,9 +425,12 @@ def stage_benchmarks(directory: Path) -> list[dict]:
     import pandas as pd
 
     stages = []
-    for path in sorted((directory / "benchmarks").glob("*.tsv")):  # the default run's; sweeps nest deeper
-        if path.stem == "aggregate":  # a sweep's, not the default run's
-            continue
+    # The default run's: its seed's jobs at the flat paths, the other layers of its profile under
+    # sweep/seed_<seed>/layer_<l>/ and the layer aggregate; other seeds' jobs are a sweep's.
+    config = directory / "config.yaml"
+    seed = (read_yaml(config) or {}).get("seed", 0) if config.is_file() else 0
+    benchmarks = directory / "benchmarks"
+    for path in sorted([*benchmarks.glob("*.tsv"), *benchmarks.glob(f"sweep/seed_{seed}/layer_*/*.tsv")]):
         table = pd.read_csv(path, sep="\t")
         rss = pd.to_numeric(table.get("max_rss"), errors="coerce")
         stages.append({"stage": str(path.relative_to(directory / "benchmarks").with_suffix("")),
@@ -572,7 +589,7 @@ def main(argv=None) -> int:
             model = results["training"]["ours"]["model"]
         if "activations" in sections:
             model = model or build_scratch_model(lm[1], config["model"], config["seed"])
-            results["activations"] = measure_activations(config, lm, model, sizes)
+            results["activations"] = measure_activations(config, lm, model, sizes, workdir / "activations")
         if "dataset" in sections:
             results["dataset"] = measure_dataset_generation(config, sizes, workdir / "dataset")
         if "pipeline" in sections:

@@ -12,6 +12,11 @@ answer token.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import json
+import re
+import struct
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +47,28 @@ def resolve_layer(model, layer: int) -> int:
     return resolved
 
 
+def _hook_point(model, layer: int, apply):
+    """Register ``apply(hidden) -> hidden`` on the residual stream after ``layer`` blocks; returns
+    the handle. Layer 0 is the input of block 0 (a pre-hook), layer L >= 1 the output of block L-1."""
+    blocks = transformer_blocks(model)
+    resolved = resolve_layer(model, layer)
+    if resolved == 0:
+        def pre_hook(module, args, kwargs):
+            if args:
+                return (apply(args[0]), *args[1:]), kwargs
+            kwargs["hidden_states"] = apply(kwargs["hidden_states"])
+            return args, kwargs
+
+        return blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+    def post_hook(module, args, output):
+        if isinstance(output, tuple):
+            return (apply(output[0]), *output[1:])
+        return apply(output)
+
+    return blocks[resolved - 1].register_forward_hook(post_hook)
+
+
 @contextlib.contextmanager
 def residual_hook(model, layer: int, positions: torch.Tensor, capture: list | None = None, edit=None):
     """Read (``capture``) and/or replace (``edit(h) -> h'``) the residual stream at ``positions``.
@@ -49,8 +76,6 @@ def residual_hook(model, layer: int, positions: torch.Tensor, capture: list | No
     ``positions[i]`` is the answer position of batch row i. Only that position is touched, so a
     prompt's earlier tokens are computed exactly as without the hook.
     """
-    blocks = transformer_blocks(model)
-    resolved = resolve_layer(model, layer)
     rows = torch.arange(len(positions))
 
     def apply(hidden):
@@ -62,25 +87,34 @@ def residual_hook(model, layer: int, positions: torch.Tensor, capture: list | No
             hidden[rows, positions] = edit(h.float()).to(hidden.dtype)
         return hidden
 
-    if resolved == 0:
-        def pre_hook(module, args, kwargs):
-            if args:
-                return (apply(args[0]), *args[1:]), kwargs
-            kwargs["hidden_states"] = apply(kwargs["hidden_states"])
-            return args, kwargs
-
-        handle = blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
-    else:
-        def post_hook(module, args, output):
-            if isinstance(output, tuple):
-                return (apply(output[0]), *output[1:])
-            return apply(output)
-
-        handle = blocks[resolved - 1].register_forward_hook(post_hook)
+    handle = _hook_point(model, layer, apply)
     try:
         yield
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def residual_capture(model, layers: list[int], positions: torch.Tensor, captured: dict):
+    """Read the residual stream at ``positions`` at every layer of ``layers`` in the same forward
+    pass: ``captured[layer]`` becomes h [B, d] (float32, detached). Nothing is edited."""
+    rows = torch.arange(len(positions), device=positions.device)
+
+    def reader(layer):
+        def apply(hidden):
+            captured[layer] = hidden[rows, positions].detach().float()
+            return hidden
+
+        return apply
+
+    handles = []
+    try:
+        for layer in layers:
+            handles.append(_hook_point(model, layer, reader(layer)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @torch.inference_mode()
@@ -97,26 +131,48 @@ def answer_position_pass(model, prompt_ids: list[list[int]], pad_id: int, layer:
     return (captured[0].cpu() if capture else None), logprobs.cpu()
 
 
-def collect_activations(model, tokenizer, prompt_ids: list[list[int]], answer_first_token: np.ndarray, layer: int,
-                        batch_size: int = 256, progress: bool = True) -> dict:
-    """Activations at the answer position for every prompt, plus the LM's own first-token verdict.
+def collect_activations(model, tokenizer, prompt_ids: list[list[int]], answer_first_token: np.ndarray, layers,
+                        batch_size: int = 256, progress: bool = True, write=None) -> dict:
+    """Activations at the answer position for every prompt at every layer of ``layers`` (an int
+    or a list), all from ONE forward pass per batch, plus the LM's own first-token verdict.
 
     Prompts are sorted by length so that batches need little padding; results come back in row
-    order. Returns float32 ``activations`` [N, d] and per-row numpy arrays.
+    order. Returns ``activations`` {layer: float32 [N, d]} and per-row numpy arrays; with
+    ``write(layer, rows, h)`` given (a file writer), each batch goes there instead and
+    ``activations`` is None, so that memory holds one batch, not N x d per layer.
     """
     from tqdm import tqdm
 
+    layers = [layers] if isinstance(layers, int) else list(layers)
     n = len(prompt_ids)
     order = np.argsort([len(p) for p in prompt_ids], kind="stable")
-    activations = None
+    activations = {} if write is None else None
     predicted = np.zeros(n, dtype=np.int64)
     logprob = np.zeros(n, dtype=np.float32)
+    device = next(model.parameters()).device
+    keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
     for start in tqdm(range(0, n, batch_size), disable=not progress, unit="batch", desc="activations"):
         index = order[start : start + batch_size]
-        h, logprobs = answer_position_pass(model, [prompt_ids[i] for i in index], tokenizer.pad_token_id, layer)
-        if activations is None:
-            activations = torch.empty((n, h.shape[1]), dtype=torch.float32)
-        activations[torch.from_numpy(index)] = h
+        batch = [prompt_ids[i] for i in index]
+        ids, mask = right_padded(batch, tokenizer.pad_token_id)
+        positions = torch.tensor([len(p) - 1 for p in batch], device=device)
+        captured: dict = {}
+        with torch.inference_mode(), residual_capture(model, layers, positions, captured):
+            if keeps_logits:  # the LM head at the answer position only, not at every token
+                next_token = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                   logits_to_keep=positions[:, None]).logits[:, 0].float()
+            else:
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+                next_token = logits[torch.arange(len(batch), device=device), positions].float()
+        logprobs = torch.log_softmax(next_token, dim=-1).cpu()
+        for layer in layers:
+            h = captured[layer].cpu()
+            if write is not None:
+                write(layer, index, h)
+                continue
+            if layer not in activations:
+                activations[layer] = torch.empty((n, h.shape[1]), dtype=torch.float32)
+            activations[layer][torch.from_numpy(index)] = h
         predicted[index] = logprobs.argmax(-1).numpy()
         logprob[index] = logprobs[torch.arange(len(index)), torch.from_numpy(answer_first_token[index])].numpy()
     return {
@@ -139,13 +195,11 @@ def encode_prompts(tokenizer, rows: list[dict]) -> tuple[list[list[int]], np.nda
     return encoded.prompt_ids, np.array([a[0] for a in encoded.answer_ids], dtype=np.int64)
 
 
-def build_activation_table(model, tokenizer, rows: list[dict], layer: int, batch_size: int = 256, progress=True):
-    """(activations [N, d] float32, index DataFrame with one row per QA row, in input order)."""
+def index_table(rows: list[dict], first_tokens: np.ndarray, verdict: dict):
+    """The index shared by every layer's file: one row per QA row, in input order."""
     import pandas as pd
 
-    prompt_ids, first_tokens = encode_prompts(tokenizer, rows)
-    result = collect_activations(model, tokenizer, prompt_ids, first_tokens, layer, batch_size, progress)
-    index = pd.DataFrame(
+    return pd.DataFrame(
         {
             "row": np.arange(len(rows)),
             "person_id": [r["person_id"] for r in rows],
@@ -157,21 +211,120 @@ def build_activation_table(model, tokenizer, rows: list[dict], layer: int, batch
             "question": [r["question"] for r in rows],
             "answer": [r["answer"] for r in rows],
             "answer_first_token": first_tokens,
-            "lm_predicted_first_token": result["lm_predicted_first_token"],
-            "lm_first_token_correct": result["lm_first_token_correct"],
-            "lm_first_token_logprob": result["lm_first_token_logprob"],
+            "lm_predicted_first_token": verdict["lm_predicted_first_token"],
+            "lm_first_token_correct": verdict["lm_first_token_correct"],
+            "lm_first_token_logprob": verdict["lm_first_token_logprob"],
         },
         columns=list(INDEX_COLUMNS),
     )
-    return result["activations"], index
 
 
-def save_activation_table(activations: torch.Tensor, index, tensor_path, index_path, layer: int, model_dir) -> None:
+def build_activation_tables(model, tokenizer, rows: list[dict], layers: list[int], batch_size: int = 256,
+                            progress=True):
+    """({layer: activations [N, d] float32}, index DataFrame), every layer from one pass, in memory."""
+    prompt_ids, first_tokens = encode_prompts(tokenizer, rows)
+    result = collect_activations(model, tokenizer, prompt_ids, first_tokens, layers, batch_size, progress)
+    return result["activations"], index_table(rows, first_tokens, result)
+
+
+def build_activation_table(model, tokenizer, rows: list[dict], layer: int, batch_size: int = 256, progress=True):
+    """(activations [N, d] float32, index DataFrame with one row per QA row, in input order)."""
+    tables, index = build_activation_tables(model, tokenizer, rows, [layer], batch_size, progress)
+    return tables[layer], index
+
+
+# Storage dtypes: safetensors code, numpy dtype of the bytes written, torch dtype. numpy has no
+# bfloat16, so its bits are written as uint16.
+STORAGE_DTYPES = {
+    "float32": ("F32", np.float32, torch.float32),
+    "float16": ("F16", np.float16, torch.float16),
+    "bfloat16": ("BF16", np.uint16, torch.bfloat16),
+}
+HOOK_DESCRIPTION = "residual stream after `layer` blocks (-1: last block, before ln_f)"
+
+
+class LayerFileWriter:
+    """One layer's [N, d] activations written straight into a safetensors file, rows in any order.
+
+    The header is written first and the data region memory-mapped, so that a job collecting every
+    layer holds one batch in memory, not N x d per layer (4.2M rows x 768 x 13 layers of GPT-2 small
+    would be 168 GB). The file is a plain safetensors file, read back by ``load_activation_table``.
+    """
+
+    def __init__(self, path, rows: int, width: int, dtype: str, metadata: dict[str, str]):
+        code, self.numpy_dtype, self.torch_dtype = STORAGE_DTYPES[dtype]
+        nbytes = rows * width * np.dtype(self.numpy_dtype).itemsize
+        header = {"__metadata__": metadata,
+                  "activations": {"dtype": code, "shape": [rows, width], "data_offsets": [0, nbytes]}}
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as safetensors' own writer does
+        with open(path, "wb") as handle:
+            handle.write(struct.pack("<Q", len(raw)) + raw)
+            handle.truncate(8 + len(raw) + nbytes)
+        self.data = (np.memmap(path, dtype=self.numpy_dtype, mode="r+", offset=8 + len(raw), shape=(rows, width))
+                     if nbytes else None)
+
+    def write(self, rows: np.ndarray, h: torch.Tensor) -> None:
+        stored = h.to(self.torch_dtype)
+        if self.torch_dtype == torch.bfloat16:
+            stored = stored.view(torch.int16)
+        self.data[rows] = stored.numpy().view(self.numpy_dtype)
+
+    def close(self) -> None:
+        if self.data is not None:
+            self.data.flush()
+            self.data = None
+
+
+def layer_of_file(path) -> int:
+    """The layer label L of an activation file, named ``layer_<L>.safetensors`` (rules/activations.smk)."""
+    match = re.fullmatch(r"layer_(-?\d+)\.safetensors", Path(path).name)
+    if not match:
+        raise BiosaeError(f"{path}: not an activation file name (layer_<L>.safetensors)")
+    return int(match.group(1))
+
+
+def write_activation_files(model, tokenizer, rows: list[dict], layer_paths: dict, index_path, dtype: str = "float32",
+                           model_dir="", batch_size: int = 256, progress=True):
+    """Every layer of ``layer_paths`` ({layer: path}) from one forward pass per batch, one
+    safetensors file per layer in ``dtype``, plus the index table; each written atomically.
+    Returns the index."""
+    from biosae.io import atomic_path
+
+    if dtype not in STORAGE_DTYPES:
+        raise BiosaeError(f"activations.dtype: {dtype!r} is not one of {', '.join(STORAGE_DTYPES)}")
+    if not rows:
+        raise BiosaeError(f"{index_path}: no QA rows to collect activations for")
+    prompt_ids, first_tokens = encode_prompts(tokenizer, rows)
+    with contextlib.ExitStack() as stack:
+        temporary = {layer: stack.enter_context(atomic_path(path)) for layer, path in layer_paths.items()}
+        writers: dict = {}
+
+        def write(layer, batch_rows, h):
+            if layer not in writers:
+                metadata = {"layer": str(layer), "blocks": str(resolve_layer(model, layer)), "model": str(model_dir),
+                            "rows": str(len(rows)), "dtype": dtype, "hook": HOOK_DESCRIPTION}
+                writers[layer] = LayerFileWriter(temporary[layer], len(rows), h.shape[1], dtype, metadata)
+            writers[layer].write(batch_rows, h)
+
+        result = collect_activations(model, tokenizer, prompt_ids, first_tokens, list(layer_paths), batch_size,
+                                     progress, write=write)
+        for writer in writers.values():
+            writer.close()
+        index = index_table(rows, first_tokens, result)
+        with atomic_path(index_path) as tmp:
+            index.to_csv(tmp, index=False)
+    return index
+
+
+def save_activation_table(activations: torch.Tensor, index, tensor_path, index_path, layer: int, model_dir,
+                          dtype: str = "float32") -> None:
+    """One layer's table held in memory, written as ``write_activation_files`` writes it."""
     from biosae.io import atomic_path, save_tensors
 
-    save_tensors(tensor_path, {"activations": activations},
-                 metadata={"layer": str(layer), "model": str(model_dir), "rows": str(len(index)),
-                           "hook": "residual stream after `layer` blocks (-1: last block, before ln_f)"})
+    save_tensors(tensor_path, {"activations": activations.to(STORAGE_DTYPES[dtype][2])},
+                 metadata={"layer": str(layer), "model": str(model_dir), "rows": str(len(index)), "dtype": dtype,
+                           "hook": HOOK_DESCRIPTION})
     with atomic_path(index_path) as tmp:
         index.to_csv(tmp, index=False)
 
@@ -195,6 +348,6 @@ def load_activation_table(tensor_path, index_path):
     missing = set(INDEX_COLUMNS) - set(index.columns)
     if missing:
         raise BiosaeError(f"{index_path}: columns missing: {sorted(missing)}")
-    if len(index) != activations["activations"].shape[0]:
-        raise BiosaeError(f"{index_path}: {len(index)} rows but {tensor_path} holds {activations['activations'].shape[0]}")
-    return activations["activations"], index
+    if len(index) != table.shape[0]:
+        raise BiosaeError(f"{index_path}: {len(index)} rows but {tensor_path} holds {table.shape[0]}")
+    return table.float(), index  # 16-bit storage is read back as float32

@@ -136,26 +136,6 @@ def check_semantics(config: dict) -> None:
         )
     if model["init"] == "scratch" and model["n_embd"] % model["n_head"]:
         raise BiosaeError(f"config key model.n_embd: {model['n_embd']} is not divisible by model.n_head {model['n_head']}")
-    if model["init"] == "scratch":
-        for key in ("activations.layer",):
-            layer = config["activations"]["layer"]
-            if layer > model["n_layer"]:
-                raise BiosaeError(f"config key {key}: {layer} is above model.n_layer {model['n_layer']}")
-        for layer in config["sweep"]["layers"]:
-            if layer > model["n_layer"]:
-                raise BiosaeError(f"config key sweep.layers: {layer} is above model.n_layer {model['n_layer']}")
-        # -1 is the last block's output, the same hook point as n_layer: both would train and
-        # evaluate the same activations twice under two names.
-        named = [("activations.layer", config["activations"]["layer"])]
-        named += [("sweep.layers", layer) for layer in config["sweep"]["layers"]]
-        first_named = {}  # hook point -> (key, layer) that named it first
-        for key, layer in named:
-            first_key, first = first_named.setdefault(model["n_layer"] if layer == -1 else layer, (key, layer))
-            if first != layer:
-                raise BiosaeError(
-                    f"config key {key}: {layer} and {first} ({first_key}) are the same hook point, the output of "
-                    f"the last block of a {model['n_layer']}-layer model; list it once"
-                )
     methods = config["methods"]
     if model["init"] == "scratch" and methods["das"]["rank"] > model["n_embd"]:
         raise BiosaeError(f"config key methods.das.rank: {methods['das']['rank']} is above the activations' width "
@@ -193,6 +173,37 @@ def check_semantics(config: dict) -> None:
         load_question_files({f"extra_{index}": path})
     if model["init"] == "pretrained":
         check_pretrained_available(model["name"])
+    check_layers(config)
+
+
+def check_layers(config: dict) -> None:
+    """Every layer named (activations.layer, sweep.layers) is a hook point of the model, and no
+    hook point is named twice (-1 and n_layer are both the last block's output)."""
+    from biosae.layers import ALL_LAYERS, block_count
+
+    # Validation never downloads: a hub model not yet cached is checked when the workflow plans
+    # its jobs (rules/common.smk fetches its config.json to count the layers).
+    n_layer = block_count(config["model"], download=False)
+    if n_layer is None:
+        return
+    named = [("activations.layer", config["activations"]["layer"])]
+    if config["sweep"]["layers"] != ALL_LAYERS:
+        named += [("sweep.layers", layer) for layer in config["sweep"]["layers"]]
+    limit = (f"model.n_layer {n_layer}" if config["model"]["init"] == "scratch"
+             else f"the {n_layer} blocks of {config['model']['name']}")
+    for key, layer in named:
+        if layer > n_layer:
+            raise BiosaeError(f"config key {key}: {layer} is above {limit}")
+    # -1 is the last block's output, the same hook point as n_layer: both would train and
+    # evaluate the same activations twice under two names.
+    first_named = {}  # hook point -> (key, layer) that named it first
+    for key, layer in named:
+        first_key, first = first_named.setdefault(n_layer if layer == -1 else layer, (key, layer))
+        if first != layer:
+            raise BiosaeError(
+                f"config key {key}: {layer} and {first} ({first_key}) are the same hook point, the output of "
+                f"the last block of a {n_layer}-layer model; list it once"
+            )
 
 
 def check_pretrained_available(name: str) -> None:

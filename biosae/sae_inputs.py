@@ -2,7 +2,8 @@
 
 A value head predicts a rule's answer first token among that rule's candidates: the distinct
 first tokens of that rule's answers over all QA rows (a label vocabulary, the same for every
-cell). Only rows of the ``train`` cell are trained on.
+cell). Only rows of the ``train`` cell are trained on, all of them or a seeded subsample
+(``sae.max_train_rows``) when the cell is large.
 """
 
 from __future__ import annotations
@@ -25,9 +26,21 @@ def value_targets(index, candidates: dict[str, list[int]]) -> np.ndarray:
                     dtype=np.int64)
 
 
-def training_tensors(activations: torch.Tensor, index, candidates):
-    """(activations, rule_idx, value_target) of the train cell, as tensors."""
+def training_rows(index, max_rows: int | None = None, seed: int = 0) -> np.ndarray:
+    """Bool mask of the rows the SAE trains on: the train cell, or, when it holds more than
+    ``max_rows`` (> 0), a random subsample of that many of its rows, drawn from ``seed`` alone:
+    the same rows in every run with that seed, for every layer and for the untrained LM."""
     train = (index["split"] == "train").to_numpy()
+    if max_rows and train.sum() > max_rows:
+        chosen = np.random.default_rng(seed).choice(np.flatnonzero(train), size=max_rows, replace=False)
+        train = np.zeros(len(train), dtype=bool)
+        train[chosen] = True
+    return train
+
+
+def training_tensors(activations: torch.Tensor, index, candidates, max_rows: int | None = None, seed: int = 0):
+    """(activations, rule_idx, value_target) of the training rows (``training_rows``), as tensors."""
+    train = training_rows(index, max_rows, seed)
     rule_idx = torch.from_numpy(index["rule_idx"].to_numpy(dtype=np.int64))
     targets = torch.from_numpy(value_targets(index, candidates))
     mask = torch.from_numpy(train)

@@ -1,18 +1,24 @@
+# One job per LM: every layer of the profile from one forward pass per batch, one file per layer
+# (a train_sae or evaluate job reads only its layer's), plus the index table they share. The
+# layer list is in the output names, not in params, so that dropping a layer from the profile
+# reruns nothing; adding one reruns the job (a file is missing).
+
+
 rule activations:
     input:
         unpack(question_inputs),
-        model=lm_dir,
+        model="results/{lmrun}lm/final",
     output:
-        activations="results/{run}activations/activations.safetensors",
-        index="results/{run}activations/index.csv",
+        layers=expand("results/{{lmrun}}activations/layer_{layer}.safetensors", layer=PROFILE_LAYERS),
+        index="results/{lmrun}activations/index.csv",
     params:
-        layer=run_layer,
         batch_size=config["activations"]["batch_size"],
+        dtype=config["activations"]["dtype"],
     threads: 2
     log:
-        "logs/{run}activations.log",
+        "logs/{lmrun}activations.log",
     benchmark:
-        "benchmarks/{run}activations.tsv"
+        "benchmarks/{lmrun}activations.tsv"
     resources:
         mem_mb=4000,
         runtime=30,
@@ -25,11 +31,13 @@ rule activations:
 use rule activations as untrained_activations with:
     input:
         unpack(question_inputs),
-        model=untrained_lm_dir,
+        model="results/{lmrun}baselines/untrained_lm/model",
     output:
-        activations="results/{run}baselines/untrained_lm/activations/activations.safetensors",
-        index="results/{run}baselines/untrained_lm/activations/index.csv",
+        layers=expand(
+            "results/{{lmrun}}baselines/untrained_lm/activations/layer_{layer}.safetensors", layer=PROFILE_LAYERS
+        ),
+        index="results/{lmrun}baselines/untrained_lm/activations/index.csv",
     log:
-        "logs/{run}untrained_activations.log",
+        "logs/{lmrun}untrained_activations.log",
     benchmark:
-        "benchmarks/{run}untrained_activations.tsv"
+        "benchmarks/{lmrun}untrained_activations.tsv"

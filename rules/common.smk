@@ -1,11 +1,15 @@
 # Path helpers and input functions shared by the stage files. The default run (config seed,
-# activations.layer) writes to the flat paths of the README; other sweep combinations nest
-# under results/sweep/seed_<s>/[layer_<l>/]. The empty-or-nested prefix is a wildcard.
+# activations.layer) writes to the flat paths of the README; the other runs of the layer profile
+# and of other seeds nest under results/sweep/seed_<s>/[layer_<l>/]. The empty-or-nested prefix
+# is a wildcard. Activations are per LM ({lmrun}), one file per layer of the profile.
 
 from pathlib import Path
 
+from biosae.layers import block_count, profile_layers
+
 DEFAULT_SEED = config["seed"]
 DEFAULT_LAYER = config["activations"]["layer"]
+PROFILE_LAYERS = profile_layers(config, block_count(config["model"]))
 
 
 wildcard_constraints:
@@ -59,9 +63,9 @@ def question_inputs(wildcards):
 
 
 def sweep_combinations():
-    combos = {(DEFAULT_SEED, DEFAULT_LAYER)}
-    combos |= {(seed, layer) for seed in config["sweep"]["seeds"] for layer in config["sweep"]["layers"]}
-    return sorted(combos)
+    """Every (seed, layer) run: the top-level seed and each sweep seed, at every layer of the profile."""
+    seeds = sorted({DEFAULT_SEED, *config["sweep"]["seeds"]})
+    return [(seed, layer) for seed in seeds for layer in PROFILE_LAYERS]
 
 
 def is_sweep():
@@ -75,6 +79,24 @@ def sweep_runs():
 
 def sweep_metrics():
     return [f"results/{run_prefix(seed, layer)}eval/metrics.json" for seed, layer in sweep_combinations()]
+
+
+def activation_file(wildcards):
+    """A (seed, layer) run's activations: its layer's file of its LM's activations job."""
+    return f"results/{lm_prefix(run_seed(wildcards))}activations/layer_{run_layer(wildcards)}.safetensors"
+
+
+def activation_index(wildcards):
+    return f"results/{lm_prefix(run_seed(wildcards))}activations/index.csv"
+
+
+def untrained_activation_file(wildcards):
+    prefix = lm_prefix(run_seed(wildcards))
+    return f"results/{prefix}baselines/untrained_lm/activations/layer_{run_layer(wildcards)}.safetensors"
+
+
+def untrained_activation_index(wildcards):
+    return f"results/{lm_prefix(run_seed(wildcards))}baselines/untrained_lm/activations/index.csv"
 
 
 def lm_dir(wildcards):

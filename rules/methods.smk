@@ -6,8 +6,8 @@
 rule train_das:
     input:
         model=lm_dir,
-        activations="results/{run}activations/activations.safetensors",
-        index="results/{run}activations/index.csv",
+        activations=activation_file,
+        index=activation_index,
     output:
         cfg="results/{run}methods/das/cfg.json",
         weights="results/{run}methods/das/das.safetensors",
@@ -34,8 +34,8 @@ rule train_das:
 
 rule train_unsupervised_sae:
     input:
-        activations="results/{run}activations/activations.safetensors",
-        index="results/{run}activations/index.csv",
+        activations=activation_file,
+        index=activation_index,
     output:
         cfg="results/{run}methods/sae_unsupervised/cfg.json",
         weights="results/{run}methods/sae_unsupervised/sae.safetensors",

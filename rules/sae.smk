@@ -1,7 +1,7 @@
 rule train_sae:
     input:
-        activations="results/{run}activations/activations.safetensors",
-        index="results/{run}activations/index.csv",
+        activations=activation_file,
+        index=activation_index,
     output:
         cfg="results/{run}sae/cfg.json",
         weights="results/{run}sae/sae.safetensors",
@@ -27,8 +27,8 @@ rule train_sae:
 
 use rule train_sae as untrained_sae with:
     input:
-        activations="results/{run}baselines/untrained_lm/activations/activations.safetensors",
-        index="results/{run}baselines/untrained_lm/activations/index.csv",
+        activations=untrained_activation_file,
+        index=untrained_activation_index,
     output:
         cfg="results/{run}baselines/untrained_lm/sae/cfg.json",
         weights="results/{run}baselines/untrained_lm/sae/sae.safetensors",

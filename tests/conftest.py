@@ -86,5 +86,5 @@ def tiny_pipeline(tmp_path_factory) -> Path:
     """One tiny default pipeline run, shared by the end-to-end tests that only read its outputs."""
     directory = tmp_path_factory.mktemp("tiny_pipeline")
     write_config(directory, tiny_config())
-    run_snakemake(directory, "--cores", "2")
+    run_snakemake(directory, "--cores", "2", timeout=1800)  # every layer of the profile: 3 runs
     return directory

@@ -82,9 +82,13 @@ def test_pipeline_figures_come_from_benchmark_files_and_the_training_log(tmp_pat
     write_benchmark(tmp_path / "benchmarks" / "train_lm.tsv", 80.0, 900.5, now - 15)
     write_benchmark(tmp_path / "benchmarks" / "evaluate.tsv", 15.0, 700.0, now)
     write_benchmark(tmp_path / "benchmarks" / "sweep" / "seed_1" / "train_lm.tsv", 99.0, 1.0, now)
+    write_benchmark(tmp_path / "benchmarks" / "sweep" / "seed_1" / "layer_0" / "evaluate.tsv", 99.0, 1.0, now)
+    write_benchmark(tmp_path / "benchmarks" / "sweep" / "seed_0" / "layer_0" / "evaluate.tsv", 5.0, 1.0, now - 50)
     stages = bench.stage_benchmarks(tmp_path)
-    assert [s["stage"] for s in stages] == ["dataset", "train_lm", "evaluate"]  # in finishing order, no sweep
-    assert stages[1]["seconds"] == 80.0 and stages[1]["max_rss_mb"] == 900.5
+    # In finishing order: the default run's jobs, its seed's (0, no config.yaml here) other layers
+    # included; another seed's are a sweep's.
+    assert [s["stage"] for s in stages] == ["dataset", "sweep/seed_0/layer_0/evaluate", "train_lm", "evaluate"]
+    assert stages[2]["seconds"] == 80.0 and stages[2]["max_rss_mb"] == 900.5
     wall, how = bench.wall_from_benchmarks(stages)
     assert wall == pytest.approx(110.0, abs=0.5) and "first job start" in how
 

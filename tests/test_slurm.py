@@ -54,7 +54,7 @@ METRIC_CLOSE_COUNT_TOL = 2
 # Tensor files whose largest difference the failure message reports, to say where runs diverged.
 TENSOR_FILES = (
     "results/lm/final/model.safetensors",
-    "results/activations/activations.safetensors",
+    "results/activations/layer_-1.safetensors",
     "results/sae/sae.safetensors",
 )
 # Keys of wall-clock measurements, which differ between any two runs.

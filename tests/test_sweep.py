@@ -153,14 +153,14 @@ def test_figures_are_pngs_and_per_run_table_is_long(tmp_path):
 # end to end: a tiny sweep through Snakemake
 
 
-PER_RUN_RULES = ("activations", "untrained_activations", "train_sae", "untrained_sae", "evaluate")
-PER_SEED_RULES = ("train_lm", "lm_qa_accuracy", "untrained_lm")
+PER_RUN_RULES = ("train_sae", "untrained_sae", "evaluate")
+PER_SEED_RULES = ("train_lm", "lm_qa_accuracy", "untrained_lm", "activations", "untrained_activations")
 
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tiny_pipeline, tmp_path_factory) -> SimpleNamespace:
-    """The tiny default run (seed 0, layer -1) turned into a 2-seed x 2-layer sweep (seeds 0, 1 x
-    layers 1, -1 of a 2-layer model) and run: the default run's jobs are reused, not redone.
+    """The tiny default run (seed 0, every layer of a 2-layer model) turned into a 2-seed x 2-layer
+    sweep (seeds 0, 1 x layers 1, -1) and run: the default run's jobs are reused, not redone.
     ``planned`` is the dry run's job count per rule before the sweep ran."""
     directory = copy_run(tiny_pipeline, tmp_path_factory.mktemp("tiny_sweep") / "run", seeds=SEEDS, layers=LAYERS)
     planned = planned_jobs(directory)
@@ -169,9 +169,10 @@ def tiny_sweep(tiny_pipeline, tmp_path_factory) -> SimpleNamespace:
 
 
 def test_a_default_run_becomes_a_sweep_without_redoing_it(tiny_sweep):
-    new_runs = len(SEEDS) * len(LAYERS) - 1  # every combination but the default (0, -1)
-    assert tiny_sweep.planned == {**{rule: len(SEEDS) - 1 for rule in PER_SEED_RULES},
-                                  **{rule: new_runs for rule in PER_RUN_RULES}, "aggregate": 1, "all": 1}
+    # Seed 0's runs at layers 1 and -1 are the default run's; dropping its layer 0 reruns nothing.
+    new_seeds = len(SEEDS) - 1
+    assert tiny_sweep.planned == {**{rule: new_seeds for rule in PER_SEED_RULES},
+                                  **{rule: new_seeds * len(LAYERS) for rule in PER_RUN_RULES}, "aggregate": 1, "all": 1}
 
 
 def run_metrics(sweep_dir: Path, seed: int, layer: int) -> dict:
@@ -186,12 +187,17 @@ def test_sweep_paths_default_flat_others_nested(tiny_sweep):
     assert (results / "sweep/seed_1/lm/final/config.json").is_file()
     assert (results / "sweep/seed_1/baselines/untrained_lm/model/config.json").is_file()
     assert not (results / "sweep/seed_0/lm").exists()  # seed 0's other layer reuses the default LM
+    for lm_results in (results, results / "sweep/seed_1"):  # one activations job per LM, a file per layer
+        for layer in LAYERS:
+            assert (lm_results / f"activations/layer_{layer}.safetensors").is_file()
+            assert (lm_results / f"baselines/untrained_lm/activations/layer_{layer}.safetensors").is_file()
+        assert (lm_results / "activations/index.csv").is_file()
     for seed, layer in ((0, 1), (1, 1), (1, -1)):
         run = results / f"sweep/seed_{seed}/layer_{layer}"
-        for relative in ("activations/activations.safetensors", "sae/sae.safetensors",
-                         "baselines/untrained_lm/activations/activations.safetensors",
-                         "baselines/untrained_lm/sae/sae.safetensors", "eval/metrics.json", "eval/summary.md"):
+        for relative in ("sae/sae.safetensors", "baselines/untrained_lm/sae/sae.safetensors", "eval/metrics.json",
+                         "eval/summary.md"):
             assert (run / relative).is_file(), (run, relative)
+        assert not (run / "activations").exists()
         assert run_metrics(root, seed, layer)["layer"] == layer
         assert (root / f"logs/sweep/seed_{seed}/layer_{layer}/evaluate.log").is_file()
     assert (root / "logs/aggregate.log").is_file() and (root / "benchmarks/aggregate.tsv").is_file()
@@ -264,8 +270,13 @@ def test_adding_a_seed_runs_only_that_seeds_jobs_and_the_aggregate(tiny_sweep, t
 
 
 def test_adding_a_layer_reuses_every_trained_lm(tiny_sweep, tmp_path):
+    """Seed 0 still has layer 0 from the default run: nothing of it reruns. Seed 1 lacks its file:
+    its one activations pass runs again, rewriting every layer's file, so every layer's SAEs and
+    evaluation of seed 1 follow; no LM is retrained."""
     run = copy_run(tiny_sweep.path, tmp_path / "run", layers=[*LAYERS, 0])
-    assert planned_jobs(run) == {**{rule: len(SEEDS) for rule in PER_RUN_RULES}, "aggregate": 1, "all": 1}
+    layers = len(LAYERS) + 1
+    assert planned_jobs(run) == {"activations": 1, "untrained_activations": 1,
+                                 **{rule: layers for rule in PER_RUN_RULES}, "aggregate": 1, "all": 1}
 
 
 def test_report_includes_the_aggregate_figures(tiny_sweep, tmp_path):

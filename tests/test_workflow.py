@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 DOWNSTREAM_OF_DATASET = {"dataset", "train_lm", "lm_qa_accuracy", "untrained_lm", "activations",
                          "untrained_activations", "train_sae", "untrained_sae", "train_das", "train_unsupervised_sae",
-                         "evaluate", "all"}
+                         "evaluate", "aggregate", "all"}
+PROFILE = [0, 1, -1]  # every hook point of tiny_config's 2-block model: the default layer profile
 
 
 def edit_config(directory: Path, section: str, key: str, value) -> None:
@@ -29,12 +30,18 @@ def test_default_outputs_where_the_readme_says(tiny_pipeline):
     for relative in ("dataset/train_kg.json", "dataset/test_kg.json", "dataset/qa_train.jsonl",
                      "dataset/qa_test.jsonl", "dataset/qa_hard.jsonl", "dataset/lm_corpus.jsonl",
                      "lm/final/config.json", "lm/final/model.safetensors", "lm/final/tokenizer.json",
-                     "lm/qa_accuracy.json", "lm/train_log.csv", "activations/activations.safetensors",
-                     "activations/index.csv", "sae/cfg.json", "sae/sae.safetensors", "sae/train_log.csv",
+                     "lm/qa_accuracy.json", "lm/train_log.csv", "activations/index.csv",
+                     *(f"activations/layer_{layer}.safetensors" for layer in PROFILE),
+                     "baselines/untrained_lm/activations/index.csv",
+                     *(f"baselines/untrained_lm/activations/layer_{layer}.safetensors" for layer in PROFILE),
+                     "sae/cfg.json", "sae/sae.safetensors", "sae/train_log.csv", "baselines/untrained_lm/sae/cfg.json",
                      "eval/metrics.json", "eval/summary.md", "eval/figures/confusion.png",
+                     "aggregate/summary.csv", "aggregate/summary.md",
                      "eval/figures/methods_interchange.png", "methods/das/das.safetensors",
                      "methods/das/train_pairs.csv", "methods/sae_unsupervised/sae.safetensors"):
         assert (results / relative).is_file(), relative
+    assert sorted(p.name for p in (results / "activations").iterdir()) == sorted(
+        ["index.csv", *(f"layer_{layer}.safetensors" for layer in PROFILE)])
     assert not list(tiny_pipeline.rglob("*.pkl")) and not list(tiny_pipeline.rglob("*.pt"))
     for rule in ("dataset", "train_lm", "activations", "train_sae", "evaluate"):
         assert (tiny_pipeline / "logs" / f"{rule}.log").is_file()
@@ -100,10 +107,57 @@ def test_dataset_change_reruns_dataset_and_all_descendants(tiny_pipeline, tmp_pa
     assert set(planned_jobs(run)) == DOWNSTREAM_OF_DATASET
 
 
-def test_sae_change_reruns_only_sae_and_evaluation(tiny_pipeline, tmp_path):
+def test_default_run_evaluates_every_layer_without_a_sweep_config(tiny_pipeline):
+    """The seed's layer (-1) at the flat paths, the other hook points under results/sweep/, and the
+    per-layer aggregate, from config.yaml's defaults alone."""
+    import csv
+
+    config = yaml.safe_load((tiny_pipeline / "config.yaml").read_text())
+    assert config["sweep"] == {"seeds": [], "layers": "all"} and config["activations"]["layer"] == -1
+    results = tiny_pipeline / "results"
+    assert json.loads((results / "eval/metrics.json").read_text())["layer"] == -1
+    for layer in (0, 1):
+        run = results / f"sweep/seed_0/layer_{layer}"
+        assert json.loads((run / "eval/metrics.json").read_text())["layer"] == layer
+        assert (run / "sae/sae.safetensors").is_file() and (run / "baselines/untrained_lm/sae/cfg.json").is_file()
+        assert not (run / "activations").exists()  # read from the LM's one activations job
+    assert not (results / "sweep/seed_0/layer_-1").exists() and not (results / "sweep/seed_0/lm").exists()
+    with open(results / "aggregate/summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {int(row["layer"]) for row in rows} == set(PROFILE)
+    assert {(row["layer"], row["blocks"]) for row in rows} == {("0", "0"), ("1", "1"), ("-1", "2")}
+    assert {row["n"] for row in rows if row["metric"] == "slot_accuracy"} == {"1"}  # one seed
+    for name in ("slot_accuracy_by_layer.png", "direction_ablation_selectivity_by_layer.png"):
+        assert (results / "aggregate/figures" / name).read_bytes()[:4] == b"\x89PNG", name
+
+
+def test_sae_change_reruns_only_the_sae_jobs_of_every_layer_and_what_follows(tiny_pipeline, tmp_path):
     run = copy_run(tiny_pipeline, tmp_path / "run")
-    edit_config(run, "sae", "lambda_indep", 0.02)
-    assert set(planned_jobs(run)) == {"train_sae", "untrained_sae", "evaluate", "all"}
+    edit_config(run, "sae", "lambda_align", 2.0)
+    layers = len(PROFILE)
+    assert planned_jobs(run) == {"train_sae": layers, "untrained_sae": layers, "evaluate": layers, "aggregate": 1,
+                                 "all": 1}
+
+
+def test_storage_dtype_change_recollects_activations_but_keeps_the_lms(tiny_pipeline, tmp_path):
+    run = copy_run(tiny_pipeline, tmp_path / "run")
+    edit_config(run, "activations", "dtype", "bfloat16")
+    layers = len(PROFILE)
+    assert planned_jobs(run) == {"activations": 1, "untrained_activations": 1, "train_sae": layers,
+                                 "untrained_sae": layers, "evaluate": layers, "aggregate": 1, "all": 1}
+
+
+def test_one_layer_in_one_config_line(tiny_pipeline, tmp_path):
+    """`sweep: {layers: [-1]}` plans the seed's layer only, from scratch; on a finished run it
+    reruns nothing (the other layers' files stay, unused)."""
+    write_config(tmp_path, tiny_config(sweep={"layers": [-1]}))
+    assert planned_jobs(tmp_path) == {
+        "dataset": 1, "train_lm": 1, "lm_qa_accuracy": 1, "untrained_lm": 1, "activations": 1,
+        "untrained_activations": 1, "train_sae": 1, "untrained_sae": 1, "evaluate": 1, "all": 1}
+    result = run_snakemake(tmp_path, "-n")
+    assert "layer_-1.safetensors" in result.stdout and "layer_0.safetensors" not in result.stdout
+    assert "results/sweep/" not in result.stdout
+    assert planned_jobs(copy_run(tiny_pipeline, tmp_path / "run", layers=[-1])) == {}
 
 
 def test_das_change_reruns_only_das_and_evaluation(tiny_pipeline, tmp_path):

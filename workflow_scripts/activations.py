@@ -1,9 +1,10 @@
-"""Snakemake adapter for stage 3: answer-position activations of every QA row."""
+"""Snakemake adapter for stage 3: answer-position activations of every QA row at every layer of
+the profile, from one forward pass per batch, one file per layer."""
 
 import torch
 from _common import rule_context
 
-from biosae.activations import build_activation_table, save_activation_table
+from biosae.activations import layer_of_file, write_activation_files
 from biosae.lm import load_model_dir, pick_device
 from biosae.questions import load_question_files
 
@@ -12,7 +13,7 @@ with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
     model, tokenizer = load_model_dir(smk.input.model, pick_device())
     rows = load_question_files({key: path for key, path in smk.input.items() if key != "model"})
-    activations, index = build_activation_table(model, tokenizer, rows, smk.params.layer, smk.params.batch_size)
-    save_activation_table(activations, index, smk.output.activations, smk.output.index, smk.params.layer,
-                          smk.input.model)
-    log.info("%d activations of width %d at layer %s", *activations.shape, smk.params.layer)
+    layer_paths = {layer_of_file(path): path for path in smk.output.layers}
+    write_activation_files(model, tokenizer, rows, layer_paths, smk.output.index, smk.params.dtype, smk.input.model,
+                           smk.params.batch_size)
+    log.info("%d rows at layers %s, stored as %s", len(rows), list(layer_paths), smk.params.dtype)

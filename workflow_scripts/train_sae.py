@@ -17,8 +17,9 @@ with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
     activations, index = load_activation_table(smk.input.activations, smk.input.index)
     candidates = value_candidates(index)
-    h, rule_idx, value_target = training_tensors(activations, index, candidates)
-    section = {key: value for key, value in smk.params.sae.items() if key != "n_slots"}
+    max_rows = smk.params.sae["max_train_rows"]
+    h, rule_idx, value_target = training_tensors(activations, index, candidates, max_rows, smk.params.seed)
+    section = {key: value for key, value in smk.params.sae.items() if key not in ("n_slots", "max_train_rows")}
     cfg = SAEConfig(d_model=h.shape[1], value_vocab_sizes=[len(candidates[r]) for r in candidates],
                     n_slots=smk.params.sae["n_slots"], seed=smk.params.seed, **section)
     model, history = train_sae(h, rule_idx, value_target, cfg, log_path=smk.output.log_csv,
@@ -27,4 +28,5 @@ with rule_context(smk) as log:
     save_sae(os.path.dirname(smk.output.cfg), model)
     write_json(smk.output.candidates, candidates)
     shutil.rmtree(smk.params.checkpoint_dir, ignore_errors=True)
-    log.info("SAE trained on %d rows; last epoch: %s", len(h), history[-1])
+    log.info("SAE trained on %d of %d train-cell rows (sae.max_train_rows: %s); last epoch: %s", len(h),
+             int((index["split"] == "train").sum()), max_rows, history[-1])
