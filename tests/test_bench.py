@@ -60,8 +60,8 @@ def test_tiny_run_measures_every_in_process_figure(tmp_path):
     # Each target has a verdict; the ones measured here are PASS or MISS, the pipeline's are not measured.
     targets = text.split("## Targets")[1].split("## 1.")[0]
     verdicts = [line.rsplit("|", 2)[-2].strip() for line in targets.splitlines() if line.startswith("| ") and "verdict" not in line]
-    assert len(verdicts) == 5
-    assert verdicts.count("not measured") == 2 and all(v in ("PASS", "MISS", "not measured") for v in verdicts)
+    assert len(verdicts) == 6
+    assert verdicts.count("not measured") == 3 and all(v in ("PASS", "MISS", "not measured") for v in verdicts)
     assert "Not measured (`--skip-pipeline`)" in text
     # Figures are printed as the run goes.
     for tag in ("[machine]", "[training]", "[activations]", "[dataset]"):
