@@ -112,7 +112,7 @@ def _tiny_run(tiny_pipeline):
     from biosae.lm import load_model_dir
 
     model, tokenizer = load_model_dir(tiny_pipeline / "results" / "lm" / "final", torch.device("cpu"))
-    activations, index = load_activation_table(tiny_pipeline / "results" / "activations" / "activations.safetensors",
+    activations, index = load_activation_table(tiny_pipeline / "results" / "activations" / "layer_-1.safetensors",
                                                tiny_pipeline / "results" / "activations" / "index.csv")
     return model, tokenizer, activations, index
 
