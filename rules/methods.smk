@@ -18,7 +18,9 @@ rule train_das:
         seed=run_seed,
         layer=run_layer,
         max_prompts_per_cell=config["evaluate"]["max_prompts_per_cell"],
-    threads: 2
+    # one thread: a multi-threaded BLAS may reduce in another order from one process to the next,
+    # and DAS's gradient steps would carry that into its subspace (local and SLURM runs must agree)
+    threads: 1
     log:
         "logs/{run}train_das.log",
     benchmark:
