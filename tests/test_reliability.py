@@ -133,6 +133,10 @@ SCHEMA_CASES = [
     ("sweep", "seeds", [1, 1], "config key sweep.seeds: [1, 1] has non-unique elements"),
     ("sweep", "layers", [-3], "config key sweep.layers.0: -3 is less than the minimum of -1"),
     ("sweep", "models", ["a"], "config key sweep.models: unknown key"),
+    ("methods", "names", [], "config key methods.names: [] should be non-empty"),
+    ("methods", "names", ["das", "das"], "config key methods.names: ['das', 'das'] has non-unique elements"),
+    ("methods", "das", {"rank": 0}, "config key methods.das.rank: 0 is less than the minimum of 1"),
+    ("methods", "sae_unsupervised", {"k": 600}, "config key methods.sae_unsupervised.k: 600 active latents is more than n_latents 512"),
 ]
 
 
