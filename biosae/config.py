@@ -72,6 +72,18 @@ def _from_text(text: str, types: list[str]):
     return text
 
 
+def _matching_option(options: list[dict], value) -> dict:
+    """The alternative of an anyOf/oneOf that ``value`` is meant for: by shape for a list or a
+    mapping; a string that is one of the constants stays a string; else the first scalar type."""
+    shape = "array" if isinstance(value, list) else "object" if isinstance(value, dict) else None
+    if shape:
+        return next((option for option in options if shape in _types(option)), {})
+    if isinstance(value, str) and any(option.get("const") == value or value in option.get("enum", [])
+                                      for option in options):
+        return {}
+    return next((option for option in options if set(_types(option)) & {"integer", "number", "boolean"}), {})
+
+
 def canonical(schema: dict, value, path: tuple = (), numbers: bool = True):
     """``value`` in one form per meaning: strings read as the schema's scalar types, numbers of
     an ``integer`` key as int and of a ``number`` key as float (as int where the schema's default
@@ -83,6 +95,10 @@ def canonical(schema: dict, value, path: tuple = (), numbers: bool = True):
     their ``repr``, so ``{b: 1, a: 2}`` against ``{a: 2, b: 1}``, ``1`` against ``1.0`` or an
     OrderedDict (a JSON config file) against a dict would rerun a stage for nothing.
     """
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if options and "type" not in schema:
+        # e.g. sweep.layers: "all" or a list of integers; dataset.train_templates: a list or a mapping
+        return canonical(_matching_option(options, value), value, path, numbers)
     types = _types(schema)
     if isinstance(value, dict) and "object" in types:
         properties = schema.get("properties", {})

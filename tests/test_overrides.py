@@ -69,7 +69,7 @@ def test_command_line_values_equal_to_the_config_plan_nothing(run):
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert (config["sae"]["lambda_align"], config["training"]["epochs"], config["seed"]) == (1.0, 40, 0)
     same = ["sae={lambda_value: 0.5, lambda_align: 1}", "training={epochs: 40.0}", "seed=0",
-            "evaluate={swap_alphas: [1, 2], hard_questions: true}", "sweep={layers: [-1]}"]
+            "evaluate={swap_alphas: [1, 2], hard_questions: true}", "sweep={layers: all}"]
     assert planned_jobs(run, "--config", *same) == {}
 
 
