@@ -144,20 +144,23 @@ def test_storage_dtype_change_recollects_activations_but_keeps_the_lms(tiny_pipe
     edit_config(run, "activations", "dtype", "bfloat16")
     layers = len(PROFILE)
     assert planned_jobs(run) == {"activations": 1, "untrained_activations": 1, "train_sae": layers,
-                                 "untrained_sae": layers, "evaluate": layers, "aggregate": 1, "all": 1}
+                                 "untrained_sae": layers, "train_das": layers, "train_unsupervised_sae": layers,
+                                 "evaluate": layers, "aggregate": 1, "all": 1}
 
 
 def test_one_layer_in_one_config_line(tiny_pipeline, tmp_path):
-    """`sweep: {layers: [-1]}` plans the seed's layer only, from scratch; on a finished run it
-    reruns nothing (the other layers' files stay, unused)."""
+    """`sweep: {layers: [-1]}` plans the seed's layer only, from scratch; on a finished run only its
+    evaluate reruns, because its summary's layer profile shrinks to that layer (the other layers'
+    files stay, unused)."""
     write_config(tmp_path, tiny_config(sweep={"layers": [-1]}))
     assert planned_jobs(tmp_path) == {
         "dataset": 1, "train_lm": 1, "lm_qa_accuracy": 1, "untrained_lm": 1, "activations": 1,
-        "untrained_activations": 1, "train_sae": 1, "untrained_sae": 1, "evaluate": 1, "all": 1}
+        "untrained_activations": 1, "train_sae": 1, "untrained_sae": 1, "train_das": 1, "train_unsupervised_sae": 1,
+        "evaluate": 1, "all": 1}
     result = run_snakemake(tmp_path, "-n")
     assert "layer_-1.safetensors" in result.stdout and "layer_0.safetensors" not in result.stdout
     assert "results/sweep/" not in result.stdout
-    assert planned_jobs(copy_run(tiny_pipeline, tmp_path / "run", layers=[-1])) == {}
+    assert planned_jobs(copy_run(tiny_pipeline, tmp_path / "run", layers=[-1])) == {"evaluate": 1, "all": 1}
 
 
 def test_das_change_reruns_only_das_and_evaluation(tiny_pipeline, tmp_path):
