@@ -60,8 +60,8 @@ def test_tiny_run_measures_every_in_process_figure(tmp_path):
     # Each target has a verdict; the ones measured here are PASS or MISS, the pipeline's are not measured.
     targets = text.split("## Targets")[1].split("## 1.")[0]
     verdicts = [line.rsplit("|", 2)[-2].strip() for line in targets.splitlines() if line.startswith("| ") and "verdict" not in line]
-    assert len(verdicts) == 6
-    assert verdicts.count("not measured") == 3 and all(v in ("PASS", "MISS", "not measured") for v in verdicts)
+    assert len(verdicts) == 7
+    assert verdicts.count("not measured") == 4 and all(v in ("PASS", "MISS", "not measured") for v in verdicts)
     assert "Not measured (`--skip-pipeline`)" in text
     # Figures are printed as the run goes.
     for tag in ("[machine]", "[training]", "[activations]", "[dataset]"):
@@ -91,6 +91,11 @@ def test_pipeline_figures_come_from_benchmark_files_and_the_training_log(tmp_pat
     assert stages[2]["seconds"] == 80.0 and stages[2]["max_rss_mb"] == 900.5
     wall, how = bench.wall_from_benchmarks(stages)
     assert wall == pytest.approx(110.0, abs=0.5) and "first job start" in how
+    # The layer profile's cost: every stage ÷ the seed hook's stages (layer 0's evaluate is extra).
+    from results_page import layer_profile_ratio
+
+    assert layer_profile_ratio({"stages": stages}) == pytest.approx(110.0 / 105.0)
+    assert layer_profile_ratio({"stages": [s for s in stages if not s["stage"].startswith("sweep/")]}) is None
 
     log = tmp_path / "train_log.csv"
     monitor = [json.dumps({"train_exact": 0.5, "ood_person_exact": v}).replace('"', '""') for v in (0.4, 0.96, 0.99)]

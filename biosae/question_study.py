@@ -1,0 +1,240 @@
+"""The question-diversity study (issue 15): one finished run per training-question setting, read
+into one table of what the held-out hard wordings show.
+
+Each setting is a working directory of its own (``results/study/<setting>``; every run writes
+``results/``), run with one of ``config/questions_*.yaml``. For each setting and seed this reads
+
+- ``lm/qa_accuracy.json``: the LM's first-token and exact accuracy on the hard cells, seen and
+  unseen persons (every row of the cells, not the evaluate sample);
+- every layer's ``eval/metrics.json`` of that seed (the default run's layer profile, or a sweep's):
+  SAE slot accuracy with its margins over the untrained LM and bag-of-words, faithfulness, what
+  the LM answers instead, and the SAE's ablation selectivity and steering (α-swap) success at the
+  seed's hook and at the layer where selectivity peaks.
+
+Every causal and read-out figure is a mean over the two hard cells, because the hard wordings are
+what the study is about; the pass bars are the issue's: LM ≥ 0.80 on unseen persons, bag-of-words
+≤ 0.30 and SAE slot accuracy ≥ 0.80 in that setting.
+
+    python -m biosae.question_study results/study/seed results/study/nouns results/study/nouns_verbs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from biosae.errors import BiosaeError
+from biosae.io import read_json, read_yaml
+from biosae.metrics import ANSWERED_NONE
+from biosae.report import markdown_table
+from biosae.rules import HARD_CELLS
+
+LM_TARGET = 0.80            # LM first-token accuracy on hard wordings, unseen persons
+BAG_OF_WORDS_CEILING = 0.30  # the question text alone must not give the rule away
+SLOT_TARGET = 0.80           # SAE slot accuracy on the hard cells where the LM gets there
+
+
+@dataclass
+class SettingRun:
+    """One setting at one seed: its LM's QA accuracy and its metrics per layer."""
+
+    setting: str
+    seed: int
+    train_templates: list
+    qa_accuracy: dict
+    metrics_by_layer: dict[int, dict] = field(default_factory=dict)
+    hook_layer: int = -1
+
+
+def _mean(values) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _get(tree, *keys):
+    for key in keys:
+        if not isinstance(tree, dict) or tree.get(key) is None:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def read_setting(directory: Path) -> list[SettingRun]:
+    """Every seed of a finished setting directory (its config.yaml names the seeds and the hook)."""
+    directory = Path(directory)
+    config_path = directory / "config.yaml"
+    if not config_path.is_file():
+        raise BiosaeError(f"{directory}: no config.yaml (not a study setting's working directory)")
+    config = read_yaml(config_path) or {}
+    base_seed = int(config.get("seed", 0))
+    hook = int((config.get("activations") or {}).get("layer", -1))
+    templates = (config.get("dataset") or {}).get("train_templates")
+    if templates is None:
+        templates = [(config.get("dataset") or {}).get("train_template_idx", 0)]
+    seeds = [base_seed] + [s for s in ((config.get("sweep") or {}).get("seeds") or []) if s != base_seed]
+    results = directory / "results"
+    runs = []
+    for seed in seeds:
+        lm_results = results if seed == base_seed else results / "sweep" / f"seed_{seed}"
+        qa_path = lm_results / "lm" / "qa_accuracy.json"
+        if not qa_path.is_file():
+            raise BiosaeError(f"{qa_path}: missing (run the setting to the end first)")
+        run = SettingRun(directory.name, seed, list(templates), read_json(qa_path), hook_layer=hook)
+        layer_dirs = {hook: results / "eval"} if seed == base_seed else {}
+        for path in sorted((results / "sweep" / f"seed_{seed}").glob("layer_*/eval/metrics.json")):
+            layer = int(path.parent.parent.name.removeprefix("layer_"))
+            layer_dirs.setdefault(layer, path.parent)
+        for layer, eval_dir in layer_dirs.items():
+            if (eval_dir / "metrics.json").is_file():
+                run.metrics_by_layer[layer] = read_json(eval_dir / "metrics.json")
+        if hook not in run.metrics_by_layer:
+            raise BiosaeError(f"{directory}: seed {seed} has no metrics at the hook layer {hook}")
+        runs.append(run)
+    return runs
+
+
+def answered_instead(metrics: dict, cell: str) -> dict | None:
+    """Shares of the cell's evaluated prompts by what the LM's first answer token names: the asked
+    attribute, another attribute of the same person, or none of the person's six."""
+    matrix = _get(metrics, "asked_vs_answered", cell)
+    if matrix is None:
+        return None
+    counts = np.asarray(matrix, dtype=np.float64)
+    total = counts.sum()
+    if total == 0:
+        return None
+    asked = np.trace(counts[:, :ANSWERED_NONE])
+    none = counts[:, ANSWERED_NONE].sum()
+    return {"asked": asked / total, "other_attribute": (total - asked - none) / total, "none": none / total}
+
+
+def causal_at(metrics: dict) -> dict:
+    """The SAE slot's ablation selectivity and steering success (at its picked α), IIA, and the
+    best other method's IIA, each a mean over the hard cells."""
+    sae = _get(metrics, "methods", "sae_slot") or {}
+    others = {name: _mean(_get(result, "interchange", cell, "iia") for cell in HARD_CELLS)
+              for name, result in (metrics.get("methods") or {}).items() if name not in ("sae_slot", "random")}
+    others = {name: value for name, value in others.items() if value is not None}
+    best = max(others.items(), key=lambda item: item[1]) if others else (None, None)
+    return {
+        "selectivity": _mean(_get(sae, "ablation", cell, "selectivity") for cell in HARD_CELLS),
+        "steering": _mean(_get(sae, "steering", cell, "mean_off_diagonal") for cell in HARD_CELLS),
+        "alpha": sae.get("alpha"),
+        "iia": _mean(_get(sae, "interchange", cell, "iia") for cell in HARD_CELLS),
+        "best_other": best[0], "best_other_iia": best[1],
+    }
+
+
+def study_row(run: SettingRun) -> dict:
+    """The numbers of one setting at one seed (see the module docstring)."""
+    hook = run.metrics_by_layer[run.hook_layer]
+    row = {"setting": run.setting, "seed": run.seed, "train_templates": run.train_templates,
+           "layers": sorted(run.metrics_by_layer)}
+    for cell in HARD_CELLS:
+        row[f"lm_first_token:{cell}"] = _get(run.qa_accuracy, cell, "first_token")
+        row[f"lm_exact:{cell}"] = _get(run.qa_accuracy, cell, "exact")
+        row[f"slot_accuracy:{cell}"] = _get(hook, "slot_accuracy", cell)
+        row[f"bag_of_words:{cell}"] = _get(hook, "baselines", cell, "bag_of_words")
+        row[f"margin_over_untrained_lm:{cell}"] = _get(hook, "margins", cell, "over_untrained_lm")
+        row[f"margin_over_bag_of_words:{cell}"] = _get(hook, "margins", cell, "over_bag_of_words")
+        row[f"faithfulness:{cell}"] = _get(hook, "methods", "sae_slot", "faithfulness", cell, "rate")
+        row[f"answered:{cell}"] = answered_instead(hook, cell)
+    row["hook"] = causal_at(hook)
+    by_layer = {layer: causal_at(metrics) for layer, metrics in run.metrics_by_layer.items()}
+    measured = {layer: c for layer, c in by_layer.items() if c["selectivity"] is not None}
+    row["peak_layer"] = max(measured, key=lambda layer: measured[layer]["selectivity"]) if measured else None
+    row["peak"] = measured.get(row["peak_layer"]) if measured else None
+    unseen = HARD_CELLS[-1]
+    row["meets_target"] = bool(
+        (row[f"lm_first_token:{unseen}"] or 0) >= LM_TARGET
+        and row[f"bag_of_words:{unseen}"] is not None and row[f"bag_of_words:{unseen}"] <= BAG_OF_WORDS_CEILING
+        and (row[f"slot_accuracy:{unseen}"] or 0) >= SLOT_TARGET)
+    return row
+
+
+def _n(value, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _layer(layer) -> str:
+    return "–" if layer is None else ("last (-1)" if layer == -1 else str(layer))
+
+
+def study_markdown(rows: list[dict]) -> list[str]:
+    """Three tables (the LM, the SAE's read-out, the causal tests), then the target's verdict."""
+    seen, unseen = HARD_CELLS
+
+    def name(row):
+        return f"{row['setting']} (seed {row['seed']}, train wordings {row['train_templates']})"
+
+    lm = [[name(r), f"{_n(r[f'lm_first_token:{seen}'])} / {_n(r[f'lm_exact:{seen}'])}",
+           f"{_n(r[f'lm_first_token:{unseen}'])} / {_n(r[f'lm_exact:{unseen}'])}",
+           " · ".join(f"{key.replace('_', ' ')} {_n(value, '.2f')}"
+                      for key, value in (r[f"answered:{unseen}"] or {}).items()) or "–"]
+          for r in rows]
+    readout = [[name(r)] + [f"{_n(r[f'slot_accuracy:{cell}'])} ({_n(r[f'margin_over_untrained_lm:{cell}'], '+.3f')}"
+                            f" / {_n(r[f'margin_over_bag_of_words:{cell}'], '+.3f')})" for cell in HARD_CELLS]
+               + [_n(r[f"bag_of_words:{unseen}"]), _n(_mean(r[f"faithfulness:{cell}"] for cell in HARD_CELLS))]
+               for r in rows]
+    causal = []
+    for r in rows:
+        hook, peak = r["hook"], r["peak"] or {}
+        causal.append([name(r), f"{_n(hook['selectivity'])} / {_n(hook['steering'])} / {_n(hook['iia'])}",
+                       _layer(r["peak_layer"]),
+                       f"{_n(peak.get('selectivity'))} / {_n(peak.get('steering'))} / {_n(peak.get('iia'))}",
+                       f"{peak.get('best_other') or '–'} {_n(peak.get('best_other_iia'))}"])
+    lines = [
+        "LM accuracy on the held-out hard wordings (first token / exact; every row of the cell), and what "
+        "its first answer token names on unseen persons:", "",
+        *markdown_table(["setting", f"{seen}", f"{unseen}", f"{unseen}: the LM answers"], lm), "",
+        "SAE slot accuracy at the seed's hook (margin over the untrained-LM SAE / over bag-of-words), "
+        "bag-of-words itself, and faithfulness (the argmax slot names the attribute the LM answered, where "
+        "it answered another one; mean of the hard cells):", "",
+        *markdown_table(["setting", f"slot acc. {seen}", f"slot acc. {unseen}", f"bag of words {unseen}",
+                         "faithfulness"], readout), "",
+        "Causal tests of the SAE slots (mean of the hard cells): ablation selectivity / steering success at "
+        "the α picked on the train cell / interchange accuracy, at the seed's hook and at the layer where "
+        "selectivity peaks, with the best other method's IIA there:", "",
+        *markdown_table(["setting", "seed's hook: sel. / steer / IIA", "peak layer", "peak: sel. / steer / IIA",
+                         "best other method's IIA at the peak"], causal), "",
+    ]
+    met = [r for r in rows if r["meets_target"]]
+    if met:
+        lines.append("Target met (LM ≥ 0.80 on unseen persons' hard wordings, bag-of-words ≤ 0.30, SAE slot "
+                     "accuracy ≥ 0.80) by: " + ", ".join(name(r) for r in met) + ".")
+    else:
+        best = max(rows, key=lambda r: r[f"lm_first_token:{unseen}"] or 0)
+        lines.append(f"No setting meets the target (LM ≥ {LM_TARGET:.2f} on unseen persons' hard wordings, "
+                     f"bag-of-words ≤ {BAG_OF_WORDS_CEILING:.2f}, SAE slot accuracy ≥ {SLOT_TARGET:.2f}). The "
+                     f"closest is {name(best)}: LM {_n(best[f'lm_first_token:{unseen}'])}, SAE slot accuracy "
+                     f"{_n(best[f'slot_accuracy:{unseen}'])}, bag-of-words {_n(best[f'bag_of_words:{unseen}'])}.")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("settings", nargs="+", type=Path, help="finished setting directories")
+    parser.add_argument("--out", type=Path, help="write the markdown here (default: print it)")
+    args = parser.parse_args(argv)
+    try:
+        rows = [study_row(run) for directory in args.settings for run in read_setting(directory)]
+    except BiosaeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = "\n".join(study_markdown(rows)) + "\n"
+    if args.out:
+        from biosae.io import write_text
+
+        write_text(args.out, text)
+    else:
+        print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
