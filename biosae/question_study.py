@@ -15,7 +15,9 @@ Every causal and read-out figure is a mean over the two hard cells, because the 
 what the study is about; the pass bars are the issue's: LM ≥ 0.80 on unseen persons, bag-of-words
 ≤ 0.30 and SAE slot accuracy ≥ 0.80 in that setting.
 
-    python -m biosae.question_study results/study/seed results/study/nouns results/study/nouns_verbs
+    python -m biosae.question_study seed=. results/study/nouns results/study/nouns_verbs
+
+(``name=directory`` names a setting; the default run in ``.`` is the seed's setting.)
 """
 
 from __future__ import annotations
@@ -63,9 +65,10 @@ def _get(tree, *keys):
     return tree
 
 
-def read_setting(directory: Path) -> list[SettingRun]:
-    """Every seed of a finished setting directory (its config.yaml names the seeds and the hook)."""
-    directory = Path(directory)
+def read_setting(directory: Path, name: str | None = None) -> list[SettingRun]:
+    """Every seed of a finished setting directory (its config.yaml names the seeds and the hook);
+    the setting is called ``name``, or the directory's name."""
+    directory = Path(directory).resolve()
     config_path = directory / "config.yaml"
     if not config_path.is_file():
         raise BiosaeError(f"{directory}: no config.yaml (not a study setting's working directory)")
@@ -83,7 +86,7 @@ def read_setting(directory: Path) -> list[SettingRun]:
         qa_path = lm_results / "lm" / "qa_accuracy.json"
         if not qa_path.is_file():
             raise BiosaeError(f"{qa_path}: missing (run the setting to the end first)")
-        run = SettingRun(directory.name, seed, list(templates), read_json(qa_path), hook_layer=hook)
+        run = SettingRun(name or directory.name, seed, list(templates), read_json(qa_path), hook_layer=hook)
         layer_dirs = {hook: results / "eval"} if seed == base_seed else {}
         for path in sorted((results / "sweep" / f"seed_{seed}").glob("layer_*/eval/metrics.json")):
             layer = int(path.parent.parent.name.removeprefix("layer_"))
@@ -218,11 +221,12 @@ def study_markdown(rows: list[dict]) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("settings", nargs="+", type=Path, help="finished setting directories")
+    parser.add_argument("settings", nargs="+", help="finished setting directories, each DIR or NAME=DIR")
     parser.add_argument("--out", type=Path, help="write the markdown here (default: print it)")
     args = parser.parse_args(argv)
     try:
-        rows = [study_row(run) for directory in args.settings for run in read_setting(directory)]
+        settings = [setting.split("=", 1) if "=" in setting else (None, setting) for setting in args.settings]
+        rows = [study_row(run) for name, directory in settings for run in read_setting(Path(directory), name)]
     except BiosaeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -38,8 +38,8 @@ def test_a_finished_run_reads_into_one_row_with_its_whole_layer_profile(tiny_pip
 
 def test_cli_writes_the_table_and_an_unfinished_setting_is_one_line(tiny_pipeline, tmp_path, capsys):
     out = tmp_path / "study.md"
-    assert main([str(tiny_pipeline), "--out", str(out)]) == 0
-    assert out.read_text().count("| tiny_pipeline") == 3  # one row in each of the three tables
+    assert main([f"seed={tiny_pipeline}", "--out", str(out)]) == 0
+    assert out.read_text().count("| seed (seed 0") == 3  # one row in each of the three tables
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     shutil.copy(tiny_pipeline / "config.yaml", unfinished / "config.yaml")
