@@ -45,7 +45,7 @@ class SettingRun:
     """One setting at one seed: its LM's QA accuracy and its metrics per layer."""
 
     setting: str
-    seed: int
+    seed: int | None  # None: the default run's seed, where no config.yaml names it
     train_templates: list
     qa_accuracy: dict
     metrics_by_layer: dict[int, dict] = field(default_factory=dict)
@@ -65,32 +65,40 @@ def _get(tree, *keys):
     return tree
 
 
+def trained_wordings(qa_accuracy: dict) -> list[int]:
+    """The wordings (template_idx) the LM was asked in training, read from its train cell: what
+    the run did, whatever config produced it."""
+    keys = (qa_accuracy.get("train") or {}).get("by_template") or {}
+    return sorted({int(key.rsplit("/", 1)[1]) for key in keys})
+
+
 def read_setting(directory: Path, name: str | None = None) -> list[SettingRun]:
-    """Every seed of a finished setting directory (its config.yaml names the seeds and the hook);
-    the setting is called ``name``, or the directory's name."""
+    """Every seed of a finished setting directory, read from its results alone: the default run's
+    seed at the flat paths (its number from the directory's config.yaml where there is one), other
+    seeds under results/sweep/seed_<s>/. The setting is called ``name``, or the directory's name."""
     directory = Path(directory).resolve()
-    config_path = directory / "config.yaml"
-    if not config_path.is_file():
-        raise BiosaeError(f"{directory}: no config.yaml (not a study setting's working directory)")
-    config = read_yaml(config_path) or {}
-    base_seed = int(config.get("seed", 0))
-    hook = int((config.get("activations") or {}).get("layer", -1))
-    templates = (config.get("dataset") or {}).get("train_templates")
-    if templates is None:
-        templates = [(config.get("dataset") or {}).get("train_template_idx", 0)]
-    seeds = [base_seed] + [s for s in ((config.get("sweep") or {}).get("seeds") or []) if s != base_seed]
     results = directory / "results"
+    hook_metrics = results / "eval" / "metrics.json"
+    if not hook_metrics.is_file():
+        raise BiosaeError(f"{hook_metrics}: missing (run the setting to the end first)")
+    hook = int(read_json(hook_metrics)["layer"])
+    config = read_yaml(directory / "config.yaml") if (directory / "config.yaml").is_file() else {}
+    base_seed = (config or {}).get("seed")
+    seeds = [base_seed] + sorted(int(path.parent.parent.name.removeprefix("seed_"))
+                                 for path in (results / "sweep").glob("seed_*/lm/qa_accuracy.json"))
     runs = []
     for seed in seeds:
-        lm_results = results if seed == base_seed else results / "sweep" / f"seed_{seed}"
+        base = seed == base_seed
+        lm_results = results if base else results / "sweep" / f"seed_{seed}"
         qa_path = lm_results / "lm" / "qa_accuracy.json"
         if not qa_path.is_file():
             raise BiosaeError(f"{qa_path}: missing (run the setting to the end first)")
-        run = SettingRun(name or directory.name, seed, list(templates), read_json(qa_path), hook_layer=hook)
-        layer_dirs = {hook: results / "eval"} if seed == base_seed else {}
-        for path in sorted((results / "sweep" / f"seed_{seed}").glob("layer_*/eval/metrics.json")):
-            layer = int(path.parent.parent.name.removeprefix("layer_"))
-            layer_dirs.setdefault(layer, path.parent)
+        qa_accuracy = read_json(qa_path)
+        run = SettingRun(name or directory.name, seed, trained_wordings(qa_accuracy), qa_accuracy, hook_layer=hook)
+        layer_dirs = {hook: results / "eval"} if base else {}
+        sweep_dir = results / "sweep" / f"seed_{seed if seed is not None else 0}"
+        for path in sorted(sweep_dir.glob("layer_*/eval/metrics.json")):
+            layer_dirs.setdefault(int(path.parent.parent.name.removeprefix("layer_")), path.parent)
         for layer, eval_dir in layer_dirs.items():
             if (eval_dir / "metrics.json").is_file():
                 run.metrics_by_layer[layer] = read_json(eval_dir / "metrics.json")
@@ -172,7 +180,8 @@ def study_markdown(rows: list[dict]) -> list[str]:
     seen, unseen = HARD_CELLS
 
     def name(row):
-        return f"{row['setting']} (seed {row['seed']}, train wordings {row['train_templates']})"
+        seed = "default seed" if row["seed"] is None else f"seed {row['seed']}"
+        return f"{row['setting']} ({seed}, train wordings {row['train_templates']})"
 
     lm = [[name(r), f"{_n(r[f'lm_first_token:{seen}'])} / {_n(r[f'lm_exact:{seen}'])}",
            f"{_n(r[f'lm_first_token:{unseen}'])} / {_n(r[f'lm_exact:{unseen}'])}",

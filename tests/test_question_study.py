@@ -40,11 +40,14 @@ def test_cli_writes_the_table_and_an_unfinished_setting_is_one_line(tiny_pipelin
     out = tmp_path / "study.md"
     assert main([f"seed={tiny_pipeline}", "--out", str(out)]) == 0
     assert out.read_text().count("| seed (seed 0") == 3  # one row in each of the three tables
-    unfinished = tmp_path / "unfinished"
-    unfinished.mkdir()
-    shutil.copy(tiny_pipeline / "config.yaml", unfinished / "config.yaml")
-    assert main([str(unfinished)]) == 2
+    # Read from the results alone: without its config.yaml the run is the default seed's.
+    no_config = tmp_path / "no_config"
+    shutil.copytree(tiny_pipeline / "results", no_config / "results")
+    (run,) = read_setting(no_config, "nouns")
+    assert run.seed is None and run.train_templates == [0] and sorted(run.metrics_by_layer) == [-1, 0, 1]
+    (no_config / "results/lm/qa_accuracy.json").unlink()
+    assert main([str(no_config)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "qa_accuracy.json: missing" in error
-    with pytest.raises(BiosaeError, match="no config.yaml"):
+    with pytest.raises(BiosaeError, match="eval/metrics.json: missing"):
         read_setting(tmp_path / "nowhere")
