@@ -5,7 +5,7 @@ bases excluded) and reports its IIA on the validation pairs: train-cell rows of 
 from DAS's training, never an evaluation cell. Needs a finished default run (its LM and
 activations). Writes a markdown table.
 
-    python bench/das_rank.py --run-dir . --ranks 1 5 8 16 --out bench/das_rank.md
+    python bench/das_rank.py --run-dir . --ranks 1 5 8 16 --layers -1 1 --out bench/das_rank.md
 """
 
 from __future__ import annotations
@@ -28,38 +28,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, default=Path("."))
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 5, 8, 16])
+    parser.add_argument("--layers", type=int, nargs="+", help="hook layers (default: the config's activations.layer)")
     parser.add_argument("--out", type=Path, default=Path("bench/das_rank.md"))
     args = parser.parse_args()
     torch.set_num_threads(2)
     config = load_config(args.run_dir / "config.yaml")
     results = args.run_dir / "results"
     model, tokenizer = load_model_dir(results / "lm" / "final", pick_device())
-    activations, index = load_activation_table(results / "activations" / "activations.safetensors",
-                                               results / "activations" / "index.csv")
-    scored = causal_sample(index, "train", config["evaluate"]["max_prompts_per_cell"], config["seed"])
+    layers = args.layers or [config["activations"]["layer"]]
     rows = []
-    for rank in args.ranks:
-        settings = {**config["methods"]["das"], "rank": rank}
-        cfg = DASConfig(d_model=activations.shape[1], layer=config["activations"]["layer"], seed=config["seed"],
-                        **settings)
-        start = time.perf_counter()
-        _, history, training, validation = train_das(model, tokenizer, index, activations, cfg, scored)
-        seconds = time.perf_counter() - start
-        last = history[-1]
-        rows.append(f"| {rank} | {last['train_iia']:.3f} | {last['validation_iia']:.3f} | {last['loss']:.3f} | "
-                    f"{int(training.scored.sum())} / {int(validation.scored.sum())} | {seconds:.0f} s |")
-        print(rows[-1], flush=True)
+    for layer in layers:
+        activations, index = load_activation_table(results / "activations" / f"layer_{layer}.safetensors",
+                                                   results / "activations" / "index.csv")
+        scored = causal_sample(index, "train", config["evaluate"]["max_prompts_per_cell"], config["seed"])
+        for rank in args.ranks:
+            settings = {**config["methods"]["das"], "rank": rank}
+            cfg = DASConfig(d_model=activations.shape[1], layer=layer, seed=config["seed"], **settings)
+            start = time.perf_counter()
+            _, history, training, validation = train_das(model, tokenizer, index, activations, cfg, scored)
+            seconds = time.perf_counter() - start
+            last = history[-1]
+            rows.append(f"| {layer} | {rank} | {last['train_iia']:.3f} | {last['validation_iia']:.3f} | "
+                        f"{last['loss']:.3f} | {int(training.scored.sum())} / {int(validation.scored.sum())} | "
+                        f"{seconds:.0f} s |")
+            print(rows[-1], flush=True)
     lines = [
         "# DAS rank, measured on held-in data",
         "",
-        f"Run: `{args.run_dir.resolve()}` (layer {config['activations']['layer']}, seed {config['seed']}); "
+        f"Run: `{args.run_dir.resolve()}` (seed {config['seed']}; the seed's hook is layer "
+        f"{config['activations']['layer']}); "
         f"other DAS settings: `{ {k: v for k, v in config['methods']['das'].items() if k != 'rank'} }`. "
         "Train IIA: the last epoch's pairs; validation IIA: train-cell persons held out from DAS's training "
         "(no evaluation cell is used). Command: `python bench/das_rank.py " + " ".join(
-            ["--run-dir", str(args.run_dir), "--ranks", *map(str, args.ranks)]) + "`.",
+            ["--run-dir", str(args.run_dir), "--ranks", *map(str, args.ranks), "--layers", *map(str, layers)]) + "`.",
         "",
-        "| rank | train IIA | validation IIA | loss | pairs (train / validation) | time |",
-        "|---|---|---|---|---|---|",
+        "| layer | rank | train IIA | validation IIA | loss | pairs (train / validation) | time |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]
