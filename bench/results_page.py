@@ -68,7 +68,8 @@ def targets_section(results: dict) -> list[str]:
         ("activation collection ≥ 0.8 of a plain batched forward", "activation_fraction", activations.get("fraction"),
          fmt(activations.get("fraction"), ".2f")),
         ("SAE-only rerun ≤ 5% of the full run", "sae_rerun_fraction", rerun.get("fraction"),
-         fmt(rerun.get("fraction"), ".1%")),
+         fmt(rerun.get("fraction"), ".1%") + (" (estimated from the run's stage times, not rerun)"
+                                              if rerun.get("estimated") else "")),
         ("dataset generation at 100,000 persons < 1 min", "dataset_seconds", dataset.get("seconds"),
          fmt(dataset.get("seconds"), unit=" s")),
         ("evaluate stage with every localization method ≤ 2× the 35.3 s of SAE + random only (default hook)",
@@ -128,6 +129,14 @@ def limiting_notes(results: dict) -> list[str]:
                                  sorted(per_rule.items(), key=lambda item: -item[1]))
                      + ") to the seed hook's pipeline; its LM training is shared.")
     rerun = (pipeline or {}).get("rerun", {})
+    if rerun.get("estimated") and verdict("sae_rerun_fraction", rerun["fraction"]) == "MISS":
+        per_rule: dict[str, float] = {}
+        for stage in rerun["jobs"]:
+            rule = stage["stage"].rsplit("/", 1)[-1]
+            per_rule[rule] = per_rule.get(rule, 0.0) + stage["seconds"]
+        notes.append("SAE-only rerun (estimate): " + ", ".join(
+            f"{rule} {seconds:.0f} s" for rule, seconds in sorted(per_rule.items(), key=lambda item: -item[1]))
+            + " over every layer of the profile.")
     if rerun.get("measured") and verdict("sae_rerun_fraction", rerun["fraction"]) == "MISS":
         notes.append(f"SAE-only rerun: jobs {sum(s['seconds'] for s in rerun['jobs']):.1f} s ("
                      + ", ".join(f"{s['stage']} {s['seconds']:.1f} s" for s in rerun["jobs"])
@@ -271,7 +280,12 @@ def pipeline_section(p: dict | None, threads: int) -> list[str]:
                      f"{fmt(stage['max_rss_mb'], ',.0f')} |")
     lines += [f"| **total** | **{p['wall']:,.1f}** ({p['wall'] / 60:.1f} min) | | {p['wall_how']} |", ""]
     rerun = p["rerun"]
-    if rerun.get("measured"):
+    if rerun.get("estimated"):
+        jobs = ", ".join(f"{s['stage']} {s['seconds']:.1f} s" for s in rerun["jobs"])
+        lines.append(f"SAE-only rerun **estimated, not run** (`--no-rerun`): the jobs a change of one SAE λ reruns "
+                     f"took **{rerun['seconds']:.1f} s = {rerun['fraction']:.1%}** of the full run in it, one after "
+                     f"another, without Snakemake's start-up. Jobs: {jobs}.")
+    elif rerun.get("measured"):
         jobs = ", ".join(f"{s['stage']} {s['seconds']:.1f} s" for s in rerun["jobs"])
         lines.append(f"Rerun after `{rerun['change']}` (`snakemake --cores {threads}` on a copy of the finished run): "
                      f"**{rerun['seconds']:.1f} s = {rerun['fraction']:.1%}** of the full run. Jobs: {jobs}; "
