@@ -96,6 +96,11 @@ def test_pipeline_figures_come_from_benchmark_files_and_the_training_log(tmp_pat
 
     assert layer_profile_ratio({"stages": stages}) == pytest.approx(110.0 / 105.0)
     assert layer_profile_ratio({"stages": [s for s in stages if not s["stage"].startswith("sweep/")]}) is None
+    # --no-rerun: the SAE-only rerun estimated from the jobs a λ change reruns, every layer's.
+    estimate = bench.rerun_from_stages(stages)
+    assert estimate["estimated"] and not estimate["measured"]
+    assert [s["stage"] for s in estimate["jobs"]] == ["sweep/seed_0/layer_0/evaluate", "evaluate"]
+    assert estimate["seconds"] == pytest.approx(20.0)
 
     log = tmp_path / "train_log.csv"
     monitor = [json.dumps({"train_exact": 0.5, "ood_person_exact": v}).replace('"', '""') for v in (0.4, 0.96, 0.99)]
