@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from biosae.activations import load_activation_table
+from biosae.lm.activations import load_activation_table
 from biosae.config import load_config
-from biosae.evaluation import causal_sample
+from biosae.evaluation.evaluate import causal_sample
 from biosae.io import write_text
-from biosae.lm import load_model_dir, pick_device
+from biosae.lm.model import load_model_dir, pick_device
 from biosae.methods.das import DASConfig, train_das
 
 

@@ -205,7 +205,7 @@ def training_section(training: dict | None) -> list[str]:
         f"| tokens/s, whole call | {ours['call_tokens_per_s']:,.0f} | {fmt(padded and padded['call_tokens_per_s'], ',.0f')} | "
         f"{fmt(hf and hf['call_tokens_per_s'], ',.0f')} |",
         f"| torch threads | {ours['threads']} | {fmt(padded and padded['threads'], 'd')} | {fmt(hf and hf['threads'], 'd')} |",
-        f"| how | `biosae.lm.train_language_model` ({t['steps']} steps) | {how_padded} | {how_hf} |",
+        f"| how | `biosae.lm.model.train_language_model` ({t['steps']} steps) | {how_padded} | {how_hf} |",
         "",
     ]
     if hf and padded:
@@ -242,14 +242,14 @@ def activations_section(a: dict | None, training: dict | None, sizes: dict) -> l
         f"({trained}; speed does not depend on the weights), best of {sizes['activation_repeats']}.", "",
         "| figure | value | how |", "|---|---|---|",
         f"| collection, {len(a['layers'])} hook points ({a['dtype']}) | {a['collection_prompts_per_s']:,.0f} prompts/s "
-        f"({a['collection_seconds']:.2f} s) | `biosae.activations.write_activation_files`: tokenizing, every layer of "
+        f"({a['collection_seconds']:.2f} s) | `biosae.lm.activations.write_activation_files`: tokenizing, every layer of "
         "the profile from one pass (LM head at the answer position only), one file per layer, index table |",
         f"| the same, seed's layer only | {a['prompts'] / a['one_layer_seconds']:,.0f} prompts/s "
         f"({a['one_layer_seconds']:.2f} s) | what the other layers cost |",
         f"| plain forward (ceiling) | {a['ceiling_prompts_per_s']:,.0f} prompts/s ({a['ceiling_seconds']:.2f} s) | "
         "the same length-sorted batches, `model(input_ids, attention_mask)` only, pre-tokenized |",
         f"| fraction of the ceiling | **{a['fraction']:.2f}** | |",
-        f"| of which tokenizing the prompts | {a['tokenize_seconds']:.2f} s | `biosae.activations.encode_prompts` |",
+        f"| of which tokenizing the prompts | {a['tokenize_seconds']:.2f} s | `biosae.lm.activations.encode_prompts` |",
     ]
 
 
@@ -260,7 +260,7 @@ def dataset_section(d: dict | None) -> list[str]:
         "", "## 5. Dataset generation", "",
         "| figure | value | how |", "|---|---|---|",
         f"| {d['persons']:,} persons | {d['seconds']:.1f} s, **{d['persons_per_s']:,.0f} persons/s** | "
-        f"`biosae.dataset.write_dataset` (num_persons={d['persons']}, other dataset keys from the config) |",
+        f"`biosae.dataset.build.write_dataset` (num_persons={d['persons']}, other dataset keys from the config) |",
         f"| written | {d['megabytes']:,.0f} MB, {d['qa_rows']:,} QA rows | |",
     ]
 

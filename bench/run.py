@@ -42,13 +42,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from biosae.activations import encode_prompts, write_activation_files
+from biosae.lm.activations import encode_prompts, write_activation_files
 from biosae.config import validate_config
-from biosae.dataset import DatasetConfig, build_dataset, write_dataset
+from biosae.dataset.build import DatasetConfig, build_dataset, write_dataset
 from biosae.job_stats import job_stats
-from biosae.layers import profile_layers
+from biosae.lm.layers import profile_layers
 from biosae.io import read_yaml, write_text
-from biosae.lm import (
+from biosae.lm.model import (
     TrainingConfig,
     blocks_per_epoch,
     build_scratch_model,
@@ -59,8 +59,8 @@ from biosae.lm import (
     tokenize_documents,
     train_language_model,
 )
-from biosae.qa_accuracy import right_padded
-from biosae.tokenization import train_word_tokenizer
+from biosae.lm.qa_accuracy import right_padded
+from biosae.lm.tokenization import train_word_tokenizer
 from results_page import page  # bench/results_page.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,7 +154,7 @@ def measure_machine_limits(sizes: Sizes) -> dict:
         measure_matmul_flops(dtype, sizes.matmul_size, min(0.2, sizes.matmul_seconds))
         limits[name] = measure_matmul_flops(dtype, sizes.matmul_size, sizes.matmul_seconds)
         say(f"[machine] {name} matmul {sizes.matmul_size}²: {limits[name] / 1e9:,.1f} GFLOP/s")
-    return {"flops": limits, "how": f"biosae.lm.measure_matmul_flops(dtype, size={sizes.matmul_size}, "
+    return {"flops": limits, "how": f"biosae.lm.model.measure_matmul_flops(dtype, size={sizes.matmul_size}, "
                                      f"seconds={sizes.matmul_seconds})"}
 
 
@@ -179,7 +179,7 @@ def steady_tokens_per_s(seconds_per_step: list[float], tokens_per_step: int, ski
 
 
 def train_ours(config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: int, workdir: Path) -> dict:
-    """biosae.lm.train_language_model for exactly ``steps`` steps (epochs set to that fraction)."""
+    """biosae.lm.model.train_language_model for exactly ``steps`` steps (epochs set to that fraction)."""
     import pandas as pd
 
     documents = tokenize_documents(tokenizer, texts)

@@ -160,13 +160,13 @@ def check_semantics(config: dict) -> None:
         raise BiosaeError(f"config key methods.sae_unsupervised.k: {methods['sae_unsupervised']['k']} active latents "
                           f"is more than n_latents {methods['sae_unsupervised']['n_latents']}")
 
-    from biosae.question_templates import check_training_keys
+    from biosae.dataset.question_templates import check_training_keys
 
     check_training_keys(dataset.get("train_templates"), dataset.get("train_template_idx"))
     for key in ("entities_dir", "templates_dir", "qa_templates_dir"):
         if not Path(dataset[key]).is_dir():
             raise BiosaeError(f"config key dataset.{key}: directory {dataset[key]!r} not found")
-    from biosae.entities import load_entity_pools
+    from biosae.dataset.entities import load_entity_pools
 
     capacity = load_entity_pools(dataset["entities_dir"]).max_unique_names
     if dataset["num_persons"] > capacity:
@@ -180,7 +180,7 @@ def check_semantics(config: dict) -> None:
             f"config key dataset.test_fraction: {dataset['test_fraction']} of {dataset['num_persons']} persons "
             f"leaves no train or no test persons"
         )
-    from biosae.questions import load_question_files
+    from biosae.dataset.questions import load_question_files
 
     for index, path in enumerate(config["evaluate"]["extra_questions"]):
         if not Path(path).is_file():
@@ -195,7 +195,7 @@ def check_semantics(config: dict) -> None:
 def check_layers(config: dict) -> None:
     """Every layer named (activations.layer, sweep.layers) is a hook point of the model, and no
     hook point is named twice (-1 and n_layer are both the last block's output)."""
-    from biosae.layers import ALL_LAYERS, block_count
+    from biosae.lm.layers import ALL_LAYERS, block_count
 
     # Validation never downloads: a hub model not yet cached is checked when the workflow plans
     # its jobs (rules/common.smk fetches its config.json to count the layers).

@@ -5,7 +5,7 @@
 
 from pathlib import Path
 
-from biosae.layers import block_count, profile_layers
+from biosae.lm.layers import block_count, profile_layers
 
 DEFAULT_SEED = config["seed"]
 DEFAULT_LAYER = config["activations"]["layer"]

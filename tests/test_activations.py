@@ -12,15 +12,15 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from biosae.activations import (answer_position_pass, build_activation_table, build_activation_tables,
+from biosae.lm.activations import (answer_position_pass, build_activation_table, build_activation_tables,
                                 encode_prompts, load_activation_table, write_activation_files)
 from biosae.config import validate_config
-from biosae.dataset import DatasetConfig, build_dataset
+from biosae.dataset.build import DatasetConfig, build_dataset
 from biosae.errors import BiosaeError
-from biosae.layers import block_count, profile_layers
-from biosae.lm import build_scratch_model
-from biosae.sae_inputs import training_rows, training_tensors, value_candidates
-from biosae.tokenization import train_word_tokenizer
+from biosae.lm.layers import block_count, profile_layers
+from biosae.lm.model import build_scratch_model
+from biosae.sae.inputs import training_rows, training_tensors, value_candidates
+from biosae.lm.tokenization import train_word_tokenizer
 from tests.conftest import DATA, tiny_config
 
 N_LAYER = 3

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from biosae.baselines import BagOfWordsClassifier, LinearProbe, chance_accuracy, question_words_without_name
+from biosae.evaluation.baselines import BagOfWordsClassifier, LinearProbe, chance_accuracy, question_words_without_name
 
 ATTRIBUTE_WORDS = ["birth date", "birth city", "university", "major", "employer", "work city"]
 NAMES = ["Alice Mary Stone", "Bob Lee Carter", "Cara Jo Smith", "Dan Ray Hill", "Eve Ann Price", "Finn Kai Moss"]
@@ -103,7 +103,7 @@ def rule_clusters(n_per_rule: int, d: int, seed: int):
 
 
 def test_error_term_holds_the_rule_when_the_sae_reconstructs_nothing():
-    from biosae.evaluation import error_term_diagnostics
+    from biosae.evaluation.evaluate import error_term_diagnostics
 
     h, rules = rule_clusters(40, 16, seed=0)
     split = np.where(np.arange(len(rules)) % 2 == 0, "train", "ood_person")
@@ -115,7 +115,7 @@ def test_error_term_holds_the_rule_when_the_sae_reconstructs_nothing():
 
 
 def test_error_term_loses_the_rule_when_the_slots_reconstruct_it():
-    from biosae.evaluation import error_term_diagnostics
+    from biosae.evaluation.evaluate import error_term_diagnostics
 
     h, rules = rule_clusters(40, 16, seed=1)
     split = np.where(np.arange(len(rules)) % 2 == 0, "train", "ood_person")

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from biosae.dataset import DatasetConfig, build_dataset, write_dataset
-from biosae.entities import load_entity_pools, load_templates
+from biosae.dataset.build import DatasetConfig, build_dataset, write_dataset
+from biosae.dataset.entities import load_entity_pools, load_templates
 from biosae.errors import BiosaeError
 from biosae.rules import EVALUATION_CELLS, RULES
-from biosae.text import words
+from biosae.dataset.text import words
 from tests.conftest import DATA, REPO
 
 OUTPUT_KEYS = ("train_kg", "test_kg", "qa_train", "qa_test", "qa_hard", "corpus")

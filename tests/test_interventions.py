@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from biosae.activations import answer_position_pass
-from biosae.dataset import DatasetConfig, build_dataset
-from biosae.interventions import (
+from biosae.lm.activations import answer_position_pass
+from biosae.dataset.build import DatasetConfig, build_dataset
+from biosae.evaluation.interventions import (
     PromptCache,
     edited_predictions,
     project_out,
@@ -17,10 +17,10 @@ from biosae.interventions import (
     slot_direction,
     slot_swap,
 )
-from biosae.lm import build_scratch_model
-from biosae.qa_accuracy import encode_rows
-from biosae.sae import SAEConfig, SupervisedSAE
-from biosae.tokenization import train_word_tokenizer
+from biosae.lm.model import build_scratch_model
+from biosae.lm.qa_accuracy import encode_rows
+from biosae.sae.model import SAEConfig, SupervisedSAE
+from biosae.lm.tokenization import train_word_tokenizer
 from tests.conftest import DATA
 
 
@@ -109,7 +109,7 @@ def test_swap_moves_weight_from_source_to_target(setup):
 
 
 def test_several_edits_in_one_call_equal_one_pass_each(setup):
-    from biosae.interventions import edited_predictions_many
+    from biosae.evaluation.interventions import edited_predictions_many
 
     model, tokenizer, prompts, first, sae, rules = setup
     cache = PromptCache(model, prompts, batch_size=7)

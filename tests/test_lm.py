@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from biosae.activations import answer_position_pass, build_activation_table, resolve_layer
-from biosae.dataset import DatasetConfig, build_dataset
+from biosae.lm.activations import answer_position_pass, build_activation_table, resolve_layer
+from biosae.dataset.build import DatasetConfig, build_dataset
 from biosae.errors import BiosaeError
-from biosae.lm import (
+from biosae.lm.model import (
     TrainingConfig,
     build_scratch_model,
     corpus_fingerprint,
@@ -20,8 +20,8 @@ from biosae.lm import (
     tokenize_documents,
     train_language_model,
 )
-from biosae.qa_accuracy import encode_rows, score_answers
-from biosae.tokenization import train_word_tokenizer
+from biosae.lm.qa_accuracy import encode_rows, score_answers
+from biosae.lm.tokenization import train_word_tokenizer
 from tests.conftest import DATA
 
 MODEL = dict(n_layer=2, n_embd=32, n_head=2, block_size=64, init="scratch")
@@ -206,8 +206,8 @@ def test_identity_edit_leaves_logits_unchanged(trained, data):
 
 
 def test_batched_encoding_equals_one_row_at_a_time(data):
-    from biosae.text import format_answer, format_prompt
-    from biosae.tokenization import encode_qa
+    from biosae.dataset.text import format_answer, format_prompt
+    from biosae.lm.tokenization import encode_qa
 
     qa, texts = data
     tokenizer = train_word_tokenizer(texts)
@@ -220,7 +220,7 @@ def test_batched_encoding_equals_one_row_at_a_time(data):
 def test_auto_precision_follows_the_hardware():
     """``auto`` is bf16 only where the device multiplies bf16 natively: emulated bf16 on an AVX2-only
     CPU made the default LM's training step ~50x slower than fp32."""
-    from biosae.lm import native_bf16, resolve_precision
+    from biosae.lm.model import native_bf16, resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")

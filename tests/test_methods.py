@@ -7,20 +7,20 @@ import pandas as pd
 import pytest
 import torch
 
-from biosae.activations import answer_position_pass
-from biosae.dataset import DatasetConfig, build_dataset
-from biosae.evaluation import causal_sample
-from biosae.interventions import PromptCache, edited_predictions
-from biosae.lm import build_scratch_model
+from biosae.lm.activations import answer_position_pass
+from biosae.dataset.build import DatasetConfig, build_dataset
+from biosae.evaluation.evaluate import causal_sample
+from biosae.evaluation.interventions import PromptCache, edited_predictions
+from biosae.lm.model import build_scratch_model
 from biosae.methods import METHOD_NAMES, build_methods
 from biosae.methods.das import DASConfig, interchange_accuracy, split_training_pairs, train_das
 from biosae.methods.diffmean import fit_diffmean
 from biosae.methods.pairs import evaluation_pairs
 from biosae.methods.unsupervised_sae import TopKSAEConfig, auroc_by_latent, train_topk_sae
-from biosae.qa_accuracy import encode_rows
+from biosae.lm.qa_accuracy import encode_rows
 from biosae.rules import RULES
-from biosae.sae import SAEConfig, SupervisedSAE
-from biosae.tokenization import train_word_tokenizer
+from biosae.sae.model import SAEConfig, SupervisedSAE
+from biosae.lm.tokenization import train_word_tokenizer
 from tests.conftest import DATA
 
 
@@ -108,8 +108,8 @@ def test_topk_sae_learns_a_low_dimensional_table():
 
 
 def _tiny_run(tiny_pipeline):
-    from biosae.activations import load_activation_table
-    from biosae.lm import load_model_dir
+    from biosae.lm.activations import load_activation_table
+    from biosae.lm.model import load_model_dir
 
     model, tokenizer = load_model_dir(tiny_pipeline / "results" / "lm" / "final", torch.device("cpu"))
     activations, index = load_activation_table(tiny_pipeline / "results" / "activations" / "layer_-1.safetensors",

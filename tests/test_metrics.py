@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from biosae import metrics
+from biosae.evaluation import metrics
 from biosae.rules import OOD_CELLS, RULES
 
 
@@ -241,7 +241,7 @@ def test_margins_are_differences_of_the_same_cells():
 
 
 def test_interchange_result_counts_success_leak_and_unchanged():
-    from biosae.metrics import interchange_result
+    from biosae.evaluation.metrics import interchange_result
 
     result = interchange_result([0, 0, 1, 2], [1, 2, 0, 0], success=[1, 0, 1, 0], leaked=[0, 1, 0, 0],
                                 unchanged=[0, 0, 0, 1], clean_success=[0, 0, 1, 0])
@@ -255,7 +255,7 @@ def test_interchange_result_counts_success_leak_and_unchanged():
 
 
 def test_faithfulness_and_its_chance():
-    from biosae.metrics import faithfulness, independence_chance
+    from biosae.evaluation.metrics import faithfulness, independence_chance
 
     assert faithfulness([1, 1, 2, 3], [1, 2, 2, 0]) == {"rate": 0.5, "n": 4}
     assert faithfulness([], [])["rate"] is None

@@ -1,4 +1,4 @@
-"""The question-diversity study's table (biosae.question_study), read from a real finished run."""
+"""The question-diversity study's table (biosae.studies.question_study), read from a real finished run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from biosae.errors import BiosaeError
-from biosae.question_study import main, read_setting, study_markdown, study_row
+from biosae.studies.question_study import main, read_setting, study_markdown, study_row
 from biosae.rules import HARD_CELLS
 
 

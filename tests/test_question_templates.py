@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from biosae.baselines import BagOfWordsClassifier
+from biosae.evaluation.baselines import BagOfWordsClassifier
 from biosae.config import validate_config
-from biosae.dataset import DatasetConfig, build_dataset
-from biosae.entities import load_templates
+from biosae.dataset.build import DatasetConfig, build_dataset
+from biosae.dataset.entities import load_templates
 from biosae.errors import BiosaeError
-from biosae.question_templates import STOP_WORDS, content_words, heldout_wordings
+from biosae.dataset.question_templates import STOP_WORDS, content_words, heldout_wordings
 from biosae.rules import RULES
 from tests.conftest import DATA, REPO, run_snakemake, tiny_config, write_config
 

@@ -217,7 +217,7 @@ def test_bad_entity_file_is_a_config_error_naming_file_and_line(tmp_path):
     ],
 )
 def test_bad_template_files_name_file_and_line(tmp_path, relative, lines, message):
-    from biosae.entities import load_templates
+    from biosae.dataset.entities import load_templates
 
     root = copy_data(tmp_path)
     write_lines(root / relative, lines)
@@ -245,7 +245,7 @@ def test_bad_template_files_name_file_and_line(tmp_path, relative, lines, messag
     ],
 )
 def test_malformed_user_question_file_names_file_line_and_problem(tmp_path, lines, message):
-    from biosae.questions import load_question_files
+    from biosae.dataset.questions import load_question_files
 
     path = write_lines(tmp_path / "q.jsonl", lines)
     raises_one_line(message, load_question_files, {"extra_0": str(path)})
@@ -254,7 +254,7 @@ def test_malformed_user_question_file_names_file_line_and_problem(tmp_path, line
 
 
 def test_valid_user_question_file_passes(tmp_path):
-    from biosae.questions import load_question_files
+    from biosae.dataset.questions import load_question_files
 
     path = write_lines(tmp_path / "mine.jsonl", [json.dumps(good_question_row()), "",
                                                   json.dumps(good_question_row(rule_idx=None, rule_name="major"))])
@@ -385,7 +385,7 @@ def test_load_tensors_refuses_a_planted_pickle(tensor_file, tmp_path):
 def test_activation_table_refuses_corrupt_or_foreign_files(tmp_path):
     import pandas as pd
 
-    from biosae.activations import INDEX_COLUMNS, load_activation_table
+    from biosae.lm.activations import INDEX_COLUMNS, load_activation_table
 
     tensors, index = tmp_path / "activations.safetensors", tmp_path / "index.csv"
     pd.DataFrame({column: range(4) for column in INDEX_COLUMNS}).to_csv(index, index=False)
@@ -407,7 +407,7 @@ def test_activation_table_refuses_corrupt_or_foreign_files(tmp_path):
 
 
 def test_sae_directory_refuses_a_planted_pickle(tmp_path):
-    from biosae.sae import SAEConfig, SupervisedSAE, load_sae, save_sae
+    from biosae.sae.model import SAEConfig, SupervisedSAE, load_sae, save_sae
 
     save_sae(tmp_path / "sae", SupervisedSAE(SAEConfig(d_model=8, value_vocab_sizes=[2] * 6)))
     plant_pickle(tmp_path / "sae" / "sae.safetensors", tmp_path / "marker")
@@ -416,8 +416,8 @@ def test_sae_directory_refuses_a_planted_pickle(tmp_path):
 
 
 def test_sae_training_checkpoint_refuses_a_planted_pickle(tmp_path):
-    from biosae.sae import SAEConfig
-    from biosae.sae_training import train_sae
+    from biosae.sae.model import SAEConfig
+    from biosae.sae.training import train_sae
 
     h, rule, value = sae_data(n_rows=120, d=8)
     cfg = SAEConfig(d_model=8, value_vocab_sizes=[3] * 6, epochs=3, batch_size=32)
@@ -434,8 +434,8 @@ TEXTS = [f"person {i} was born in city {i % 7} and works for company {i % 5} ." 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory):
     """A saved 2-layer scratch GPT-2 with its word tokenizer (untrained: loading is what is tested)."""
-    from biosae.lm import build_scratch_model
-    from biosae.tokenization import train_word_tokenizer
+    from biosae.lm.model import build_scratch_model
+    from biosae.lm.tokenization import train_word_tokenizer
 
     tokenizer = train_word_tokenizer(TEXTS)
     model = build_scratch_model(tokenizer, dict(n_layer=2, n_embd=16, n_head=2, block_size=32), seed=0)
@@ -456,7 +456,7 @@ def edit_model_config(directory: Path, **changes) -> None:
 
 
 def test_model_dir_loads_when_intact(model_dir):
-    from biosae.lm import load_model_dir
+    from biosae.lm.model import load_model_dir
 
     model, tokenizer = load_model_dir(model_dir)
     assert model.config.n_layer == 2 and tokenizer.pad_token_id is not None
@@ -467,7 +467,7 @@ def test_model_dir_loads_when_intact(model_dir):
 def test_model_dir_refuses_corrupt_or_misfitting_weights(model_dir, tmp_path, corruption):
     from safetensors.torch import save_file
 
-    from biosae.lm import load_model_dir
+    from biosae.lm.model import load_model_dir
 
     weights, marker = model_dir / "model.safetensors", tmp_path / "marker"
     if corruption == "truncated":
@@ -498,7 +498,7 @@ def test_model_dir_refuses_corrupt_or_misfitting_weights(model_dir, tmp_path, co
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's weights-only unpickler, refusing it
 def test_pretrained_loader_refuses_a_pickle_checkpoint_without_running_it(model_dir, tmp_path):
-    from biosae.lm import load_pretrained
+    from biosae.lm.model import load_pretrained
 
     (model_dir / "model.safetensors").unlink()
     plant_pickle(model_dir / "pytorch_model.bin", tmp_path / "marker")
@@ -510,7 +510,7 @@ def lm_training(tokenizer_dir: Path, tmp_path: Path, **cfg_changes):
     """A fresh tiny scratch model and a ``run(**kwargs)`` that trains it in ``tmp_path``; returns both."""
     from transformers import AutoTokenizer
 
-    from biosae.lm import TrainingConfig, build_scratch_model
+    from biosae.lm.model import TrainingConfig, build_scratch_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     model = build_scratch_model(tokenizer, dict(n_layer=2, n_embd=16, n_head=2, block_size=32), seed=0)
@@ -518,7 +518,7 @@ def lm_training(tokenizer_dir: Path, tmp_path: Path, **cfg_changes):
     cfg = TrainingConfig(**{**values, **cfg_changes})
 
     def run(**kwargs):
-        from biosae.lm import train_language_model
+        from biosae.lm.model import train_language_model
 
         return train_language_model(model, tokenizer, TEXTS, cfg, tmp_path / "final", tmp_path / "checkpoint",
                                     tmp_path / "log.csv", progress=False, **kwargs)
@@ -582,8 +582,8 @@ SAE_JOB = dict(epochs=10, batch_size=16)
 
 def sae_job(checkpoint_dir: str):
     """What the killed subprocess runs (and the resumed run repeats): SAE training with checkpoints."""
-    from biosae.sae import SAEConfig
-    from biosae.sae_training import train_sae
+    from biosae.sae.model import SAEConfig
+    from biosae.sae.training import train_sae
 
     torch.set_num_threads(1)
     h, rule, value = sae_data()
@@ -707,7 +707,7 @@ def assert_no_partial_model(lm: Path) -> None:
     """results/lm/final is absent, or complete (config and loadable weights)."""
     final = lm / "final"
     if final.exists():
-        from biosae.lm import load_model_dir
+        from biosae.lm.model import load_model_dir
 
         load_model_dir(final)
     assert not (lm / "train_log.csv").exists() or final.exists()
@@ -746,7 +746,7 @@ def test_killed_lm_job_resumes_from_its_checkpoint_through_snakemake(tmp_path):
     text = log.read_text()
     assert re.search(rf"resuming from \S*checkpoint at step {second} of {total}", text), text[-2000:]
     assert "biosae error" not in text
-    from biosae.lm import load_model_dir
+    from biosae.lm.model import load_model_dir
 
     load_model_dir(lm / "final")
     summary = json.loads((lm / "train_summary.json").read_text())

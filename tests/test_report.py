@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from biosae import metrics as m
-from biosae import plots
+from biosae.evaluation import metrics as m
+from biosae.evaluation import plots
 from biosae.errors import BiosaeError
-from biosae.figures import write_figures
-from biosae.report import render_summary, write_summary
+from biosae.evaluation.figures import write_figures
+from biosae.evaluation.report import render_summary, write_summary
 from biosae.rules import RULES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

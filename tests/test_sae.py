@@ -1,4 +1,4 @@
-"""Tests of biosae.sae (model, loss terms, checkpoints) and biosae.sae_training (training, resume)."""
+"""Tests of biosae.sae.model (model, loss terms, checkpoints) and biosae.sae.training (training, resume)."""
 
 import csv
 import math
@@ -7,10 +7,10 @@ import pickle
 import pytest
 import torch
 
-from biosae import sae_training
+from biosae.sae import training as sae_training
 from biosae.errors import BiosaeError
 from biosae.io import read_json, write_json
-from biosae.sae import (
+from biosae.sae.model import (
     SAEConfig,
     SupervisedSAE,
     alignment_loss,
@@ -22,7 +22,7 @@ from biosae.sae import (
     slot_entropy,
     value_loss,
 )
-from biosae.sae_training import majority_value_baseline, temperature_at, train_sae, validation_split
+from biosae.sae.training import majority_value_baseline, temperature_at, train_sae, validation_split
 
 VOCAB = [3, 3, 3, 3, 3, 3]
 

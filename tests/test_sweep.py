@@ -1,4 +1,4 @@
-"""Sweeps over seeds and layers: the aggregate's numbers (biosae.aggregate) on constructed metrics,
+"""Sweeps over seeds and layers: the aggregate's numbers (biosae.studies.aggregate) on constructed metrics,
 then a tiny 2-seed x 2-layer sweep through the real Snakemake engine, and what adding a seed or a
 layer reruns."""
 
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from biosae.aggregate import (EMERGENCE_CRITERIA, SUMMARY_COLUMNS, SweepRun, emergence, headline_values,
+from biosae.studies.aggregate import (EMERGENCE_CRITERIA, SUMMARY_COLUMNS, SweepRun, emergence, headline_values,
                               layer_label, per_run_values, render_summary, summarize, write_figures)
 from tests.conftest import copy_run, planned_jobs, run_snakemake
 
@@ -47,7 +47,7 @@ def row_of(rows, metric, cell, layer):
 
 
 # ---------------------------------------------------------------------------------------------
-# biosae.aggregate on constructed metrics
+# biosae.studies.aggregate on constructed metrics
 
 
 def test_headline_values_name_every_metric_per_cell():

@@ -4,9 +4,9 @@ the profile, from one forward pass per batch, one file per layer."""
 import torch
 from _common import rule_context
 
-from biosae.activations import layer_of_file, write_activation_files
-from biosae.lm import load_model_dir, pick_device
-from biosae.questions import load_question_files
+from biosae.lm.activations import layer_of_file, write_activation_files
+from biosae.lm.model import load_model_dir, pick_device
+from biosae.dataset.questions import load_question_files
 
 smk = snakemake  # noqa: F821
 with rule_context(smk) as log:

@@ -3,7 +3,7 @@
 from _common import rule_context
 from transformers import AutoConfig
 
-from biosae.aggregate import (SUMMARY_COLUMNS, SweepRun, per_run_values, render_summary, summarize, write_csv,
+from biosae.studies.aggregate import (SUMMARY_COLUMNS, SweepRun, per_run_values, render_summary, summarize, write_csv,
                               write_figures)
 from biosae.io import atomic_directory, read_json, write_text
 

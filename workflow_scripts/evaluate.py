@@ -5,15 +5,15 @@ import os
 import torch
 from _common import rule_context
 
-from biosae.activations import load_activation_table, transformer_blocks
-from biosae.evaluation import EvaluationInputs, evaluate
-from biosae.figures import write_figures
+from biosae.lm.activations import load_activation_table, transformer_blocks
+from biosae.evaluation.evaluate import EvaluationInputs, evaluate
+from biosae.evaluation.figures import write_figures
 from biosae.io import atomic_directory, read_json, write_json
-from biosae.lm import load_model_dir, pick_device
+from biosae.lm.model import load_model_dir, pick_device
 from biosae.methods.das import das_fit_summary, load_das
 from biosae.methods.unsupervised_sae import load_topk_sae
-from biosae.report import write_summary
-from biosae.sae import load_sae
+from biosae.evaluation.report import write_summary
+from biosae.sae.model import load_sae
 
 smk = snakemake  # noqa: F821
 with rule_context(smk) as log:

@@ -5,9 +5,9 @@ import os
 import torch
 from _common import rule_context
 
-from biosae.activations import load_activation_table
-from biosae.evaluation import causal_sample
-from biosae.lm import load_model_dir, pick_device
+from biosae.lm.activations import load_activation_table
+from biosae.evaluation.evaluate import causal_sample
+from biosae.lm.model import load_model_dir, pick_device
 from biosae.methods.das import DASConfig, save_das, train_das
 
 smk = snakemake  # noqa: F821

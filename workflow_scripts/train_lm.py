@@ -4,7 +4,7 @@ import torch
 from _common import rule_context
 
 from biosae.io import read_jsonl, write_json
-from biosae.lm import (
+from biosae.lm.model import (
     TrainingConfig,
     build_scratch_model,
     load_pretrained,
@@ -12,8 +12,8 @@ from biosae.lm import (
     pick_device,
     train_language_model,
 )
-from biosae.qa_accuracy import monitor_for_cells
-from biosae.tokenization import train_word_tokenizer
+from biosae.lm.qa_accuracy import monitor_for_cells
+from biosae.lm.tokenization import train_word_tokenizer
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 with rule_context(smk) as log:

@@ -6,11 +6,11 @@ import shutil
 import torch
 from _common import rule_context
 
-from biosae.activations import load_activation_table
+from biosae.lm.activations import load_activation_table
 from biosae.io import write_json
-from biosae.sae import SAEConfig, save_sae
-from biosae.sae_inputs import training_tensors, value_candidates
-from biosae.sae_training import train_sae
+from biosae.sae.model import SAEConfig, save_sae
+from biosae.sae.inputs import training_tensors, value_candidates
+from biosae.sae.training import train_sae
 
 smk = snakemake  # noqa: F821
 with rule_context(smk) as log:

@@ -5,7 +5,7 @@ import os
 import torch
 from _common import rule_context
 
-from biosae.activations import load_activation_table
+from biosae.lm.activations import load_activation_table
 from biosae.methods.unsupervised_sae import TopKSAEConfig, save_topk_sae, train_topk_sae
 
 smk = snakemake  # noqa: F821

@@ -2,7 +2,7 @@
 
 from _common import rule_context
 
-from biosae.lm import save_untrained_copy
+from biosae.lm.model import save_untrained_copy
 
 smk = snakemake  # noqa: F821
 with rule_context(smk) as log:

@@ -4,7 +4,7 @@ One room per method, all behind the interface of biosae.methods.base (ablation, 
 steering, read-out), so that biosae.methods.comparison runs the same tests on the same prompts for
 every method, and adding a method is adding one class and one line below.
 
-- ``sae_slot``          the supervised 6-slot SAE (biosae.sae), error term kept
+- ``sae_slot``          the supervised 6-slot SAE (biosae.sae.model), error term kept
 - ``diffmean``          AxBench's difference of class means
 - ``probe``             the linear probe's class directions
 - ``das``               distributed alignment search: a trained rank-k orthonormal subspace

@@ -1,7 +1,7 @@
 """Every localization method through the same tests, on the same prompts, per evaluation cell.
 
 - ablation: the seed's 6x6 matrix (row = ablated rule's edit, column = asked rule) of the
-  normalized drop of the LM's first-answer-token accuracy (biosae.metrics.ablation_matrix);
+  normalized drop of the LM's first-answer-token accuracy (biosae.evaluation.metrics.ablation_matrix);
 - interchange (MIB's IIA): on one seeded, rule-stratified set of base/source pairs per cell
   (biosae.methods.pairs), the share of bases where the LM answers the *base* person's
   source-rule attribute, beside the share that answers the *source* person's (identity leaked)
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from biosae import metrics as M
-from biosae.interventions import PromptCache, edited_predictions, edited_predictions_many
+from biosae.evaluation import metrics as M
+from biosae.evaluation.interventions import PromptCache, edited_predictions, edited_predictions_many
 from biosae.methods.pairs import InterchangePairs
 from biosae.rules import RULES
 
@@ -144,7 +144,7 @@ def readout_tests(methods: dict, activations: torch.Tensor, index, cells: list[s
     """Detection and faithfulness per method and cell, and the faithfulness reference per cell.
 
     ``answered_rule[i]``: which of the person's attributes the LM's first answer token belongs to
-    (biosae.metrics.match_answered_rule; 6 = none). ``untrained_slots``: the untrained-LM SAE's
+    (biosae.evaluation.metrics.match_answered_rule; 6 = none). ``untrained_slots``: the untrained-LM SAE's
     argmax slot on the same rows (aligned by row), or None.
     """
     rules = index["rule_idx"].to_numpy()

@@ -5,11 +5,11 @@ as MIB's code does). Interchange: ``h + (h_src - h) R^T R``, the base's componen
 replaced with the source's. Training: interchange on train-cell pairs (base: person P asked rule A;
 source: person Q != P asked rule B != A), cross-entropy towards P's rule-B first answer token, the
 LM frozen; the edit sits at the hook layer, answer position, and only the answer token is run, on
-cached prompt prefixes (biosae.interventions.PromptCache), so a step costs one token per pair.
+cached prompt prefixes (biosae.evaluation.interventions.PromptCache), so a step costs one token per pair.
 
 A six-valued variable needs k >= 5: rank 1 can't hold it. Per-rule ablation (DAS has one
 subspace for the whole variable) projects out rule r's DiffMean direction within the subspace.
-No pair used for training is ever scored: the train cell's scored bases (biosae.evaluation's
+No pair used for training is ever scored: the train cell's scored bases (biosae.evaluation.evaluate's
 causal sample) are excluded from the training pool, and evaluate checks it.
 """
 
@@ -104,8 +104,8 @@ def interchange_accuracy(model, tokenizer, index, activations, layer: int, pairs
                          ) -> float | None:
     """Share of pairs where the LM, given the source's value, answers the base person's source-rule
     attribute. ``edit_for_sources(source_h) -> edit``."""
-    from biosae.activations import encode_prompts
-    from biosae.interventions import PromptCache, edited_predictions
+    from biosae.lm.activations import encode_prompts
+    from biosae.evaluation.interventions import PromptCache, edited_predictions
 
     bases, sources, targets = _pair_tensors(index, activations, pairs)
     if len(bases) == 0:
@@ -120,8 +120,8 @@ def interchange_accuracy(model, tokenizer, index, activations, layer: int, pairs
 def train_das(model, tokenizer, index, activations: torch.Tensor, cfg: DASConfig, excluded_rows,
               progress=None) -> tuple[DASSubspace, list[dict], InterchangePairs, InterchangePairs]:
     """Fit the subspace; returns (subspace, log rows per epoch, training pairs, validation pairs)."""
-    from biosae.activations import encode_prompts
-    from biosae.interventions import PromptCache
+    from biosae.lm.activations import encode_prompts
+    from biosae.evaluation.interventions import PromptCache
 
     training, validation = split_training_pairs(index, excluded_rows, cfg)
     bases, sources, targets = _pair_tensors(index, activations, training)

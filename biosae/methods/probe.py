@@ -1,6 +1,6 @@
 """``probe``: the linear probe's class directions in activation space (AxBench's "probe").
 
-The probe (biosae.baselines.LinearProbe, fitted on the train cell) scores rule r as
+The probe (biosae.evaluation.baselines.LinearProbe, fitted on the train cell) scores rule r as
 ``((h - m) / s) . W_r + b_r``; in raw activation space its class direction is ``W_r / s``. The
 edits are DiffMean's (biosae.methods.base.SubspaceMethod) with these directions: ablation projects
 ``W_r / s`` out, interchange swaps the component in their span, steering A -> B adds the class-mean
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from biosae.baselines import LinearProbe
+from biosae.evaluation.baselines import LinearProbe
 from biosae.methods.base import SubspaceMethod, class_means
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from biosae.interventions import random_directions
+from biosae.evaluation.interventions import random_directions
 from biosae.methods.base import SubspaceMethod
 from biosae.rules import RULES
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from biosae.interventions import slot_ablation, slot_swap
+from biosae.evaluation.interventions import slot_ablation, slot_swap
 from biosae.methods.base import Edit, LocalizationMethod
 
 

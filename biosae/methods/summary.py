@@ -1,5 +1,5 @@
 """The method comparison as summary.md reads it: a method x test table per cell, and which
-method localizes the rule best at this layer (biosae.report puts it near the top)."""
+method localizes the rule best at this layer (biosae.evaluation.report puts it near the top)."""
 
 from __future__ import annotations
 
@@ -135,6 +135,6 @@ def methods_section(metrics: dict, cells: list[str]) -> list[str]:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    from biosae.report import markdown_table
+    from biosae.evaluation.report import markdown_table
 
     return markdown_table(header, rows)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from biosae.rules import RULES
-from biosae.text import words
+from biosae.dataset.text import words
 
 
 def chance_accuracy(n_rules: int = len(RULES)) -> float:
@@ -102,7 +102,7 @@ def _labels(array) -> torch.Tensor:
 
 
 def question_words_without_name(question: str, full_name: str) -> list[str]:
-    """The question's words (biosae.text.words) with every occurrence of the full name cut out.
+    """The question's words (biosae.dataset.text.words) with every occurrence of the full name cut out.
 
     The name is matched as its whole word sequence ("alice b johnson"); "'s" after it stays, as it
     is part of the wording. A question that doesn't contain the name keeps all its words.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from biosae import plots
+from biosae.evaluation import plots
 from biosae.rules import RULES
 
 

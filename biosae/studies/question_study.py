@@ -15,7 +15,7 @@ Every causal and read-out figure is a mean over the two hard cells, because the 
 what the study is about; the pass bars are the issue's: LM ≥ 0.80 on unseen persons, bag-of-words
 ≤ 0.30 and SAE slot accuracy ≥ 0.80 in that setting.
 
-    python -m biosae.question_study seed=. results/study/nouns results/study/nouns_verbs
+    python -m biosae.studies.question_study seed=. results/study/nouns results/study/nouns_verbs
 
 (``name=directory`` names a setting; the default run in ``.`` is the seed's setting.)
 """
@@ -31,8 +31,8 @@ import numpy as np
 
 from biosae.errors import BiosaeError
 from biosae.io import read_json, read_yaml
-from biosae.metrics import ANSWERED_NONE
-from biosae.report import markdown_table
+from biosae.evaluation.metrics import ANSWERED_NONE
+from biosae.evaluation.report import markdown_table
 from biosae.rules import HARD_CELLS
 
 LM_TARGET = 0.80            # LM first-token accuracy on hard wordings, unseen persons

@@ -114,7 +114,7 @@ def load_pretrained(name: str):
     """Model and tokenizer through from_pretrained (a hub id, cached or online, or a local dir)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from biosae.tokenization import prepare_pretrained_tokenizer
+    from biosae.lm.tokenization import prepare_pretrained_tokenizer
 
     try:
         tokenizer = prepare_pretrained_tokenizer(AutoTokenizer.from_pretrained(name))
@@ -137,7 +137,7 @@ def load_model_dir(directory, device=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
-    from biosae.tokenization import prepare_pretrained_tokenizer
+    from biosae.lm.tokenization import prepare_pretrained_tokenizer
 
     directory = Path(directory)
     if not (directory / "config.json").is_file():

@@ -1,6 +1,6 @@
 """Tokenizers: a word-level one trained on the corpus (scratch path) or a pretrained one.
 
-The from-scratch tokenizer lowercases and splits words from punctuation (biosae.text.words), so
+The from-scratch tokenizer lowercases and splits words from punctuation (biosae.dataset.text.words), so
 every name and entity word is one token and the vocabulary check of the dataset stage speaks
 about exactly the units the model sees. Word-level decoding puts spaces around punctuation, so
 answers are compared as token ids, never as decoded strings.
@@ -21,7 +21,7 @@ def train_word_tokenizer(texts) -> PreTrainedTokenizerFast:
 
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNKNOWN))
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()  # \w+|[^\w\s]+, as biosae.text.words
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()  # \w+|[^\w\s]+, as biosae.dataset.text.words
     trainer = trainers.WordLevelTrainer(special_tokens=[PAD, END_OF_TEXT, UNKNOWN], min_frequency=1)
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from biosae.errors import BiosaeError
-from biosae.qa_accuracy import right_padded
+from biosae.lm.qa_accuracy import right_padded
 
 
 def transformer_blocks(model) -> torch.nn.ModuleList:
@@ -189,7 +189,7 @@ INDEX_COLUMNS = ("row", "person_id", "full_name", "rule_idx", "rule_name", "temp
 
 def encode_prompts(tokenizer, rows: list[dict]) -> tuple[list[list[int]], np.ndarray]:
     """Prompt ids (formatted exactly as in LM training) and each answer's first token id."""
-    from biosae.qa_accuracy import encode_rows
+    from biosae.lm.qa_accuracy import encode_rows
 
     encoded = encode_rows(tokenizer, rows)
     return encoded.prompt_ids, np.array([a[0] for a in encoded.answer_ids], dtype=np.int64)

@@ -99,7 +99,7 @@ class PromptCache:
     @torch.inference_mode()
     def last_token_logprobs(self, layer: int, edit_for_rows=None):
         """Yield (row indices, next-token log-probs [B, vocab]) per group, with the edit applied."""
-        from biosae.activations import residual_hook
+        from biosae.lm.activations import residual_hook
 
         for index, last, cache, length in self.groups:
             edit = edit_for_rows(index) if edit_for_rows is not None else None
@@ -119,7 +119,7 @@ class PromptCache:
         on the tiny test model). Equal to one pass per edit (tests/test_interventions.py)."""
         from transformers import DynamicCache
 
-        from biosae.activations import residual_hook
+        from biosae.lm.activations import residual_hook
 
         for index, last, cache, length in self.groups:
             rows = len(index)
@@ -147,7 +147,7 @@ class PromptCache:
     def group_logits(self, group: int, layer: int, edit) -> torch.Tensor:
         """Next-token logits ``[B, vocab]`` of group ``group`` with ``edit`` applied, autograd on
         (for training an intervention through the frozen LM). The prefix cache is restored after."""
-        from biosae.activations import residual_hook
+        from biosae.lm.activations import residual_hook
 
         index, last, cache, length = self.groups[group]
         positions = torch.zeros(len(index), dtype=torch.long, device=last.device)

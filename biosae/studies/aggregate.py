@@ -29,9 +29,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from biosae.io import write_text
-from biosae.metrics import ABLATION_MODES, MARGIN_OVER_UNTRAINED_LM, SEED_OOD_SLOT_ACCURACY
-from biosae.plots import save_figure
-from biosae.report import format_number, markdown_table
+from biosae.evaluation.metrics import ABLATION_MODES, MARGIN_OVER_UNTRAINED_LM, SEED_OOD_SLOT_ACCURACY
+from biosae.evaluation.plots import save_figure
+from biosae.evaluation.report import format_number, markdown_table
 
 SUMMARY_COLUMNS = ("metric", "cell", "layer", "mean", "std", "n", "blocks")
 

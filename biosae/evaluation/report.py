@@ -1,6 +1,6 @@
 """summary.md: the page a researcher reads first, rendered from metrics.json.
 
-The metrics.json structure is documented in ``biosae.metrics``. Sections, in order: the headline
+The metrics.json structure is documented in ``biosae.evaluation.metrics``. Sections, in order: the headline
 table per cell (SAE slot accuracy beside its baselines, the margins, the LM's answer accuracy),
 the expected results with PASS / FAIL / NOT MEASURED and the measured values, ablation
 selectivity, slot swap, value heads against the majority baseline, the LM's accuracy per question
@@ -11,8 +11,8 @@ whose metrics a run did not produce is left out; a missing number is shown as "â
 from __future__ import annotations
 
 from biosae.io import write_text
-from biosae.metrics import ABLATION_MODES, answered_instead, expected_results, headline_margins
-from biosae.layer_profile import profile_section
+from biosae.evaluation.metrics import ABLATION_MODES, answered_instead, expected_results, headline_margins
+from biosae.evaluation.layer_profile import profile_section
 from biosae.methods.summary import methods_section
 from biosae.rules import RULES
 
@@ -221,7 +221,7 @@ def render_summary(metrics: dict, figures: dict[str, str] | None = None, profile
                    n_layer: int | None = None) -> str:
     """The summary as markdown text. ``figures``: optional {caption: path relative to the summary};
     ``profile``: the metrics of every layer of the default seed (this run's included), which then
-    open the page (biosae.layer_profile)."""
+    open the page (biosae.evaluation.layer_profile)."""
     cells = _cells(metrics)
     sections = [
         ["# biosae evaluation summary"],

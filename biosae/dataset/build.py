@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from biosae.entities import EntityPools, Templates, load_entity_pools, load_templates
+from biosae.dataset.entities import EntityPools, Templates, load_entity_pools, load_templates
 from biosae.errors import BiosaeError
 from biosae.io import write_json_records, write_jsonl
-from biosae.question_templates import (
+from biosae.dataset.question_templates import (
     check_hard_wordings_untrained,
     describe_training,
     evaluated_wordings,
@@ -22,7 +22,7 @@ from biosae.question_templates import (
     training_wordings,
 )
 from biosae.rules import RULES
-from biosae.text import format_answer, format_birth_date, format_prompt, words
+from biosae.dataset.text import format_answer, format_birth_date, format_prompt, words
 
 YEAR_RANGE = (1900, 2099)
 

@@ -3,7 +3,7 @@
 Correlational tests (slot assignment, value heads, baselines) use every row of a cell; causal
 tests (ablations, swap) run the LM with edited activations on a rule-stratified sample of at most
 ``max_prompts_per_cell`` rows per cell (seeded), since each needs 6 forward passes per mode.
-All numbers go into one metrics dict (structure: biosae.metrics module docstring).
+All numbers go into one metrics dict (structure: biosae.evaluation.metrics module docstring).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from biosae import metrics as M
-from biosae.activations import encode_prompts
-from biosae.baselines import BagOfWordsClassifier, LinearProbe, chance_accuracy
+from biosae.evaluation import metrics as M
+from biosae.lm.activations import encode_prompts
+from biosae.evaluation.baselines import BagOfWordsClassifier, LinearProbe, chance_accuracy
 from biosae.errors import BiosaeError
-from biosae.interventions import PromptCache, project_out, slot_direction
+from biosae.evaluation.interventions import PromptCache, project_out, slot_direction
 from biosae.methods import build_methods
 from biosae.methods.comparison import (
     CellPrompts,
@@ -36,7 +36,7 @@ from biosae.methods.pairs import evaluation_pairs, person_answer_tokens
 from biosae.methods.random_control import fit_random
 from biosae.methods.sae_slot import SaeSlotMethod
 from biosae.rules import EVALUATION_CELLS, HARD_CELLS, RULES
-from biosae.sae_inputs import value_targets
+from biosae.sae.inputs import value_targets
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class EvaluationInputs:
     layer: int
     sae: object
     activations: torch.Tensor
-    index: object  # pandas DataFrame, biosae.activations.INDEX_COLUMNS
+    index: object  # pandas DataFrame, biosae.lm.activations.INDEX_COLUMNS
     candidates: dict
     untrained_sae: object
     untrained_activations: torch.Tensor

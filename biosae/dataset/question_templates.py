@@ -21,7 +21,7 @@ import string
 
 from biosae.errors import BiosaeError
 from biosae.rules import RULES
-from biosae.text import words
+from biosae.dataset.text import words
 
 SEED_WORDINGS = 4  # indices 0-3: the seed's 1 trained + 3 held-out wordings per rule
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from biosae.errors import BiosaeError
 from biosae.io import atomic_directory, existing_version, load_tensors, read_json, save_tensors, write_json, write_text
-from biosae.sae import LOSS_TERMS, SAEConfig, SupervisedSAE, sae_loss
+from biosae.sae.model import LOSS_TERMS, SAEConfig, SupervisedSAE, sae_loss
 
 LOG_COLUMNS = (
     "epoch",

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from biosae.rules import RULES
-from biosae.text import format_answer, format_prompt
-from biosae.tokenization import encode_qa_batch
+from biosae.dataset.text import format_answer, format_prompt
+from biosae.lm.tokenization import encode_qa_batch
 
 
 @dataclass
@@ -26,7 +26,7 @@ class EncodedQA:
 
 
 def encode_rows(tokenizer, rows: list[dict]) -> EncodedQA:
-    """Prompt and answer ids of every row (biosae.tokenization.encode_qa_batch)."""
+    """Prompt and answer ids of every row (biosae.lm.tokenization.encode_qa_batch)."""
     return EncodedQA(*encode_qa_batch(tokenizer, [format_prompt(row["question"]) for row in rows],
                                       [format_answer(row["answer"]) for row in rows]))
 

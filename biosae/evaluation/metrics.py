@@ -28,7 +28,7 @@ metrics.json (results/eval/metrics.json), written by the evaluate stage. ``<cell
                                                      #  "over_bag_of_words": float|null}
       "asked_vs_answered": {<cell>: 6x7 int},       # asked_vs_answered; col 6 = none of the person's
       "error_term": {<cell>: {"rule_probe_accuracy": float, "reconstruction_r2": float|null}},
-          # biosae.evaluation.error_term_diagnostics: the rule read from h - decode(z) alone
+          # biosae.evaluation.evaluate.error_term_diagnostics: the rule read from h - decode(z) alone
       "methods": {<method>: {                       # biosae.methods: every method, same prompts and tests
           "rank": int|null, "steerable": bool,       # subspace dimension; whether it has a steering edit
           "ablation": {<cell>: <ablation_matrix dict>},      # row k = the method's edit removing rule k
@@ -46,7 +46,7 @@ metrics.json (results/eval/metrics.json), written by the evaluate stage. ``<cell
       "notes": [str, ...]                           # optional free-text findings for summary.md
     }
 
-Every section is optional to the readers (``expected_results``, ``biosae.report``): a section
+Every section is optional to the readers (``expected_results``, ``biosae.evaluation.report``): a section
 that a run did not produce is reported as not measured, never as zero.
 
 ``expected_results(metrics)`` reads exactly these keys:

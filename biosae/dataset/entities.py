@@ -7,7 +7,7 @@ Layout (all UTF-8, one value a line, ``#`` starts a comment line):
     templates/<rule>.txt             biography sentences with {name} and {<rule>}
     qa_templates/<rule>.txt          >= 4 question wordings with {name}, each "<family>: <wording>"
     qa_templates/hard/<rule>.txt     biography-wording questions with {name} (>= 1)
-Question files may mark a wording's family (biosae.question_templates); an unmarked line is a
+Question files may mark a wording's family (biosae.dataset.question_templates); an unmarked line is a
 wording of no family.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from biosae.errors import BiosaeError
-from biosae.question_templates import SEED_WORDINGS, split_family
+from biosae.dataset.question_templates import SEED_WORDINGS, split_family
 from biosae.rules import RULES
 
 
