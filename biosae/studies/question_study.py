@@ -31,7 +31,9 @@ import numpy as np
 
 from biosae.errors import BiosaeError
 from biosae.io import read_json, read_yaml
+from biosae.evaluation.layer_profile import _mean
 from biosae.evaluation.metrics import ANSWERED_NONE
+from biosae.methods.summary import _get
 from biosae.evaluation.report import markdown_table
 from biosae.rules import HARD_CELLS
 
@@ -50,19 +52,6 @@ class SettingRun:
     qa_accuracy: dict
     metrics_by_layer: dict[int, dict] = field(default_factory=dict)
     hook_layer: int = -1
-
-
-def _mean(values) -> float | None:
-    present = [float(v) for v in values if v is not None]
-    return float(np.mean(present)) if present else None
-
-
-def _get(tree, *keys):
-    for key in keys:
-        if not isinstance(tree, dict) or tree.get(key) is None:
-            return None
-        tree = tree[key]
-    return tree
 
 
 def trained_wordings(qa_accuracy: dict) -> list[int]:
