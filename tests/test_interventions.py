@@ -40,6 +40,20 @@ def setup():
     return model, tokenizer, encoded.prompt_ids, first, sae, rules
 
 
+@pytest.fixture(scope="module")
+def llama_setup(setup):
+    """The same prompts through a tiny Llama: an architecture without the GPT-2 resume path, so
+    PromptCache takes its generic path (a whole-model pass through Hugging Face's cache)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _, tokenizer, prompts, first, sae, rules = setup
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)).eval()
+    return model, tokenizer, prompts, first, sae, rules
+
+
 def full_pass(model, tokenizer, prompts, layer, edit_for_rows):
     """Reference: one full forward pass over all prompts (right-padded), edit at the answer position."""
     index = np.arange(len(prompts))
@@ -48,11 +62,13 @@ def full_pass(model, tokenizer, prompts, layer, edit_for_rows):
     return logprobs
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
 @pytest.mark.parametrize("layer", [0, 1, -1])
-def test_cached_passes_equal_full_forward(setup, layer):
-    model, tokenizer, prompts, first, sae, rules = setup
+def test_cached_passes_equal_full_forward(setup, llama_setup, family, layer):
+    model, tokenizer, prompts, first, sae, rules = setup if family == "gpt2" else llama_setup
     assert len({len(p) for p in prompts}) > 1
     cache = PromptCache(model, prompts, batch_size=7)
+    assert (cache.tail is not None) == (family == "gpt2")  # which path this case checks
     edits = {
         "clean": None,
         "slot": lambda idx: slot_ablation(sae, 2),
@@ -108,10 +124,11 @@ def test_swap_moves_weight_from_source_to_target(setup):
     torch.testing.assert_close(edited - h, sae.decode(z_edit) - sae.decode(z), atol=1e-5, rtol=1e-5)
 
 
-def test_several_edits_in_one_call_equal_one_pass_each(setup):
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_several_edits_in_one_call_equal_one_pass_each(setup, llama_setup, family):
     from biosae.evaluation.interventions import edited_predictions_many
 
-    model, tokenizer, prompts, first, sae, rules = setup
+    model, tokenizer, prompts, first, sae, rules = setup if family == "gpt2" else llama_setup
     cache = PromptCache(model, prompts, batch_size=7)
     edits = [None, lambda idx: slot_ablation(sae, 2), lambda idx: slot_swap(sae, rules[idx], 1, 2.0),
              lambda idx: project_out(random_directions(32, 1, seed=3)[0])]
@@ -120,3 +137,17 @@ def test_several_edits_in_one_call_equal_one_pass_each(setup):
         single, single_logprob = edited_predictions(cache, first, -1, edit)
         assert np.array_equal(predicted[k], single)
         np.testing.assert_allclose(logprob[k], single_logprob, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_group_logits_carry_gradients_to_the_edit(setup, llama_setup, family):
+    """DAS trains through group_logits: the logits equal a full pass and backpropagate to the edit."""
+    model, tokenizer, prompts, first, sae, rules = setup if family == "gpt2" else llama_setup
+    cache = PromptCache(model, prompts, batch_size=7, for_training=True)
+    shift = torch.zeros(32, requires_grad=True)
+    index = cache.groups[0][0]
+    logits = cache.group_logits(0, 1, lambda h: h + shift)
+    reference = full_pass(model, tokenizer, [prompts[i] for i in index], 1, None)
+    torch.testing.assert_close(torch.log_softmax(logits, -1).detach(), reference, atol=1e-4, rtol=1e-4)
+    logits[:, 0].sum().backward()
+    assert shift.grad is not None and shift.grad.abs().sum() > 0

@@ -69,7 +69,12 @@ class PromptCache:
     (causal attention), so every edited pass needs only the last token, run on top of the cached
     keys and values of the prefix: one token instead of ~20 per prompt, for each of the ~30
     passes of the causal tests. Grouping by length means no padding at all.
-    tests/test_interventions.py checks it against full forward passes.
+
+    GPT-2-family models go further (biosae.lm.last_token): the last token's clean residual at
+    every hook point is kept too, so an edited pass starts at the hook's block instead of the
+    embeddings, and several edits share the prefix without copying it. Other architectures run
+    the whole model on the last token through Hugging Face's cache.
+    tests/test_interventions.py checks both paths against full forward passes.
     """
 
     def __init__(self, model, prompt_ids: list[list[int]], batch_size: int = 256, for_training: bool = False):
@@ -79,12 +84,16 @@ class PromptCache:
             self._build(model, prompt_ids, batch_size)
 
     def _build(self, model, prompt_ids, batch_size):
+        from biosae.lm.last_token import Gpt2LastToken
+
         self.model = model
+        self.tail = Gpt2LastToken(model) if Gpt2LastToken.supports(model) else None
         device = next(model.parameters()).device
         by_length: dict[int, list[int]] = {}
         for i, prompt in enumerate(prompt_ids):
             by_length.setdefault(len(prompt), []).append(i)
         self.groups = []
+        self._resumable = []  # per group, for the GPT-2 path: (prefix keys/values per block, residuals)
         for length, rows in sorted(by_length.items()):
             for start in range(0, len(rows), batch_size):
                 index = np.array(rows[start : start + batch_size])
@@ -93,16 +102,34 @@ class PromptCache:
                 if length > 1:
                     output = model(input_ids=ids[:, :-1], use_cache=True)
                     cache = getattr(output, "cache", None) or output.past_key_values
+                if self.tail is not None:
+                    prefix = None if cache is None else [(layer.keys, layer.values) for layer in cache.layers]
+                    self._resumable.append((prefix, self.tail.clean_residuals(ids[:, -1], prefix, length - 1)))
+                    cache = None  # the prefix lives on in `prefix`; the group holds no Hugging Face cache
                 self.groups.append((index, ids[:, -1:], cache, length))
         self.size = len(prompt_ids)
+
+    def _tail_logits(self, group: int, layer: int, edits: list) -> torch.Tensor:
+        """GPT-2 path: logits [E, B, vocab] of group ``group``, one row block per edit (None: clean)."""
+        from biosae.lm.activations import resolve_layer
+
+        prefix, residuals = self._resumable[group]
+        hook = resolve_layer(self.model, layer)
+        clean = residuals[hook]
+        h = torch.stack([clean if edit is None else edit(clean.float()).to(clean.dtype) for edit in edits])
+        return self.tail.logits_from(hook, h, prefix)
 
     @torch.inference_mode()
     def last_token_logprobs(self, layer: int, edit_for_rows=None):
         """Yield (row indices, next-token log-probs [B, vocab]) per group, with the edit applied."""
         from biosae.lm.activations import residual_hook
 
-        for index, last, cache, length in self.groups:
+        for group, (index, last, cache, length) in enumerate(self.groups):
             edit = edit_for_rows(index) if edit_for_rows is not None else None
+            if self.tail is not None:
+                logits = self._tail_logits(group, layer, [edit])[0]
+                yield index, torch.log_softmax(logits.float(), dim=-1).cpu()
+                continue
             positions = torch.zeros(len(index), dtype=torch.long, device=last.device)
             with residual_hook(self.model, layer, positions, capture=None, edit=edit):
                 logits = self.model(input_ids=last, cache=cache, use_cache=cache is not None).logits
@@ -121,13 +148,17 @@ class PromptCache:
 
         from biosae.lm.activations import residual_hook
 
-        for index, last, cache, length in self.groups:
+        for group, (index, last, cache, length) in enumerate(self.groups):
             rows = len(index)
             per_call = max(1, max_rows // rows)
             out = []
             for start in range(0, len(edits_for_rows), per_call):
                 chunk = edits_for_rows[start : start + per_call]
                 edits = [None if make is None else make(index) for make in chunk]
+                if self.tail is not None:
+                    logits = self._tail_logits(group, layer, edits)
+                    out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
+                    continue
 
                 def edit(h, edits=edits):
                     return torch.cat([part if e is None else e(part) for e, part in zip(edits, h.split(rows))])
@@ -149,6 +180,8 @@ class PromptCache:
         (for training an intervention through the frozen LM). The prefix cache is restored after."""
         from biosae.lm.activations import residual_hook
 
+        if self.tail is not None:
+            return self._tail_logits(group, layer, [edit])[0].float()
         index, last, cache, length = self.groups[group]
         positions = torch.zeros(len(index), dtype=torch.long, device=last.device)
         try:
