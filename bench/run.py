@@ -14,6 +14,8 @@ load of a noisy shared machine:
   5. dataset generation   write_dataset at 100,000 persons
   6. pipeline             the default Snakemake pipeline: wall time and peak memory per stage (its
                           benchmark: files), in total, and the rerun after changing one SAE λ
+  7. evaluate             the seed hook's evaluation of that run, in-process: every configured
+                          method against the SAE and the random control only
 
 and writes bench/results.md atomically, with PASS/MISS per target.
 
@@ -64,7 +66,8 @@ from biosae.lm.tokenization import train_word_tokenizer
 from results_page import page  # bench/results_page.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("machine", "training", "activations", "dataset", "pipeline")
+SECTIONS = ("machine", "training", "activations", "dataset", "pipeline", "evaluate")
+BASELINE_METHODS = ("sae_slot", "random")  # the evaluate stage before the methods comparison
 SAE_RERUN_JOBS = {"train_sae", "untrained_sae", "evaluate", "aggregate", "all"}
 
 
@@ -556,6 +559,53 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
 
 
 # ----------------------------------------------------------------------------------------------
+# 7. The evaluate stage: every localization method against the SAE + random control only
+
+
+def measure_evaluate(run_dir: Path, workdir: Path) -> dict:
+    """Time evaluate() and its figures at the seed's hook on a finished run's files, twice in this
+    process: with the config's methods and with the SAE and the random control only. Loading the
+    files (the same for both) is timed apart; Snakemake's job start-up is not in either."""
+    from biosae.evaluation.evaluate import evaluate, load_evaluation_inputs
+    from biosae.evaluation.figures import write_figures
+
+    config = validated(read_yaml(run_dir / "config.yaml"))
+    layer, section, methods = config["activations"]["layer"], config["evaluate"], config["methods"]["names"]
+    results = run_dir / "results"
+    load_seconds, inputs = seconds_of(
+        load_evaluation_inputs, model_dir=results / "lm" / "final",
+        activations=results / "activations" / f"layer_{layer}.safetensors",
+        index=results / "activations" / "index.csv", sae_dir=results / "sae",
+        candidates=results / "sae" / "value_candidates.json",
+        untrained_activations=results / "baselines" / "untrained_lm" / "activations" / f"layer_{layer}.safetensors",
+        untrained_index=results / "baselines" / "untrained_lm" / "activations" / "index.csv",
+        untrained_sae_dir=results / "baselines" / "untrained_lm" / "sae", qa_accuracy=results / "lm" / "qa_accuracy.json",
+        layer=layer, methods=methods, das_dir=results / "methods" / "das" if "das" in methods else None,
+        unsupervised_sae_dir=results / "methods" / "sae_unsupervised" if "sae_unsupervised" in methods else None)
+
+    def run(names, name):
+        inputs.method_names = tuple(names)
+        started = time.perf_counter()
+        metrics = evaluate(inputs, section["max_prompts_per_cell"], section["swap_alphas"], config["seed"])
+        tests = time.perf_counter() - started
+        write_figures(metrics, workdir / name, results / "lm" / "train_log.csv", results / "sae" / "train_log.csv")
+        return tests, time.perf_counter() - started - tests
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    baseline_tests, baseline_figures = run(BASELINE_METHODS, "baseline")
+    all_tests, all_figures = run(methods, "all")
+    result = {"layer": layer, "methods": list(methods), "prompts_per_cell": section["max_prompts_per_cell"],
+              "load_seconds": load_seconds, "baseline_seconds": baseline_tests + baseline_figures,
+              "baseline_tests": baseline_tests, "baseline_figures": baseline_figures,
+              "all_seconds": all_tests + all_figures, "all_tests": all_tests, "all_figures": all_figures,
+              "source": str(run_dir)}
+    result["ratio"] = result["all_seconds"] / result["baseline_seconds"]
+    say(f"[evaluate] layer {layer}: {'+'.join(BASELINE_METHODS)} {result['baseline_seconds']:.1f} s, all methods "
+        f"{result['all_seconds']:.1f} s ({result['ratio']:.2f}x; loading {load_seconds:.1f} s apart)")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def parse_args(argv=None):
@@ -613,6 +663,12 @@ def main(argv=None) -> int:
         else:
             log_dir = args.pipeline_dir or REPO
             results["accuracy"] = minutes_to_accuracy(log_dir / "results" / "lm" / "train_log.csv")
+        if "evaluate" in sections:
+            finished = Path(results["pipeline"]["source"]) if "pipeline" in results else args.pipeline_dir
+            if finished is None:
+                say("[evaluate] not measured: needs a finished run (--pipeline-dir, or the pipeline section)")
+            else:
+                results["evaluate"] = measure_evaluate(finished, workdir / "evaluate")
     sizes_shown = {key: value for key, value in vars(sizes).items() if value}
     run = {"command": " ".join(["python bench/run.py", *sys.argv[1:]]), "started": started, "tiny": args.tiny,
            "minutes": (time.perf_counter() - start) / 60, "threads": args.threads, "environment": environment(),

@@ -60,9 +60,10 @@ def test_tiny_run_measures_every_in_process_figure(tmp_path):
     # Each target has a verdict; the ones measured here are PASS or MISS, the pipeline's are not measured.
     targets = text.split("## Targets")[1].split("## 1.")[0]
     verdicts = [line.rsplit("|", 2)[-2].strip() for line in targets.splitlines() if line.startswith("| ") and "verdict" not in line]
-    assert len(verdicts) == 7
-    assert verdicts.count("not measured") == 4 and all(v in ("PASS", "MISS", "not measured") for v in verdicts)
+    assert len(verdicts) == 8
+    assert verdicts.count("not measured") == 5 and all(v in ("PASS", "MISS", "not measured") for v in verdicts)
     assert "Not measured (`--skip-pipeline`)" in text
+    assert "[evaluate] not measured: needs a finished run" in result.stdout
     # Figures are printed as the run goes.
     for tag in ("[machine]", "[training]", "[activations]", "[dataset]"):
         assert tag in result.stdout
@@ -128,7 +129,7 @@ def test_verdicts_and_job_table_parsing():
 def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path):
     before = {p: p.stat().st_mtime for p in (tiny_pipeline / "results").rglob("*") if p.is_file()}
     out = tmp_path / "results.md"
-    result = run_bench("--only", "pipeline", "--pipeline-dir", str(tiny_pipeline), "--out", str(out))
+    result = run_bench("--only", "pipeline", "evaluate", "--pipeline-dir", str(tiny_pipeline), "--out", str(out))
     text = out.read_text()
     assert "| train_lm |" in text and "| evaluate |" in text and "| **total** |" in text
     assert "Rerun after `sae.lambda_indep 0.01 → 0.02`" in text, result.stdout
@@ -136,6 +137,12 @@ def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path
     assert "train_sae" in rerun_line and "untrained_sae" in rerun_line and "evaluate" in rerun_line
     assert "train_lm" not in rerun_line
     assert "### Minutes of training to 95%" in text
+    # Section 7: the seed hook's evaluate timed in-process for every method and for SAE + random only.
+    section = text.split("## 7. The evaluate stage")[1]
+    assert "| sae_slot, random |" in section and "das" in section
+    ratio = float(re.search(r"SAE \+ random only: \*\*([\d.]+)×\*\*", section).group(1))
+    assert ratio > 1.0  # more methods, more edited passes
+    assert re.search(r"\| the same like for like: .* \| [\d.]+× \| (PASS|MISS) \|", text)
     # The finished run it read is left exactly as it was.
     assert {p: p.stat().st_mtime for p in (tiny_pipeline / "results").rglob("*") if p.is_file()} == before
     assert (tiny_pipeline / "config.yaml").read_text().count("lambda_indep: 0.01") == 1

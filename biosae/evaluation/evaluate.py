@@ -61,6 +61,37 @@ class EvaluationInputs:
     method_fit: dict = field(default_factory=dict)  # method -> what its training reported (metrics.json)
 
 
+def load_evaluation_inputs(*, model_dir, activations, index, sae_dir, candidates, untrained_activations,
+                           untrained_index, untrained_sae_dir, qa_accuracy, layer: int, methods,
+                           das_dir=None, das_log=None, unsupervised_sae_dir=None) -> EvaluationInputs:
+    """Everything one evaluation reads, from the files of a run (the evaluate rule's inputs; the
+    benchmark times evaluate in-process from the same files). ``das_dir`` / ``unsupervised_sae_dir``:
+    those methods' fitted files, when the method list names them."""
+    from biosae.io import read_json
+    from biosae.lm.activations import load_activation_table
+    from biosae.lm.model import load_model_dir, pick_device
+    from biosae.methods.das import das_fit_summary, load_das
+    from biosae.methods.unsupervised_sae import load_topk_sae
+    from biosae.sae.model import load_sae
+
+    model, tokenizer = load_model_dir(model_dir, pick_device())
+    trained, table = load_activation_table(activations, index)
+    untrained, untrained_table = load_activation_table(untrained_activations, untrained_index)
+    inputs = EvaluationInputs(
+        model=model, tokenizer=tokenizer, layer=layer, sae=load_sae(sae_dir), activations=trained, index=table,
+        candidates=read_json(candidates), untrained_sae=load_sae(untrained_sae_dir), untrained_activations=untrained,
+        untrained_index=untrained_table, qa_accuracy=read_json(qa_accuracy), method_names=tuple(methods))
+    if das_dir is not None:
+        inputs.das_basis, das_cfg, inputs.das_training_pairs = load_das(das_dir)
+        if das_log is not None:
+            inputs.method_fit["das"] = das_fit_summary(das_cfg, das_log)
+    if unsupervised_sae_dir is not None:
+        inputs.unsupervised_sae = load_topk_sae(unsupervised_sae_dir)
+        inputs.method_fit["sae_unsupervised"] = (
+            read_json(f"{unsupervised_sae_dir}/cfg.json").get("history") or [{}])[-1]
+    return inputs
+
+
 def ordered_cells(index) -> list[str]:
     present = list(dict.fromkeys(index["split"]))
     known = [cell for cell in (*EVALUATION_CELLS, *HARD_CELLS) if cell in present]
