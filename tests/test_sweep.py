@@ -129,6 +129,23 @@ def test_emergence_is_computed_from_the_means():
     assert "already at the lowest layer swept" in render_summary(always, [], n_layer=2)
 
 
+def test_method_table_gives_the_sae_gap_to_the_best_other_method():
+    from biosae.studies.aggregate import method_winner_lines
+
+    iia = {(1, "sae_slot"): 0.80, (1, "das"): 0.75, (1, "probe"): 0.70, (1, "random"): 0.95,
+           (-1, "sae_slot"): 0.30, (-1, "das"): 0.34, (-1, "probe"): 0.20, (-1, "random"): 0.05}
+    rows = [{"metric": f"iia:{method}", "cell": cell, "layer": layer, "blocks": 2, "mean": value, "n": 1}
+            for (layer, method), value in iia.items() for cell in ("ood_person", "hard_unseen_person")]
+    rows.append({"metric": "iia:sae_slot", "cell": "train", "layer": 1, "blocks": 1, "mean": 0.0, "n": 1})  # not held out
+    text = "\n".join(method_winner_lines(rows, [1, -1], {1: "1", -1: "2 (-1)"}, ["train", "ood_person",
+                                                                                   "hard_unseen_person"]))
+    # Where the SAE wins, its lead over the next method (never +0.000); where it trails, how far.
+    # The random control is never the winner, whatever its score.
+    assert "| layer 1 | 0.800 | 0.750 | 0.700 | 0.950 | **sae_slot** | +0.050 |" in text
+    assert "| layer 2 (-1) | 0.300 | 0.340 | 0.200 | 0.050 | **das** | -0.040 |" in text
+    assert "sae_slot − best other" in text
+
+
 def test_layer_labels_stay_honest():
     assert layer_label(-1, 12) == "12 (-1)"
     assert layer_label(-1, None) == "-1 (last block)"

@@ -340,12 +340,16 @@ def method_winner_lines(rows: Sequence[dict], layers: Sequence[int], labels: dic
                 continue
             best, name = ranked[0]
             sae = value.get(("sae_slot", layer))
+            # against the best OTHER method: positive when the SAE leads, by how much
+            others = [score for score, method in ranked if method != "sae_slot"]
+            gap = "–" if sae is None or not others else f"{sae - others[0]:+.3f}"
             table.append([f"layer {labels[layer]}", *[format_number(value.get((m, layer))) for m in methods],
-                          f"**{name}**", "–" if sae is None else f"{sae - best:+.3f}"])
+                          f"**{name}**", gap])
         lines += ["", f"## Which method localizes the rule, per layer: {label}", "",
                   f"Mean over the held-out cells ({', '.join(held_out)}) of each method's {label} (seed means). "
-                  "The winner excludes the random control; the last column is the supervised SAE's gap to it.", "",
-                  *markdown_table(["layer", *methods, "best", "sae_slot − best"], table)]
+                  "The winner excludes the random control; the last column is the supervised SAE's lead over the "
+                  "best other method (negative: it trails).", "",
+                  *markdown_table(["layer", *methods, "best", "sae_slot − best other"], table)]
     return lines
 
 
