@@ -189,7 +189,9 @@ def test_tiny_run_with_two_training_wordings_per_rule(tmp_path):
     """End to end with a noun and a biography-verb frame trained: every stage runs, and every cell
     (hard ones included) is evaluated, the train cell on both wordings."""
     # 15 LM epochs, not the tiny config's 40: this test checks the wiring, not how well it learns.
-    write_config(tmp_path, tiny_config(dataset={"train_templates": [0, 8]}, training={"epochs": 15}))
+    # The seed's hook only: the other layers of the profile run the same code on other files.
+    write_config(tmp_path, tiny_config(dataset={"train_templates": [0, 8]}, training={"epochs": 15},
+                                       sweep={"layers": [-1]}))
     run_snakemake(tmp_path, "--cores", "2", timeout=1800)
     results = tmp_path / "results"
     rows = [json.loads(line) for line in (results / "dataset" / "qa_train.jsonl").read_text().splitlines()]
