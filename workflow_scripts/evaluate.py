@@ -35,6 +35,6 @@ with rule_context(smk) as log:
     # the default run: every other layer of the default seed first (the layer profile)
     profile = [read_json(path) for path in smk.input.profile] + [metrics] if smk.input.profile else None
     write_summary(metrics, smk.output.summary, {caption: f"figures/{name}" for caption, name in figures.items()},
-                  profile, len(transformer_blocks(model=inputs.model)))
+                  profile, len(transformer_blocks(inputs.model)))
     for line in metrics["expected_results"]:
         log.info("%s", line)

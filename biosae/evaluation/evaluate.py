@@ -9,6 +9,7 @@ All numbers go into one metrics dict (structure: biosae.evaluation.metrics modul
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,7 +72,7 @@ def load_evaluation_inputs(*, model_dir, activations, index, sae_dir, candidates
     from biosae.lm.activations import load_activation_table
     from biosae.lm.model import load_model_dir, pick_device
     from biosae.methods.das import das_fit_summary, load_das
-    from biosae.methods.unsupervised_sae import load_topk_sae
+    from biosae.methods.unsupervised_sae import CFG_FILENAME as TOPK_CFG_FILENAME, load_topk_sae
     from biosae.sae.model import load_sae
 
     model, tokenizer = load_model_dir(model_dir, pick_device())
@@ -88,7 +89,7 @@ def load_evaluation_inputs(*, model_dir, activations, index, sae_dir, candidates
     if unsupervised_sae_dir is not None:
         inputs.unsupervised_sae = load_topk_sae(unsupervised_sae_dir)
         inputs.method_fit["sae_unsupervised"] = (
-            read_json(f"{unsupervised_sae_dir}/cfg.json").get("history") or [{}])[-1]
+            read_json(Path(unsupervised_sae_dir) / TOPK_CFG_FILENAME).get("history") or [{}])[-1]
     return inputs
 
 

@@ -144,7 +144,7 @@ def plot_matrix_grid(matrices: dict[str, list], title: str, path, row_label: str
             raise ValueError(f"plot_matrix_grid: {name}: expected a non-empty 2-D matrix, got shape {matrix.shape}")
     first = next(iter(values.values()))
     if vmin is None or vmax is None:  # one colour scale for all panels, so that one bar reads them all
-        finite = np.concatenate([m[np.isfinite(m)] for m in values.values()] + [np.zeros(0)])
+        finite = np.concatenate([m[np.isfinite(m)] for m in values.values()])
         vmin = (float(finite.min()) if finite.size else 0.0) if vmin is None else vmin
         vmax = (float(finite.max()) if finite.size else 1.0) if vmax is None else vmax
     figure, panels = _panel_grid(len(values), columns, 0.75 * first.shape[1], 0.6 * first.shape[0])
