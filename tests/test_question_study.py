@@ -51,3 +51,37 @@ def test_cli_writes_the_table_and_an_unfinished_setting_is_one_line(tiny_pipelin
     assert error.count("\n") == 0 and "qa_accuracy.json: missing" in error
     with pytest.raises(BiosaeError, match="eval/metrics.json: missing"):
         read_setting(tmp_path / "nowhere")
+
+
+def test_a_setting_run_with_several_seeds_gets_mean_and_spread_and_the_verdict_of_the_mean(tiny_pipeline):
+    import copy
+
+    from biosae.studies.question_study import across_seeds
+
+    (run,) = read_setting(tiny_pipeline, "nouns_verbs")
+    first = study_row(run)
+    unseen = HARD_CELLS[-1]
+    # Two more seeds made from the real row: the LM answers 0.90 and 0.70 of the unseen hard
+    # wordings there, and the SAE's selectivity at layer 1 is higher, so the mean's peak moves.
+    seeds = []
+    for seed, lm, slot in ((1, 0.90, 0.95), (2, 0.70, 0.85)):
+        row = copy.deepcopy(first)
+        row.update({"seed": seed, f"lm_first_token:{unseen}": lm, f"slot_accuracy:{unseen}": slot,
+                    f"bag_of_words:{unseen}": 0.2})
+        row["by_layer"][1]["selectivity"] = 0.99
+        seeds.append(row)
+    first[f"bag_of_words:{unseen}"] = 0.2
+    summary = across_seeds([first, *seeds])
+    lm_values = [first[f"lm_first_token:{unseen}"], 0.90, 0.70]
+    mean, sd, count = summary["figures"]["LM first token, unseen"]
+    assert count == 3 and mean == pytest.approx(sum(lm_values) / 3)
+    assert sd == pytest.approx(float(__import__("numpy").std(lm_values, ddof=1)))
+    profile = {layer: [r["by_layer"][layer]["selectivity"] for r in (first, *seeds)] for layer in first["by_layer"]}
+    assert summary["peak_layer"] == max(profile, key=lambda layer: sum(profile[layer]))
+    # The tiny LM's own ~0.2 pulls the mean under 0.80: judged on the mean, not on the best seed.
+    assert mean < 0.80 and not summary["meets_target"]
+    text = "\n".join(study_markdown([first, *seeds]))
+    assert "nouns_verbs: mean ± sd of seeds 0, 1, 2" in text and f"{mean:.3f} ± {sd:.3f}" in text
+    assert "target is met by none of them" in text
+    # One seed only: no across-seeds table.
+    assert "mean ± sd" not in "\n".join(study_markdown([first]))

@@ -145,6 +145,7 @@ def study_row(run: SettingRun) -> dict:
         row[f"answered:{cell}"] = answered_instead(hook, cell)
     row["hook"] = causal_at(hook)
     by_layer = {layer: causal_at(metrics) for layer, metrics in run.metrics_by_layer.items()}
+    row["by_layer"] = by_layer
     measured = {layer: c for layer, c in by_layer.items() if c["selectivity"] is not None}
     row["peak_layer"] = max(measured, key=lambda layer: measured[layer]["selectivity"]) if measured else None
     row["peak"] = measured.get(row["peak_layer"]) if measured else None
@@ -154,6 +155,56 @@ def study_row(run: SettingRun) -> dict:
         and row[f"bag_of_words:{unseen}"] is not None and row[f"bag_of_words:{unseen}"] <= BAG_OF_WORDS_CEILING
         and (row[f"slot_accuracy:{unseen}"] or 0) >= SLOT_TARGET)
     return row
+
+
+SEED_FIGURES = (  # (label, how to read it from a study row), for the across-seeds table
+    ("LM first token, unseen", lambda r: r[f"lm_first_token:{HARD_CELLS[-1]}"]),
+    ("LM exact, unseen", lambda r: r[f"lm_exact:{HARD_CELLS[-1]}"]),
+    ("SAE slot acc., unseen", lambda r: r[f"slot_accuracy:{HARD_CELLS[-1]}"]),
+    ("margin over untrained LM", lambda r: r[f"margin_over_untrained_lm:{HARD_CELLS[-1]}"]),
+    ("bag of words, unseen", lambda r: r[f"bag_of_words:{HARD_CELLS[-1]}"]),
+    ("faithfulness", lambda r: _mean(r[f"faithfulness:{cell}"] for cell in HARD_CELLS)),
+    ("seed's hook: selectivity", lambda r: r["hook"]["selectivity"]),
+    ("seed's hook: steering", lambda r: r["hook"]["steering"]),
+    ("seed's hook: IIA", lambda r: r["hook"]["iia"]),
+)
+
+
+def across_seeds(rows: list[dict]) -> dict:
+    """Mean and sample standard deviation over the seeds of one setting (``rows``: its study rows).
+
+    The layer profile is averaged first and its peak taken after, so that the peak is the layer
+    where the setting's mean selectivity is highest, not a different layer per seed.
+    """
+    def stats(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return None
+        return (float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None, len(values))
+
+    summary = {"setting": rows[0]["setting"], "seeds": [r["seed"] for r in rows],
+               "figures": {label: stats(read(r) for r in rows) for label, read in SEED_FIGURES}}
+    common = set.intersection(*(set(r["by_layer"]) for r in rows))
+    by_layer = {layer: {key: stats(r["by_layer"][layer][key] for r in rows)
+                        for key in ("selectivity", "steering", "iia", "best_other_iia")} for layer in common}
+    measured = {layer: c for layer, c in by_layer.items() if c["selectivity"] is not None}
+    summary["peak_layer"] = max(measured, key=lambda layer: measured[layer]["selectivity"][0]) if measured else None
+    summary["peak"] = measured.get(summary["peak_layer"], {})
+    summary["peak_best_other"] = sorted({r["by_layer"][summary["peak_layer"]]["best_other"] for r in rows
+                                         if summary["peak_layer"] in r["by_layer"]} - {None})
+    lm, bag, slot = (summary["figures"][label] for label in
+                     ("LM first token, unseen", "bag of words, unseen", "SAE slot acc., unseen"))
+    summary["meets_target"] = bool(lm and bag and slot and lm[0] >= LM_TARGET
+                                   and bag[0] <= BAG_OF_WORDS_CEILING and slot[0] >= SLOT_TARGET)
+    return summary
+
+
+def _pm(stat) -> str:
+    """``mean ± sd`` of a :func:`across_seeds` figure (– where nothing was measured)."""
+    if stat is None:
+        return "–"
+    mean, sd, _ = stat
+    return f"{mean:.3f}" if sd is None else f"{mean:.3f} ± {sd:.3f}"
 
 
 def _n(value, spec: str = ".3f") -> str:
@@ -203,6 +254,23 @@ def study_markdown(rows: list[dict]) -> list[str]:
         *markdown_table(["setting", "seed's hook: sel. / steer / IIA", "peak layer", "peak: sel. / steer / IIA",
                          "best other method's IIA at the peak"], causal), "",
     ]
+    by_setting: dict[str, list[dict]] = {}
+    for r in rows:
+        by_setting.setdefault(r["setting"], []).append(r)
+    repeated = [across_seeds(group) for group in by_setting.values() if len(group) > 1]
+    if repeated:
+        header = ["figure (mean of the hard cells where not said)"] + [
+            f"{s['setting']}: mean ± sd of seeds {', '.join(map(str, s['seeds']))}" for s in repeated]
+        table = [[label] + [_pm(s["figures"][label]) for s in repeated] for label, _ in SEED_FIGURES]
+        table.append(["layer where mean selectivity peaks"] + [_layer(s["peak_layer"]) for s in repeated])
+        for key, label in (("selectivity", "selectivity"), ("steering", "steering"), ("iia", "IIA"),
+                           ("best_other_iia", "best other method's IIA")):
+            table.append([f"at the peak: {label}"] + [_pm(s["peak"].get(key)) for s in repeated])
+        table.append(["best other method (per seed)"] + [", ".join(s["peak_best_other"]) or "–" for s in repeated])
+        lines += ["Settings run with several seeds (each seed its own LM and SAEs; unseen = unseen persons' hard "
+                  "wordings):", "", *markdown_table(header, table), ""]
+        met_on_average = [s["setting"] for s in repeated if s["meets_target"]]
+        lines += [f"On the mean over seeds the target is {'met by ' + ', '.join(met_on_average) if met_on_average else 'met by none of them'}.", ""]
     met = [r for r in rows if r["meets_target"]]
     if met:
         lines.append("Target met (LM ≥ 0.80 on unseen persons' hard wordings, bag-of-words ≤ 0.30, SAE slot "
