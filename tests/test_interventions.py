@@ -54,6 +54,19 @@ def llama_setup(setup):
     return model, tokenizer, prompts, first, sae, rules
 
 
+@pytest.fixture(scope="module")
+def relu_gpt2_setup(setup):
+    """A GPT-2 whose MLP activation is not the tanh GELU: the resumed tail must use the model's own
+    activation module there, not the fused tanh-GELU kernel it uses for GPT-2's default."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _, tokenizer, prompts, first, sae, rules = setup
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                                       activation_function="relu", pad_token_id=tokenizer.pad_token_id)).eval()
+    return model, tokenizer, prompts, first, sae, rules
+
+
 def full_pass(model, tokenizer, prompts, layer, edit_for_rows):
     """Reference: one full forward pass over all prompts (right-padded), edit at the answer position."""
     index = np.arange(len(prompts))
@@ -62,13 +75,18 @@ def full_pass(model, tokenizer, prompts, layer, edit_for_rows):
     return logprobs
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", ["gpt2", "gpt2_relu", "llama"])
 @pytest.mark.parametrize("layer", [0, 1, -1])
-def test_cached_passes_equal_full_forward(setup, llama_setup, family, layer):
-    model, tokenizer, prompts, first, sae, rules = setup if family == "gpt2" else llama_setup
+def test_cached_passes_equal_full_forward(setup, llama_setup, relu_gpt2_setup, family, layer):
+    from biosae.lm.last_token import _tanh_gelu
+
+    model, tokenizer, prompts, first, sae, rules = {"gpt2": setup, "gpt2_relu": relu_gpt2_setup,
+                                                    "llama": llama_setup}[family]
     assert len({len(p) for p in prompts}) > 1
     cache = PromptCache(model, prompts, batch_size=7)
-    assert (cache.tail is not None) == (family == "gpt2")  # which path this case checks
+    assert (cache.tail is not None) == family.startswith("gpt2")  # which path this case checks
+    if cache.tail is not None:  # GPT-2's gelu_new runs as torch's fused kernel, anything else as itself
+        assert all((act is _tanh_gelu) == (family == "gpt2") for act in cache.tail.activations)
     edits = {
         "clean": None,
         "slot": lambda idx: slot_ablation(sae, 2),

@@ -26,6 +26,17 @@ these passes are inference (or DAS training through a frozen LM), as in ``model.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+# Activations that are GPT-2's tanh approximation of GELU, by transformers' class name. transformers'
+# NewGELUActivation (GPT-2's default, "gelu_new") spells the formula out in eight element-wise ops;
+# torch's fused kernel computes the same function (max difference 2.4e-7 on N(0, 1) inputs) ~4.5x
+# faster, and on the causal tests the MLP's activation took ~15% of a lower layer's edited passes.
+TANH_GELU_CLASSES = {"NewGELUActivation", "GELUTanh", "PytorchGELUTanh", "GELUPytorchTanh", "FastGELUActivation"}
+
+
+def _tanh_gelu(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
 
 
 class Gpt2LastToken:
@@ -37,6 +48,8 @@ class Gpt2LastToken:
         self.ln_f, self.lm_head = model.transformer.ln_f, model.lm_head
         self.n_head = model.config.n_head
         self.width = model.config.n_embd
+        self.activations = [_tanh_gelu if type(block.mlp.act).__name__ in TANH_GELU_CLASSES else block.mlp.act
+                            for block in self.blocks]
 
     @staticmethod
     def supports(model) -> bool:
@@ -80,4 +93,5 @@ class Gpt2LastToken:
             weights = torch.softmax(torch.cat([scores, own], dim=-1), dim=-1)
             mixed = torch.einsum("ebht,bhtd->ebhd", weights[..., :-1], values) + weights[..., -1:] * value
         x = x + block.attn.c_proj(mixed.reshape(edits, batch, width))
-        return x + block.mlp(block.ln_2(x))
+        mlp = block.mlp
+        return x + mlp.c_proj(self.activations[i](mlp.c_fc(block.ln_2(x))))
