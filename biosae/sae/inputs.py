@@ -30,7 +30,7 @@ def training_rows(index, max_rows: int | None = None, seed: int = 0) -> np.ndarr
     """Bool mask of the rows the SAE trains on: the train cell, or, when it holds more than
     ``max_rows`` (> 0), a random subsample of that many of its rows, drawn from ``seed`` alone:
     the same rows in every run with that seed, for every layer and for the untrained LM."""
-    train = (index["split"] == "train").to_numpy()
+    train = (index["split"] == "train").to_numpy(copy=True)
     if max_rows and train.sum() > max_rows:
         chosen = np.random.default_rng(seed).choice(np.flatnonzero(train), size=max_rows, replace=False)
         train = np.zeros(len(train), dtype=bool)
@@ -41,7 +41,7 @@ def training_rows(index, max_rows: int | None = None, seed: int = 0) -> np.ndarr
 def training_tensors(activations: torch.Tensor, index, candidates, max_rows: int | None = None, seed: int = 0):
     """(activations, rule_idx, value_target) of the training rows (``training_rows``), as tensors."""
     train = training_rows(index, max_rows, seed)
-    rule_idx = torch.from_numpy(index["rule_idx"].to_numpy(dtype=np.int64))
+    rule_idx = torch.from_numpy(index["rule_idx"].to_numpy(dtype=np.int64, copy=True))  # writable: no torch warning
     targets = torch.from_numpy(value_targets(index, candidates))
     mask = torch.from_numpy(train)
     return activations[mask], rule_idx[mask], targets[mask]
