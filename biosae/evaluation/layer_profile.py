@@ -13,7 +13,8 @@ from biosae.methods.summary import held_out_cells, method_scores
 from biosae.rules import HARD_CELLS
 
 
-def _mean(values):
+def mean_of_present(values):
+    """Mean of the values that were measured (not None); None when none was."""
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
 
@@ -30,10 +31,10 @@ def profile_row(metrics: dict) -> dict:
     hard = [cell for cell in cells if cell in HARD_CELLS] or held_out
     return {
         "layer": metrics.get("layer"),
-        "slot_accuracy": _mean((metrics.get("slot_accuracy") or {}).get(c) for c in held_out),
-        "margin_over_untrained_lm": _mean(((metrics.get("margins") or {}).get(c) or {}).get("over_untrained_lm")
+        "slot_accuracy": mean_of_present((metrics.get("slot_accuracy") or {}).get(c) for c in held_out),
+        "margin_over_untrained_lm": mean_of_present(((metrics.get("margins") or {}).get(c) or {}).get("over_untrained_lm")
                                           for c in held_out),
-        "faithfulness": _mean(((sae.get("faithfulness") or {}).get(c) or {}).get("rate") for c in hard),
+        "faithfulness": mean_of_present(((sae.get("faithfulness") or {}).get(c) or {}).get("rate") for c in hard),
         "methods": method_scores(metrics, held_out),
     }
 

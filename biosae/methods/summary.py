@@ -12,7 +12,8 @@ def _number(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _get(result: dict | None, *keys):
+def lookup(result: dict | None, *keys):
+    """``result[k1][k2]...``, or None where a key is missing or a level is not a mapping."""
     for key in keys:
         if not isinstance(result, dict):
             return None
@@ -24,8 +25,8 @@ def method_scores(metrics: dict, cells: list[str]) -> dict[str, dict]:
     """Per method: mean IIA and mean ablation selectivity over ``cells`` (None where unmeasured)."""
     scores = {}
     for name, result in (metrics.get("methods") or {}).items():
-        iia = [_get(result, "interchange", cell, "iia") for cell in cells]
-        selectivity = [_get(result, "ablation", cell, "selectivity") for cell in cells]
+        iia = [lookup(result, "interchange", cell, "iia") for cell in cells]
+        selectivity = [lookup(result, "ablation", cell, "selectivity") for cell in cells]
         iia = [v for v in iia if v is not None]
         selectivity = [v for v in selectivity if v is not None]
         scores[name] = {"iia": float(np.mean(iia)) if iia else None,
@@ -86,15 +87,15 @@ def methods_section(metrics: dict, cells: list[str]) -> list[str]:
     for cell in cells:
         for name in order:
             result = methods[name]
-            interchange = _get(result, "interchange", cell) or {}
-            steering = _get(result, "steering", cell, "mean_off_diagonal")
-            faithful = _get(result, "faithfulness", cell) or {}
+            interchange = lookup(result, "interchange", cell) or {}
+            steering = lookup(result, "steering", cell, "mean_off_diagonal")
+            faithful = lookup(result, "faithfulness", cell) or {}
             rows.append([
                 cell, name,
-                _number(_get(result, "ablation", cell, "selectivity")),
+                _number(lookup(result, "ablation", cell, "selectivity")),
                 _number(interchange.get("iia")), _number(interchange.get("leaked")), _number(interchange.get("unchanged")),
                 "–" if steering is None else f"{steering:.3f} (α={result.get('alpha'):g})",
-                _number(_get(result, "detection", cell)),
+                _number(lookup(result, "detection", cell)),
                 "–" if faithful.get("rate") is None else f"{faithful['rate']:.3f} (n={faithful.get('n')})",
             ])
     reference_rows = [[cell, str(ref.get("n")), _number(ref.get("chance")), _number(ref.get("uniform_chance")),

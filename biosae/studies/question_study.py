@@ -31,9 +31,9 @@ import numpy as np
 
 from biosae.errors import BiosaeError
 from biosae.io import read_json, read_yaml
-from biosae.evaluation.layer_profile import _mean
+from biosae.evaluation.layer_profile import mean_of_present
 from biosae.evaluation.metrics import ANSWERED_NONE
-from biosae.methods.summary import _get
+from biosae.methods.summary import lookup
 from biosae.evaluation.report import markdown_table
 from biosae.rules import HARD_CELLS
 
@@ -100,7 +100,7 @@ def read_setting(directory: Path, name: str | None = None) -> list[SettingRun]:
 def answered_instead(metrics: dict, cell: str) -> dict | None:
     """Shares of the cell's evaluated prompts by what the LM's first answer token names: the asked
     attribute, another attribute of the same person, or none of the person's six."""
-    matrix = _get(metrics, "asked_vs_answered", cell)
+    matrix = lookup(metrics, "asked_vs_answered", cell)
     if matrix is None:
         return None
     counts = np.asarray(matrix, dtype=np.float64)
@@ -115,16 +115,16 @@ def answered_instead(metrics: dict, cell: str) -> dict | None:
 def causal_at(metrics: dict) -> dict:
     """The SAE slot's ablation selectivity and steering success (at its picked α), IIA, and the
     best other method's IIA, each a mean over the hard cells."""
-    sae = _get(metrics, "methods", "sae_slot") or {}
-    others = {name: _mean(_get(result, "interchange", cell, "iia") for cell in HARD_CELLS)
+    sae = lookup(metrics, "methods", "sae_slot") or {}
+    others = {name: mean_of_present(lookup(result, "interchange", cell, "iia") for cell in HARD_CELLS)
               for name, result in (metrics.get("methods") or {}).items() if name not in ("sae_slot", "random")}
     others = {name: value for name, value in others.items() if value is not None}
     best = max(others.items(), key=lambda item: item[1]) if others else (None, None)
     return {
-        "selectivity": _mean(_get(sae, "ablation", cell, "selectivity") for cell in HARD_CELLS),
-        "steering": _mean(_get(sae, "steering", cell, "mean_off_diagonal") for cell in HARD_CELLS),
+        "selectivity": mean_of_present(lookup(sae, "ablation", cell, "selectivity") for cell in HARD_CELLS),
+        "steering": mean_of_present(lookup(sae, "steering", cell, "mean_off_diagonal") for cell in HARD_CELLS),
         "alpha": sae.get("alpha"),
-        "iia": _mean(_get(sae, "interchange", cell, "iia") for cell in HARD_CELLS),
+        "iia": mean_of_present(lookup(sae, "interchange", cell, "iia") for cell in HARD_CELLS),
         "best_other": best[0], "best_other_iia": best[1],
     }
 
@@ -135,13 +135,13 @@ def study_row(run: SettingRun) -> dict:
     row = {"setting": run.setting, "seed": run.seed, "train_templates": run.train_templates,
            "layers": sorted(run.metrics_by_layer)}
     for cell in HARD_CELLS:
-        row[f"lm_first_token:{cell}"] = _get(run.qa_accuracy, cell, "first_token")
-        row[f"lm_exact:{cell}"] = _get(run.qa_accuracy, cell, "exact")
-        row[f"slot_accuracy:{cell}"] = _get(hook, "slot_accuracy", cell)
-        row[f"bag_of_words:{cell}"] = _get(hook, "baselines", cell, "bag_of_words")
-        row[f"margin_over_untrained_lm:{cell}"] = _get(hook, "margins", cell, "over_untrained_lm")
-        row[f"margin_over_bag_of_words:{cell}"] = _get(hook, "margins", cell, "over_bag_of_words")
-        row[f"faithfulness:{cell}"] = _get(hook, "methods", "sae_slot", "faithfulness", cell, "rate")
+        row[f"lm_first_token:{cell}"] = lookup(run.qa_accuracy, cell, "first_token")
+        row[f"lm_exact:{cell}"] = lookup(run.qa_accuracy, cell, "exact")
+        row[f"slot_accuracy:{cell}"] = lookup(hook, "slot_accuracy", cell)
+        row[f"bag_of_words:{cell}"] = lookup(hook, "baselines", cell, "bag_of_words")
+        row[f"margin_over_untrained_lm:{cell}"] = lookup(hook, "margins", cell, "over_untrained_lm")
+        row[f"margin_over_bag_of_words:{cell}"] = lookup(hook, "margins", cell, "over_bag_of_words")
+        row[f"faithfulness:{cell}"] = lookup(hook, "methods", "sae_slot", "faithfulness", cell, "rate")
         row[f"answered:{cell}"] = answered_instead(hook, cell)
     row["hook"] = causal_at(hook)
     by_layer = {layer: causal_at(metrics) for layer, metrics in run.metrics_by_layer.items()}
@@ -163,7 +163,7 @@ SEED_FIGURES = (  # (label, how to read it from a study row), for the across-see
     ("SAE slot acc., unseen", lambda r: r[f"slot_accuracy:{HARD_CELLS[-1]}"]),
     ("margin over untrained LM", lambda r: r[f"margin_over_untrained_lm:{HARD_CELLS[-1]}"]),
     ("bag of words, unseen", lambda r: r[f"bag_of_words:{HARD_CELLS[-1]}"]),
-    ("faithfulness", lambda r: _mean(r[f"faithfulness:{cell}"] for cell in HARD_CELLS)),
+    ("faithfulness", lambda r: mean_of_present(r[f"faithfulness:{cell}"] for cell in HARD_CELLS)),
     ("seed's hook: selectivity", lambda r: r["hook"]["selectivity"]),
     ("seed's hook: steering", lambda r: r["hook"]["steering"]),
     ("seed's hook: IIA", lambda r: r["hook"]["iia"]),
@@ -230,7 +230,7 @@ def study_markdown(rows: list[dict]) -> list[str]:
           for r in rows]
     readout = [[name(r)] + [f"{_n(r[f'slot_accuracy:{cell}'])} ({_n(r[f'margin_over_untrained_lm:{cell}'], '+.3f')}"
                             f" / {_n(r[f'margin_over_bag_of_words:{cell}'], '+.3f')})" for cell in HARD_CELLS]
-               + [_n(r[f"bag_of_words:{unseen}"]), _n(_mean(r[f"faithfulness:{cell}"] for cell in HARD_CELLS))]
+               + [_n(r[f"bag_of_words:{unseen}"]), _n(mean_of_present(r[f"faithfulness:{cell}"] for cell in HARD_CELLS))]
                for r in rows]
     causal = []
     for r in rows:
