@@ -260,7 +260,8 @@ def study_markdown(rows: list[dict]) -> list[str]:
     repeated = [across_seeds(group) for group in by_setting.values() if len(group) > 1]
     if repeated:
         header = ["figure (mean of the hard cells where not said)"] + [
-            f"{s['setting']}: mean ± sd of seeds {', '.join(map(str, s['seeds']))}" for s in repeated]
+            f"{s['setting']}: mean ± sd of seeds {', '.join('default' if x is None else str(x) for x in s['seeds'])}"
+            for s in repeated]
         table = [[label] + [_pm(s["figures"][label]) for s in repeated] for label, _ in SEED_FIGURES]
         table.append(["layer where mean selectivity peaks"] + [_layer(s["peak_layer"]) for s in repeated])
         for key, label in (("selectivity", "selectivity"), ("steering", "steering"), ("iia", "IIA"),
