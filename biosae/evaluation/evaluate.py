@@ -163,7 +163,7 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: Lin
     bow_predictions = bag_of_words.predict(list(index["question"]), list(index["full_name"]))
 
     targets = value_targets(index, inputs.candidates)
-    value_pred = inputs.sae.value_predictions(acts, torch.from_numpy(rules)).numpy()
+    value_pred = inputs.sae.value_predictions(acts, torch.tensor(rules)).numpy()
     lm_correct = index["lm_first_token_correct"].to_numpy().astype(bool)
     templates = index["template_idx"].to_numpy()
 
