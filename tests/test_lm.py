@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import numpy as np
 import torch
 
 from biosae.lm.activations import answer_position_pass, build_activation_table, resolve_layer
@@ -83,6 +84,31 @@ def test_teacher_forced_accuracy_agrees_with_generate(trained, data):
         assert (generated[0] == answer[0]) == bool(scores["first_token"][i])
     assert agree == len(rows)
     assert 0 < scores["exact"][:24].sum(), "the tiny model should answer some training questions"
+
+
+class _FullLogitsOnly(torch.nn.Module):
+    """The same LM behind a forward that takes no ``logits_to_keep`` (as some architectures'),
+    so score_answers must compute the head at every position and pick the answer spans itself."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def test_answer_scores_equal_with_and_without_logits_to_keep(trained, data):
+    model, tokenizer, _, _ = trained
+    qa, _ = data
+    rows = qa["qa_train"][:30] + qa["qa_test"][:30]
+    encoded = encode_rows(tokenizer, rows)
+    sliced = score_answers(model, encoded, tokenizer.pad_token_id, batch_size=9)
+    full = score_answers(_FullLogitsOnly(model), encoded, tokenizer.pad_token_id, batch_size=9)
+    for key in ("exact", "first_token", "predicted_first"):
+        np.testing.assert_array_equal(sliced[key], full[key], err_msg=key)
+    np.testing.assert_allclose(sliced["first_token_logprob"], full["first_token_logprob"], atol=1e-5)
+    assert 0 < sliced["exact"].sum() < len(rows)  # both verdicts occur
 
 
 def test_resume_after_interruption_gives_the_same_model(data, tmp_path):

@@ -15,6 +15,8 @@ Edits, for slot k:
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 
@@ -89,6 +91,7 @@ class PromptCache:
         self.model = model
         self.tail = Gpt2LastToken(model) if Gpt2LastToken.supports(model) else None
         device = next(model.parameters()).device
+        keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         by_length: dict[int, list[int]] = {}
         for i, prompt in enumerate(prompt_ids):
             by_length.setdefault(len(prompt), []).append(i)
@@ -100,7 +103,10 @@ class PromptCache:
                 ids = torch.tensor([prompt_ids[i] for i in index], device=device)
                 cache = None
                 if length > 1:
-                    output = model(input_ids=ids[:, :-1], use_cache=True)
+                    # only the keys and values are kept: no LM head over the prefix's tokens
+                    # (logits_to_keep=1: its last one, the least the model computes)
+                    keep = {"logits_to_keep": 1} if keeps_logits else {}
+                    output = model(input_ids=ids[:, :-1], use_cache=True, **keep)
                     cache = getattr(output, "cache", None) or output.past_key_values
                 if self.tail is not None:
                     prefix = None if cache is None else [(layer.keys, layer.values) for layer in cache.layers]
