@@ -67,7 +67,7 @@ def ablation_result(cell: CellPrompts, predicted: np.ndarray, logprob: np.ndarra
 
 def steering_edits(cell: CellPrompts, method, alpha: float) -> list:
     """Six edit builders, edit B moving every prompt from its own rule to rule B with strength alpha."""
-    source = torch.from_numpy(cell.rules)
+    source = torch.tensor(cell.rules)
     return [lambda idx, target=target: method.steering_edit(source[idx], target, float(alpha))
             for target in range(len(RULES))]
 
