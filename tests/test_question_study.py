@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from biosae.errors import BiosaeError
@@ -75,7 +76,7 @@ def test_a_setting_run_with_several_seeds_gets_mean_and_spread_and_the_verdict_o
     lm_values = [first[f"lm_first_token:{unseen}"], 0.90, 0.70]
     mean, sd, count = summary["figures"]["LM first token, unseen"]
     assert count == 3 and mean == pytest.approx(sum(lm_values) / 3)
-    assert sd == pytest.approx(float(__import__("numpy").std(lm_values, ddof=1)))
+    assert sd == pytest.approx(float(np.std(lm_values, ddof=1)))
     profile = {layer: [r["by_layer"][layer]["selectivity"] for r in (first, *seeds)] for layer in first["by_layer"]}
     assert summary["peak_layer"] == max(profile, key=lambda layer: sum(profile[layer]))
     # The tiny LM's own ~0.2 pulls the mean under 0.80: judged on the mean, not on the best seed.

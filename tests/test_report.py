@@ -10,7 +10,6 @@ from biosae.evaluation import plots
 from biosae.errors import BiosaeError
 from biosae.evaluation.figures import write_figures
 from biosae.evaluation.report import render_summary, write_summary
-from biosae.rules import RULES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -88,17 +87,14 @@ def assert_png(path):
     assert not list(path.parent.glob(".*.tmp"))
 
 
-def test_confusion_and_heatmaps_write_png_files(tmp_path):
+def test_confusion_and_swap_grids_write_png_files(tmp_path):
     rules = np.repeat(np.arange(6), 5)
-    plots.plot_confusion(m.confusion_matrix(rules, rules), "confusion, train", tmp_path / "confusion.png")
+    plots.plot_confusion_grid({"train": m.confusion_matrix(rules, rules)}, "confusion", tmp_path / "confusion.png")
     assert_png(tmp_path / "confusion.png")
-    swap = m.swap_matrix(rules, np.ones((6, 30)))["success_rate"]  # diagonal null
-    plots.plot_matrix_heatmap(swap, "swap", tmp_path / "swap.png", "source rule", "target slot", vmin=0, vmax=1)
+    swap = m.swap_matrix(rules, np.ones((6, 30)))["success_rate"]  # diagonal null: drawn grey, annotated "–"
+    assert all(swap[k][k] is None for k in range(6))
+    plots.plot_matrix_grid({"train": swap}, "swap", tmp_path / "swap.png", "source rule", "target slot", vmin=0, vmax=1)
     assert_png(tmp_path / "swap.png")
-    matrix = m.asked_vs_answered(rules, rules)
-    plots.plot_matrix_heatmap(matrix, "asked vs answered", tmp_path / "asked.png", "asked", "answered",
-                              col_names=[*RULES, "none"], fmt=".0f")
-    assert_png(tmp_path / "asked.png")
 
 
 def test_training_curves_and_cell_bars_write_png_files(tmp_path):
@@ -124,7 +120,7 @@ def png_size(path):
 def test_grids_draw_one_panel_per_cell_in_one_file(tmp_path):
     rules = np.repeat(np.arange(6), 5)
     confusion = m.confusion_matrix(rules, rules)
-    plots.plot_confusion(confusion, "one cell", tmp_path / "single.png")
+    plots.plot_confusion_grid({"train": confusion}, "one cell", tmp_path / "single.png")
     cells = ["train", "ood_template", "ood_person", "ood_both", "hard_seen_person", "hard_unseen_person"]
     plots.plot_confusion_grid({cell: confusion for cell in cells}, "six cells", tmp_path / "grid.png")
     single, grid = png_size(tmp_path / "single.png"), png_size(tmp_path / "grid.png")

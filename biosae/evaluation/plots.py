@@ -36,8 +36,7 @@ def _as_float_matrix(matrix) -> np.ndarray:
     return np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=np.float64)
 
 
-def _heatmap(axes, values: np.ndarray, labels: np.ndarray | None, row_names, col_names, vmin, vmax, cmap, fmt,
-             colorbar: bool = True):
+def _heatmap(axes, values: np.ndarray, labels: np.ndarray | None, row_names, col_names, vmin, vmax, cmap, fmt):
     """Colour by ``values``, write ``labels`` (same shape) in the cells unless None; returns the image."""
     palette = matplotlib.colormaps[cmap].with_extremes(bad=_MISSING_COLOUR)
     image = axes.imshow(np.ma.masked_invalid(values), cmap=palette, vmin=vmin, vmax=vmax, aspect="auto")
@@ -52,51 +51,12 @@ def _heatmap(axes, values: np.ndarray, labels: np.ndarray | None, row_names, col
                     red, green, blue, _ = image.cmap(image.norm(values[i, j]))
                     colour = "white" if 0.299 * red + 0.587 * green + 0.114 * blue < 0.5 else "black"
                 axes.text(j, i, text, ha="center", va="center", fontsize=8, color=colour)
-    if colorbar:
-        axes.figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     return image
 
 
-def _names(names: Sequence[str] | None, count: int) -> list[str]:
-    """Given names, or the rule names (then indices past the sixth, e.g. "6")."""
-    if names is not None:
-        return list(names)
+def _rule_names(count: int) -> list[str]:
+    """The rule names, then indices past the sixth (e.g. "6")."""
     return [RULES[i] if i < len(RULES) else str(i) for i in range(count)]
-
-
-def plot_matrix_heatmap(matrix, title: str, path, row_label: str, col_label: str, vmin: float | None = None,
-                        vmax: float | None = None, annotate: bool = True, row_names: Sequence[str] | None = None,
-                        col_names: Sequence[str] | None = None, cmap: str = "viridis", fmt: str = ".2f") -> None:
-    """A heatmap of any matrix (ablation drop: row = ablated slot, col = rule; swap: row = source
-    rule, col = target slot), rule names as tick labels unless names are given."""
-    values = _as_float_matrix(matrix)
-    if values.ndim != 2 or values.size == 0:
-        raise ValueError(f"plot_matrix_heatmap: expected a non-empty 2-D matrix, got shape {values.shape}")
-    figure = Figure(figsize=(1.0 + 0.9 * values.shape[1], 1.2 + 0.7 * values.shape[0]))
-    axes = figure.add_subplot()
-    _heatmap(axes, values, values if annotate else None, _names(row_names, values.shape[0]),
-             _names(col_names, values.shape[1]), vmin, vmax, cmap, fmt)
-    axes.set_xlabel(col_label)
-    axes.set_ylabel(row_label)
-    axes.set_title(title)
-    save_figure(figure, path)
-
-
-def plot_confusion(matrix, title: str, path) -> None:
-    """A 6x6 confusion matrix (row = asked rule, col = argmax slot), coloured by the fraction of
-    each row, annotated with the counts."""
-    counts = _as_float_matrix(matrix)
-    totals = counts.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rates = np.where(totals > 0, counts / totals, np.nan)
-    figure = Figure(figsize=(6.6, 5.4))
-    axes = figure.add_subplot()
-    _heatmap(axes, rates, counts, _names(None, counts.shape[0]),
-             [f"slot {i}\n{name}" for i, name in enumerate(_names(None, counts.shape[1]))], 0.0, 1.0, "Blues", ".0f")
-    axes.set_xlabel("argmax SAE slot")
-    axes.set_ylabel("asked rule")
-    axes.set_title(title)
-    save_figure(figure, path)
 
 
 # Margins of a panel grid, in inches: tick labels (rule names, x ones rotated), axis labels and
@@ -149,8 +109,8 @@ def plot_matrix_grid(matrices: dict[str, list], title: str, path, row_label: str
         vmax = (float(finite.max()) if finite.size else 1.0) if vmax is None else vmax
     figure, panels = _panel_grid(len(values), columns, 0.75 * first.shape[1], 0.6 * first.shape[0])
     for axes, (name, matrix) in zip(panels, values.items()):
-        image = _heatmap(axes, matrix, matrix, _names(None, matrix.shape[0]), _names(None, matrix.shape[1]),
-                         vmin, vmax, cmap, fmt, colorbar=False)
+        image = _heatmap(axes, matrix, matrix, _rule_names(matrix.shape[0]), _rule_names(matrix.shape[1]),
+                         vmin, vmax, cmap, fmt)
         axes.set_xlabel(col_label)
         axes.set_ylabel(row_label)
         axes.set_title(name)
@@ -170,9 +130,9 @@ def plot_confusion_grid(matrices: dict[str, list], title: str, path, columns: in
         totals = counts.sum(axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             rates = np.where(totals > 0, counts / totals, np.nan)
-        image = _heatmap(axes, rates, counts, _names(None, counts.shape[0]),
-                         [f"slot {i}\n{rule}" for i, rule in enumerate(_names(None, counts.shape[1]))], 0.0, 1.0,
-                         "Blues", ".0f", colorbar=False)
+        image = _heatmap(axes, rates, counts, _rule_names(counts.shape[0]),
+                         [f"slot {i}\n{rule}" for i, rule in enumerate(_rule_names(counts.shape[1]))], 0.0, 1.0,
+                         "Blues", ".0f")
         axes.set_xlabel("argmax SAE slot")
         axes.set_ylabel("asked rule")
         axes.set_title(name)
