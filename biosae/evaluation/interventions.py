@@ -125,28 +125,17 @@ class PromptCache:
         h = torch.stack([clean if edit is None else edit(clean.float()).to(clean.dtype) for edit in edits])
         return self.tail.logits_from(hook, h, prefix)
 
-    @torch.inference_mode()
     def last_token_logprobs(self, layer: int, edit_for_rows=None):
-        """Yield (row indices, next-token log-probs [B, vocab]) per group, with the edit applied."""
-        from biosae.lm.activations import residual_hook
-
-        for group, (index, last, cache, length) in enumerate(self.groups):
-            edit = edit_for_rows(index) if edit_for_rows is not None else None
-            if self.tail is not None:
-                logits = self._tail_logits(group, layer, [edit])[0]
-                yield index, torch.log_softmax(logits.float(), dim=-1).cpu()
-                continue
-            positions = torch.zeros(len(index), dtype=torch.long, device=last.device)
-            with residual_hook(self.model, layer, positions, capture=None, edit=edit):
-                logits = self.model(input_ids=last, cache=cache, use_cache=cache is not None).logits
-            if cache is not None:
-                cache.crop(-1)  # drop the last token again: the prefix cache serves the next pass
-            yield index, torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
+        """Yield (row indices, next-token log-probs [B, vocab]) per group, with the edit applied
+        (:meth:`last_token_logprobs_many` with that one edit)."""
+        for index, logprobs in self.last_token_logprobs_many(layer, [edit_for_rows]):
+            yield index, logprobs[0]
 
     @torch.inference_mode()
     def last_token_logprobs_many(self, layer: int, edits_for_rows: list, max_rows: int = 4096):
-        """Like :meth:`last_token_logprobs` for several edits at once: yields (row indices,
-        log-probs [n_edits, B, vocab]). Each group runs once per chunk of edits, its rows repeated
+        """Yield (row indices, next-token log-probs [n_edits, B, vocab]) per group, one block per
+        edit of ``edits_for_rows`` (each a function of a group's row indices that returns the edit;
+        None: clean). Each group runs once per chunk of edits, its rows repeated
         once per edit in one forward call: on a small model the per-call overhead, not the
         arithmetic, bounds these passes (measured: ~80 single-edit passes per cell took ~25 ms a call
         on the tiny test model). Equal to one pass per edit (tests/test_interventions.py)."""
@@ -208,12 +197,8 @@ def edited_predictions(prompts: PromptCache, answer_first_token: np.ndarray, lay
     ``edit_for_rows(index) -> edit`` builds the edit for rows ``index`` of a group (so that per-row
     edits such as swaps line up), or is None for the clean pass.
     """
-    predicted = np.zeros(prompts.size, dtype=np.int64)
-    answer_logprob = np.zeros(prompts.size, dtype=np.float32)
-    for index, logprobs in prompts.last_token_logprobs(layer, edit_for_rows):
-        predicted[index] = logprobs.argmax(-1).numpy()
-        answer_logprob[index] = logprobs[torch.arange(len(index)), torch.from_numpy(answer_first_token[index])].numpy()
-    return predicted, answer_logprob
+    predicted, answer_logprob = edited_predictions_many(prompts, answer_first_token, layer, [edit_for_rows])
+    return predicted[0], answer_logprob[0]
 
 
 def edited_predictions_many(prompts: PromptCache, answer_first_token: np.ndarray, layer: int, edits_for_rows: list):
