@@ -17,7 +17,6 @@ import torch
 
 from biosae.rules import RULES
 from biosae.dataset.text import format_answer, format_prompt
-from biosae.lm.tokenization import encode_qa_batch
 
 
 @dataclass
@@ -28,6 +27,10 @@ class EncodedQA:
 
 def encode_rows(tokenizer, rows: list[dict]) -> EncodedQA:
     """Prompt and answer ids of every row (biosae.lm.tokenization.encode_qa_batch)."""
+    # imported here: this module's right_padded is needed by jobs that never tokenize (the SAE
+    # trainings read activation files), and transformers' import is ~1 s of each such job
+    from biosae.lm.tokenization import encode_qa_batch
+
     return EncodedQA(*encode_qa_batch(tokenizer, [format_prompt(row["question"]) for row in rows],
                                       [format_answer(row["answer"]) for row in rows]))
 
