@@ -15,8 +15,6 @@ Edits, for slot k:
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import torch
 
@@ -87,11 +85,12 @@ class PromptCache:
 
     def _build(self, model, prompt_ids, batch_size):
         from biosae.lm.last_token import Gpt2LastToken
+        from biosae.lm.qa_accuracy import takes_logits_to_keep
 
         self.model = model
         self.tail = Gpt2LastToken(model) if Gpt2LastToken.supports(model) else None
         device = next(model.parameters()).device
-        keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        keeps_logits = takes_logits_to_keep(model)
         by_length: dict[int, list[int]] = {}
         for i, prompt in enumerate(prompt_ids):
             by_length.setdefault(len(prompt), []).append(i)

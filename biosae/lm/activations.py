@@ -12,7 +12,6 @@ answer token.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import re
 import struct
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from biosae.errors import BiosaeError
-from biosae.lm.qa_accuracy import right_padded
+from biosae.lm.qa_accuracy import right_padded, takes_logits_to_keep
 
 
 def transformer_blocks(model) -> torch.nn.ModuleList:
@@ -150,7 +149,7 @@ def collect_activations(model, tokenizer, prompt_ids: list[list[int]], answer_fi
     predicted = np.zeros(n, dtype=np.int64)
     logprob = np.zeros(n, dtype=np.float32)
     device = next(model.parameters()).device
-    keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+    keeps_logits = takes_logits_to_keep(model)
     for start in tqdm(range(0, n, batch_size), disable=not progress, unit="batch", desc="activations"):
         index = order[start : start + batch_size]
         batch = [prompt_ids[i] for i in index]

@@ -35,6 +35,12 @@ def encode_rows(tokenizer, rows: list[dict]) -> EncodedQA:
                                       [format_answer(row["answer"]) for row in rows]))
 
 
+def takes_logits_to_keep(model) -> bool:
+    """Whether ``model``'s forward can compute the LM head at chosen positions only
+    (transformers' ``logits_to_keep``: GPT-2, Llama and most causal LMs)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def right_padded(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right padding: causal attention never lets a real token see a pad token, and absolute
     position ids stay those of an unpadded sequence (left padding would shift them in GPT-2)."""
@@ -64,7 +70,7 @@ def score_answers(model, encoded: EncodedQA, pad_id: int, batch_size: int = 256,
     first = np.zeros(n, dtype=bool)
     first_logprob = np.zeros(n, dtype=np.float32)
     predicted_first = np.zeros(n, dtype=np.int64)
-    keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+    keeps_logits = takes_logits_to_keep(model)
     # Sorting by length keeps padding small; results go back to row order.
     order = np.argsort([len(p) + len(a) for p, a in zip(encoded.prompt_ids, encoded.answer_ids)], kind="stable")
     for start in range(0, n, batch_size):
