@@ -282,7 +282,7 @@ def evaluate_section(e: dict | None) -> list[str]:
         f"{e['prompts_per_cell']} prompts per cell) and `write_figures`. The files are loaded once "
         f"({e['load_seconds']:.1f} s, in neither figure).", "",
         "| methods | tests s | figures s | total s |", "|---|---|---|---|",
-        f"| sae_slot, random | {e['baseline_tests']:.1f} | {e['baseline_figures']:.1f} | {e['baseline_seconds']:.1f} |",
+        f"| {', '.join(e['baseline_methods'])} | {e['baseline_tests']:.1f} | {e['baseline_figures']:.1f} | {e['baseline_seconds']:.1f} |",
         f"| {', '.join(e['methods'])} | {e['all_tests']:.1f} | {e['all_figures']:.1f} | {e['all_seconds']:.1f} |",
         "", f"Every method ÷ SAE + random only: **{e['ratio']:.2f}×**.",
     ]
