@@ -58,6 +58,11 @@ def test_tiny_run_measures_every_in_process_figure(tmp_path):
     # Both Trainer baselines ran: as users write it (the target's) and on our packed blocks.
     speedups = re.search(r"as users write it: \*\*([\d.]+)×\*\*.*packed blocks: \*\*([\d.]+)×\*\*", text)
     assert speedups and all(float(value) > 0 for value in speedups.groups())
+    # Two rounds ran (the tiny sizes); the table shows the lower median round, the slower ratio of two.
+    rounds = re.search(r"2 rounds, .* the median round \(the lower of two\) \(round (\d)\b.*per round: ([\d.]+)×, ([\d.]+)×;", text)
+    assert rounds, text
+    round_ratios = sorted(float(v) for v in rounds.groups()[1:])
+    assert float(speedups.group(1)) == round_ratios[0]
     # Each target has a verdict; the ones measured here are PASS or MISS, the pipeline's are not measured.
     targets = text.split("## Targets")[1].split("## 1.")[0]
     verdicts = [line.rsplit("|", 2)[-2].strip() for line in targets.splitlines() if line.startswith("| ") and "verdict" not in line]
