@@ -185,8 +185,8 @@ def rounds_lines(t: dict) -> list[str]:
     def listed(values, spec):
         return ", ".join(fmt(value, spec, "×") for value in values)
     return [
-        f"{len(rounds)} rounds, each ours then both Trainers back to back, so that each ratio compares runs minutes "
-        f"apart; the table shows the median round{' (the lower of two)' if len(rounds) == 2 else ''} (round "
+        f"{len(rounds)} rounds, each running the three loops back to back (so that each ratio compares runs minutes "
+        f"apart), in an order rotated from round to round (no loop always runs first); the table shows the median round{' (the lower of two)' if len(rounds) == 2 else ''} (round "
         f"{t['median_round']}, by ours ÷ Trainer as users write it). Ours ÷ Trainer as users write it, per round: {listed(rounds, '.2f')}; ÷ Trainer on our packed "
         f"blocks: {listed(t['round_packed_speedups'], '.2f')}; our tokens/s: "
         f"{', '.join(f'{v:,.0f}' for v in t['round_tokens_per_s'])}.",

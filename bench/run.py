@@ -67,6 +67,8 @@ from results_page import page  # bench/results_page.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("machine", "training", "activations", "dataset", "pipeline", "evaluate")
+RUN_LABELS = {"ours": "ours", "trainer_padded": "transformers.Trainer, a padded document per row:",
+              "trainer": "transformers.Trainer on our packed blocks:"}
 BASELINE_METHODS = ("sae_slot", "random")  # the evaluate stage before the methods comparison
 SAE_RERUN_JOBS = {"train_sae", "untrained_sae", "evaluate", "aggregate", "all"}
 
@@ -297,27 +299,35 @@ def train_with_hf_trainer_padded(config, texts, tokenizer, cfg: TrainingConfig, 
             "call_tokens_per_s": sum(corpus_tokens[:steps]) / run["call_seconds"], "threads": run["threads"]}
 
 
-def train_round(config, lm, cfg: TrainingConfig, steps: int, skip: int, workdir: Path) -> dict:
-    """One round: our loop, then the Trainer as users write it, then the Trainer on our packed blocks."""
+def train_round(config, lm, cfg: TrainingConfig, steps: int, skip: int, workdir: Path, first: int = 0) -> dict:
+    """One round of our loop, the Trainer as users write it and the Trainer on our packed blocks, in
+    that order rotated by ``first`` (rounds rotate it, so that no loop always runs first)."""
     from transformers.utils import is_accelerate_available
 
     texts, tokenizer, _, _ = lm
-    ours = train_ours(config, texts, tokenizer, cfg, steps, skip, workdir / "ours")
-    say(f"[training] {workdir.name}: ours {ours['tokens_per_s']:,.0f} tokens/s over steps {skip + 1}-{steps}")
     if not is_accelerate_available():
+        ours = train_ours(config, texts, tokenizer, cfg, steps, skip, workdir / "ours")
         why_not = "transformers.Trainer needs the accelerate package (pip install accelerate)"
         say(f"[training] Trainer baseline not measured: {why_not}")
         return {"ours": ours, "trainer": None, "trainer_padded": None, "speedup": None, "packed_speedup": None,
-                "trainer_missing": why_not}
-    padded = train_with_hf_trainer_padded(config, texts, tokenizer, cfg, steps, skip, workdir / "trainer_padded")
-    say(f"[training] {workdir.name}: transformers.Trainer, a padded document per row: {padded['tokens_per_s']:,.0f} "
-        f"corpus tokens/s ({padded['padding_fraction']:.0%} of its positions are padding)")
-    trainer = train_with_hf_trainer(config, texts, tokenizer, cfg, steps, skip, workdir / "trainer")
-    say(f"[training] {workdir.name}: transformers.Trainer on our packed blocks: {trainer['tokens_per_s']:,.0f} "
-        f"tokens/s over steps {skip + 1}-{steps}")
+                "trainer_missing": why_not, "order": ["ours"]}
+    loops = {
+        "ours": lambda: train_ours(config, texts, tokenizer, cfg, steps, skip, workdir / "ours"),
+        "trainer_padded": lambda: train_with_hf_trainer_padded(config, texts, tokenizer, cfg, steps, skip,
+                                                               workdir / "trainer_padded"),
+        "trainer": lambda: train_with_hf_trainer(config, texts, tokenizer, cfg, steps, skip, workdir / "trainer"),
+    }
+    names = list(loops)
+    order = names[first % 3:] + names[: first % 3]
+    runs = {}
+    for name in order:
+        runs[name] = loops[name]()
+        say(f"[training] {workdir.name}: {RUN_LABELS[name]} {runs[name]['tokens_per_s']:,.0f} corpus tokens/s "
+            f"over steps {skip + 1}-{steps}")
+    ours, padded, trainer = runs["ours"], runs["trainer_padded"], runs["trainer"]
     return {"ours": ours, "trainer": trainer, "trainer_padded": padded,
             "speedup": ours["tokens_per_s"] / padded["tokens_per_s"],
-            "packed_speedup": ours["tokens_per_s"] / trainer["tokens_per_s"], "trainer_missing": None}
+            "packed_speedup": ours["tokens_per_s"] / trainer["tokens_per_s"], "trainer_missing": None, "order": order}
 
 
 def measure_training(config, lm, limits: dict | None, sizes: Sizes, workdir: Path) -> dict:
@@ -329,9 +339,9 @@ def measure_training(config, lm, limits: dict | None, sizes: Sizes, workdir: Pat
         raise RuntimeError(f"the corpus holds {full_batches} full batches; the benchmark needs at least 2")
     skip = max(1, min(sizes.skip_steps, steps // 2))
     # This host's speed drifts over minutes (the same code measured 1.39x and 1.52x 18 minutes apart),
-    # so the three loops run back to back in each round and the ratio is taken within a round; the
-    # page shows the median round and every round's ratio.
-    rounds = [train_round(config, lm, cfg, steps, skip, workdir / f"round_{number}")
+    # so the three loops run back to back in each round, in an order rotated from round to round, and
+    # the ratio is taken within a round; the page shows the median round and every round's ratio.
+    rounds = [train_round(config, lm, cfg, steps, skip, workdir / f"round_{number}", first=number - 1)
               for number in range(1, max(1, sizes.training_rounds) + 1)]
     ranked = sorted(rounds, key=lambda r: r["speedup"] if r["speedup"] is not None else r["ours"]["tokens_per_s"])
     median = ranked[(len(ranked) - 1) // 2]  # the lower one of two: a target is not met by the luckier round

@@ -346,7 +346,9 @@ def train_language_model(
                 group["lr"] = lr
             t0 = time.perf_counter()
             with autocast(device, cfg.precision):
-                logits = model(input_ids=batch).logits
+                # use_cache=False, as transformers.Trainer sets it: no key/value cache object built
+                # per training step (the loss and gradients are bitwise the same either way).
+                logits = model(input_ids=batch, use_cache=False).logits
             loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
             if not torch.isfinite(loss):
                 raise BiosaeError(f"LM training: loss is {loss.item()} at epoch {epoch} step {step}; stopping before the weights go bad")
