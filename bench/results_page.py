@@ -182,14 +182,16 @@ def rounds_lines(t: dict) -> list[str]:
     if len(rounds) < 2:
         return []
 
-    def listed(values, spec):
-        return ", ".join(fmt(value, spec, "×") for value in values)
+    def listed(values):
+        return ", ".join(fmt(value, ".2f", "×") for value in values)
+
+    which = "the median round" + (" (the lower of two)" if len(rounds) == 2 else "")
     return [
         f"{len(rounds)} rounds, each running the three loops back to back (so that each ratio compares runs minutes "
-        f"apart), in an order rotated from round to round (no loop always runs first); the table shows the median round{' (the lower of two)' if len(rounds) == 2 else ''} (round "
-        f"{t['median_round']}, by ours ÷ Trainer as users write it). Ours ÷ Trainer as users write it, per round: {listed(rounds, '.2f')}; ÷ Trainer on our packed "
-        f"blocks: {listed(t['round_packed_speedups'], '.2f')}; our tokens/s: "
-        f"{', '.join(f'{v:,.0f}' for v in t['round_tokens_per_s'])}.",
+        f"apart), in an order rotated from round to round (no loop always runs first); the table shows {which} "
+        f"(round {t['median_round']}, by ours ÷ Trainer as users write it). Ours ÷ Trainer as users write it, per "
+        f"round: {listed(rounds)}; ÷ Trainer on our packed blocks: {listed(t['round_packed_speedups'])}; our "
+        f"tokens/s: {', '.join(f'{v:,.0f}' for v in t['round_tokens_per_s'])}.",
         "",
     ]
 

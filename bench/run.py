@@ -81,7 +81,7 @@ class Sizes:
     matmul_seconds: float = 3.0
     train_steps: int = 200            # of the default model on the default corpus, ours and Trainer's
     skip_steps: int = 10              # first steps (kernel set-up) left out of steady-state tokens/s
-    training_rounds: int = 3          # ours then both Trainers, back to back, this many times; median round
+    training_rounds: int = 3          # rounds of the three training loops back to back; the median is shown
     activation_repeats: int = 2       # best of, alternating collection and plain forward
     generation_persons: int = 100_000
     config_overrides: dict = field(default_factory=dict)  # applied to config.yaml, here and in the pipeline
@@ -310,7 +310,7 @@ def train_round(config, lm, cfg: TrainingConfig, steps: int, skip: int, workdir:
         why_not = "transformers.Trainer needs the accelerate package (pip install accelerate)"
         say(f"[training] Trainer baseline not measured: {why_not}")
         return {"ours": ours, "trainer": None, "trainer_padded": None, "speedup": None, "packed_speedup": None,
-                "trainer_missing": why_not, "order": ["ours"]}
+                "trainer_missing": why_not}
     loops = {
         "ours": lambda: train_ours(config, texts, tokenizer, cfg, steps, skip, workdir / "ours"),
         "trainer_padded": lambda: train_with_hf_trainer_padded(config, texts, tokenizer, cfg, steps, skip,
@@ -327,7 +327,7 @@ def train_round(config, lm, cfg: TrainingConfig, steps: int, skip: int, workdir:
     ours, padded, trainer = runs["ours"], runs["trainer_padded"], runs["trainer"]
     return {"ours": ours, "trainer": trainer, "trainer_padded": padded,
             "speedup": ours["tokens_per_s"] / padded["tokens_per_s"],
-            "packed_speedup": ours["tokens_per_s"] / trainer["tokens_per_s"], "trainer_missing": None, "order": order}
+            "packed_speedup": ours["tokens_per_s"] / trainer["tokens_per_s"], "trainer_missing": None}
 
 
 def measure_training(config, lm, limits: dict | None, sizes: Sizes, workdir: Path) -> dict:
