@@ -305,29 +305,28 @@ def train_round(config, lm, cfg: TrainingConfig, steps: int, skip: int, workdir:
     from transformers.utils import is_accelerate_available
 
     texts, tokenizer, _, _ = lm
-    if not is_accelerate_available():
-        ours = train_ours(config, texts, tokenizer, cfg, steps, skip, workdir / "ours")
-        why_not = "transformers.Trainer needs the accelerate package (pip install accelerate)"
-        say(f"[training] Trainer baseline not measured: {why_not}")
-        return {"ours": ours, "trainer": None, "trainer_padded": None, "speedup": None, "packed_speedup": None,
-                "trainer_missing": why_not}
     loops = {
         "ours": lambda: train_ours(config, texts, tokenizer, cfg, steps, skip, workdir / "ours"),
         "trainer_padded": lambda: train_with_hf_trainer_padded(config, texts, tokenizer, cfg, steps, skip,
                                                                workdir / "trainer_padded"),
         "trainer": lambda: train_with_hf_trainer(config, texts, tokenizer, cfg, steps, skip, workdir / "trainer"),
     }
+    why_not = None
+    if not is_accelerate_available():
+        why_not = "transformers.Trainer needs the accelerate package (pip install accelerate)"
+        say(f"[training] Trainer baseline not measured: {why_not}")
+        loops = {"ours": loops["ours"]}
     names = list(loops)
-    order = names[first % 3:] + names[: first % 3]
     runs = {}
-    for name in order:
+    for name in names[first % len(names):] + names[: first % len(names)]:
         runs[name] = loops[name]()
         say(f"[training] {workdir.name}: {RUN_LABELS[name]} {runs[name]['tokens_per_s']:,.0f} corpus tokens/s "
             f"over steps {skip + 1}-{steps}")
-    ours, padded, trainer = runs["ours"], runs["trainer_padded"], runs["trainer"]
+    ours, padded, trainer = runs["ours"], runs.get("trainer_padded"), runs.get("trainer")
     return {"ours": ours, "trainer": trainer, "trainer_padded": padded,
-            "speedup": ours["tokens_per_s"] / padded["tokens_per_s"],
-            "packed_speedup": ours["tokens_per_s"] / trainer["tokens_per_s"], "trainer_missing": None}
+            "speedup": ours["tokens_per_s"] / padded["tokens_per_s"] if padded else None,
+            "packed_speedup": ours["tokens_per_s"] / trainer["tokens_per_s"] if trainer else None,
+            "trainer_missing": why_not}
 
 
 def measure_training(config, lm, limits: dict | None, sizes: Sizes, workdir: Path) -> dict:
