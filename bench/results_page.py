@@ -179,7 +179,7 @@ def machine_section(machine: dict | None) -> list[str]:
 def rounds_lines(t: dict) -> list[str]:
     """Which round the table shows, and every round's ratios (the three loops ran back to back in each)."""
     rounds = t.get("round_speedups") or []
-    if len(rounds) < 2:
+    if len(rounds) < 2 or t.get("trainer_missing"):  # one loop alone has no ratio to take per round
         return []
 
     def listed(values):
