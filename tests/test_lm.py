@@ -18,6 +18,7 @@ from biosae.lm.model import (
     corpus_fingerprint,
     load_model_dir,
     load_pretrained,
+    next_token_loss,
     tokenize_documents,
     train_language_model,
 )
@@ -131,6 +132,20 @@ def test_resume_after_interruption_gives_the_same_model(data, tmp_path):
     b, _ = load_model_dir(tmp_path / "b")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(p, q, msg=name)
+
+
+def test_next_token_loss_is_the_mean_over_every_position_but_the_last():
+    """Padded targets (no slice of the logits) give the textbook shifted cross-entropy, gradient included."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 11, generator=generator, requires_grad=True)
+    ids = torch.randint(0, 11, (3, 7), generator=generator)
+    expected = -torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None]).mean()
+    loss = next_token_loss(logits, ids)
+    torch.testing.assert_close(loss, expected)
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.all(grad[:, -1] == 0)  # the last position predicts nothing
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(grad, expected_grad)
 
 
 def test_corpus_fingerprint_covers_content_not_only_size():
