@@ -99,21 +99,32 @@ def evaluate_seconds(pipeline: dict) -> float | None:
 
 
 def is_profile_stage(stage: dict) -> bool:
-    """A job the layer profile adds to the seed's one-hook pipeline: another layer's SAEs, methods
-    and evaluate (benchmarks/sweep/seed_<s>/layer_<l>/), and the layer aggregate."""
+    """A job the layer profile adds to the seed's one-hook pipeline: another layer's methods and
+    evaluate (benchmarks/sweep/seed_<s>/layer_<l>/), and the layer aggregate. The other layers'
+    SAEs are trained inside the LM's two SAE jobs: their share is :func:`sae_profile_seconds`."""
     return stage["stage"].startswith("sweep/") or stage["stage"] == "aggregate"
+
+
+def sae_profile_seconds(pipeline: dict) -> float:
+    """What the profile's other layers add to the two per-LM SAE jobs (trained and untrained LM):
+    twice the in-process difference between training every layer's SAE at once and the seed hook's
+    alone (section 6); 0 when not measured."""
+    sae = (pipeline or {}).get("sae_layers")
+    return 2 * max(0.0, sae["all_seconds"] - sae["one_seconds"]) if sae else 0.0
 
 
 def layer_profile_ratio(pipeline: dict) -> float | None:
     """Stage seconds of the whole default run ÷ those of its seed-hook jobs alone: the pipeline a
-    user gets with ``sweep.layers: [-1]``, measured as a subset of the same run. The activation job
-    is counted whole on both sides (it collects every layer in one pass; what that costs over one
-    layer is section 4's "seed's layer only" row), so the ratio is, if anything, an underestimate."""
+    user gets with ``sweep.layers: [-1]``, measured as a subset of the same run (the SAE jobs less
+    :func:`sae_profile_seconds`). The activation job is counted whole on both sides (it collects
+    every layer in one pass; what that costs over one layer is section 4's "seed's layer only"
+    row), so the ratio is, if anything, an underestimate."""
     stages = (pipeline or {}).get("stages") or []
     if not any(is_profile_stage(stage) for stage in stages):
         return None
     total = sum(stage["seconds"] for stage in stages)
-    return total / sum(stage["seconds"] for stage in stages if not is_profile_stage(stage))
+    seed_hook = sum(stage["seconds"] for stage in stages if not is_profile_stage(stage))
+    return total / (seed_hook - sae_profile_seconds(pipeline))
 
 
 def limiting_notes(results: dict) -> list[str]:
@@ -128,6 +139,8 @@ def limiting_notes(results: dict) -> list[str]:
     if ratio is not None and verdict("layer_profile_ratio", ratio) == "MISS":
         added = [stage for stage in pipeline["stages"] if is_profile_stage(stage)]
         per_rule: dict[str, float] = {}
+        if sae_profile_seconds(pipeline):
+            per_rule["other layers' SAEs in the two SAE jobs"] = sae_profile_seconds(pipeline)
         for stage in added:
             rule = stage["stage"].rsplit("/", 1)[-1]
             per_rule[rule] = per_rule.get(rule, 0.0) + stage["seconds"]
@@ -324,6 +337,15 @@ def pipeline_section(p: dict | None, threads: int) -> list[str]:
         lines.append(f"| {stage['stage']} | {stage['seconds']:,.1f} | {stage['seconds'] / p['wall']:.0%} | "
                      f"{fmt(stage['max_rss_mb'], ',.0f')} |")
     lines += [f"| **total** | **{p['wall']:,.1f}** ({p['wall'] / 60:.1f} min) | | {p['wall_how']} |", ""]
+    sae = p.get("sae_layers")
+    if sae:
+        lines += [f"SAE training (in process, 1 thread as the rule, on this run's activations: {sae['rows']:,} rows, "
+                  f"{sae['epochs']} epochs of batch {sae['batch_size']}): every layer of the profile at once "
+                  f"({len(sae['layers'])} layers, the LM's one `train_sae` job) **{sae['all_seconds']:.1f} s**; the "
+                  f"seed's hook (layer {sae['seed_layer']}) alone {sae['one_seconds']:.1f} s, so "
+                  f"{sae['all_seconds'] / sae['one_seconds']:.2f}× one layer for {len(sae['layers'])} layers. The "
+                  f"difference, twice (trained and untrained LM), is the profile's share of the two SAE jobs in the "
+                  f"layer-profile ratio.", ""]
     rerun = p["rerun"]
     if rerun.get("estimated"):
         jobs = ", ".join(f"{s['stage']} {s['seconds']:.1f} s" for s in rerun["jobs"])

@@ -548,6 +548,36 @@ def rerun_from_stages(stages: list[dict]) -> dict:
             "why": "--no-rerun: estimated from the finished run's stage times of the jobs a λ change reruns"}
 
 
+def measure_sae_layers(run_dir: Path) -> dict:
+    """In process, on a finished run's activations, with the rule's one thread: the supervised SAE
+    of every layer of the profile trained at once (what the LM's one train_sae job does), then of
+    the seed's hook alone (what a run restricted to that layer trains). Their difference is what the
+    profile's other layers add to each of the two SAE jobs (trained and untrained LM: same shapes)."""
+    from biosae.sae.inputs import load_training_layers, sae_config
+    from biosae.sae.training import train_sae_layers
+
+    config = validated(read_yaml(run_dir / "config.yaml"))
+    layers = profile_layers(config, config["model"]["n_layer"])
+    seed_layer = config["activations"]["layer"]
+    activations = run_dir / "results" / "activations"
+    h, rule_idx, value_target, candidates, _ = load_training_layers(
+        [activations / f"layer_{layer}.safetensors" for layer in layers], activations / "index.csv",
+        config["sae"]["max_train_rows"], config["seed"])
+    cfg = sae_config(config["sae"], h[0].shape[1], candidates, config["seed"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        all_seconds, _ = seconds_of(train_sae_layers, h, rule_idx, value_target, cfg, progress=False)
+        one_seconds, _ = seconds_of(train_sae_layers, [h[layers.index(seed_layer)]], rule_idx, value_target, cfg,
+                                    progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    say(f"[pipeline] SAE training in process: {len(layers)} layers at once {all_seconds:.1f} s, "
+        f"layer {seed_layer} alone {one_seconds:.1f} s")
+    return {"layers": layers, "seed_layer": seed_layer, "all_seconds": all_seconds, "one_seconds": one_seconds,
+            "rows": len(rule_idx), "epochs": cfg.epochs, "batch_size": cfg.batch_size}
+
+
 def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | None, workdir: Path,
                      rerun: bool = True) -> dict:
     """Run the default pipeline in ``workdir`` (or read a finished one), then the SAE-only rerun."""
@@ -573,6 +603,7 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
         say(f"[pipeline] {stage['stage']}: {stage['seconds']:,.1f} s, peak RSS {stage['max_rss_mb'] or 0:,.0f} MB")
     say(f"[pipeline] total {wall / 60:.1f} min ({wall_how})")
     accuracy = minutes_to_accuracy(source / "results" / "lm" / "train_log.csv")
+    sae_layers = measure_sae_layers(source)
     rerun = measure_sae_rerun(run_dir, threads) if rerun else rerun_from_stages(stages)
     if rerun.get("estimated"):
         rerun["fraction"] = rerun["seconds"] / wall
@@ -583,7 +614,7 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
     else:
         say(f"[pipeline] SAE-only rerun not measured: {rerun['why']}")
     return {"stages": stages, "wall": wall, "wall_how": wall_how, "source": str(source), "ran_here": pipeline_dir is None,
-            "accuracy": accuracy, "rerun": rerun}
+            "accuracy": accuracy, "rerun": rerun, "sae_layers": sae_layers}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -600,14 +631,14 @@ def measure_evaluate(run_dir: Path, workdir: Path) -> dict:
     config = validated(read_yaml(run_dir / "config.yaml"))
     layer, section, methods = config["activations"]["layer"], config["evaluate"], config["methods"]["names"]
     results = run_dir / "results"
+    sae_dir = results / "sae" / f"layer_{layer}"
     load_seconds, inputs = seconds_of(
         load_evaluation_inputs, model_dir=results / "lm" / "final",
         activations=results / "activations" / f"layer_{layer}.safetensors",
-        index=results / "activations" / "index.csv", sae_dir=results / "sae",
-        candidates=results / "sae" / "value_candidates.json",
+        index=results / "activations" / "index.csv", sae_dir=sae_dir, candidates=sae_dir / "value_candidates.json",
         untrained_activations=results / "baselines" / "untrained_lm" / "activations" / f"layer_{layer}.safetensors",
         untrained_index=results / "baselines" / "untrained_lm" / "activations" / "index.csv",
-        untrained_sae_dir=results / "baselines" / "untrained_lm" / "sae", qa_accuracy=results / "lm" / "qa_accuracy.json",
+        untrained_sae_dir=results / "baselines" / "untrained_lm" / "sae" / f"layer_{layer}", qa_accuracy=results / "lm" / "qa_accuracy.json",
         layer=layer, methods=methods, das_dir=results / "methods" / "das" if "das" in methods else None,
         unsupervised_sae_dir=results / "methods" / "sae_unsupervised" if "sae_unsupervised" in methods else None)
 
@@ -616,7 +647,7 @@ def measure_evaluate(run_dir: Path, workdir: Path) -> dict:
         started = time.perf_counter()
         metrics = evaluate(inputs, section["max_prompts_per_cell"], section["swap_alphas"], config["seed"])
         tests = time.perf_counter() - started
-        write_figures(metrics, workdir / name, results / "lm" / "train_log.csv", results / "sae" / "train_log.csv")
+        write_figures(metrics, workdir / name, results / "lm" / "train_log.csv", sae_dir / "train_log.csv")
         # The methods named in the table are those the metrics hold, not those asked for.
         return tests, time.perf_counter() - started - tests, list(metrics["methods"])
 

@@ -50,12 +50,14 @@ def lm_checkpoint_dir(wildcards):
     return f"results/{wildcards.lmrun}lm/checkpoint"
 
 
-def sae_checkpoint_dir(wildcards):
-    return f"results/{wildcards.run}sae/checkpoint"
+def sae_file(name, lm_part=""):
+    """Input function: file ``name`` of a (seed, layer) run's SAE, trained with its LM's other
+    layers in one job (rules/sae.smk); ``lm_part`` "baselines/untrained_lm/" for the untrained LM's."""
 
+    def path(wildcards):
+        return f"results/{lm_prefix(run_seed(wildcards))}{lm_part}sae/layer_{run_layer(wildcards)}/{name}"
 
-def untrained_sae_checkpoint_dir(wildcards):
-    return f"results/{wildcards.run}baselines/untrained_lm/sae/checkpoint"
+    return path
 
 
 def question_inputs(wildcards):

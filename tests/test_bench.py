@@ -103,6 +103,9 @@ def test_pipeline_figures_come_from_benchmark_files_and_the_training_log(tmp_pat
 
     assert layer_profile_ratio({"stages": stages}) == pytest.approx(110.0 / 105.0)
     assert layer_profile_ratio({"stages": [s for s in stages if not s["stage"].startswith("sweep/")]}) is None
+    # The other layers' SAEs train inside the LM's two SAE jobs: their in-process share leaves the base.
+    sae_layers = {"all_seconds": 4.0, "one_seconds": 1.5}
+    assert layer_profile_ratio({"stages": stages, "sae_layers": sae_layers}) == pytest.approx(110.0 / (105.0 - 5.0))
     # --no-rerun: the SAE-only rerun estimated from the jobs a λ change reruns, every layer's.
     estimate = bench.rerun_from_stages(stages)
     assert estimate["estimated"] and not estimate["measured"]

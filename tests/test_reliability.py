@@ -785,7 +785,7 @@ def test_same_config_twice_gives_identical_dataset_and_metrics(tmp_path):
     assert digests(first / "dataset") == digests(second / "dataset")
     for relative in ("eval/metrics.json", "lm/qa_accuracy.json"):
         assert json.loads((first / relative).read_text()) == json.loads((second / relative).read_text()), relative
-    for relative in ("lm/final/model.safetensors", "sae/sae.safetensors"):
+    for relative in ("lm/final/model.safetensors", "sae/layer_-1/sae.safetensors"):
         a, b = load_tensors(first / relative), load_tensors(second / relative)
         assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a), relative
 

@@ -22,7 +22,8 @@ from biosae.sae.model import (
     slot_entropy,
     value_loss,
 )
-from biosae.sae.training import majority_value_baseline, temperature_at, train_sae, validation_split
+from biosae.sae.layer_stack import LayerStackedSAE, stacked_sae_loss
+from biosae.sae.training import majority_value_baseline, temperature_at, train_sae, train_sae_layers, validation_split
 
 VOCAB = [3, 3, 3, 3, 3, 3]
 
@@ -233,7 +234,7 @@ def test_nan_activations_are_refused():
 
 def test_nan_loss_term_stops_training_with_its_name(monkeypatch):
     calls = {"n": 0}
-    real_loss = sae_training.sae_loss
+    real_loss = sae_training.stacked_sae_loss
 
     def poisoned(*args):
         calls["n"] += 1
@@ -242,7 +243,7 @@ def test_nan_loss_term_stops_training_with_its_name(monkeypatch):
             losses["indep"] = losses["indep"] * float("nan")
         return losses
 
-    monkeypatch.setattr(sae_training, "sae_loss", poisoned)
+    monkeypatch.setattr(sae_training, "stacked_sae_loss", poisoned)
     h, rule, value = synthetic()
     with pytest.raises(BiosaeError, match="loss term 'indep' is nan at epoch 1 step 2"):
         train_sae(h, rule, value, config(batch_size=32), progress=False)
@@ -273,6 +274,59 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
     other, _ = train_sae(h, rule, value, cfg, checkpoint_dir=tmp_path / "ckpt", progress=False)
     assert all(torch.equal(t, other.state_dict()[n]) for n, t in fresh.state_dict().items())
     assert read_json(tmp_path / "ckpt" / "state.json")["cfg"]["lr"] == cfg.lr
+
+
+# --- every layer of the profile at once ------------------------------------------------------------
+
+
+def test_stacked_loss_of_each_layer_is_that_layers_sae_loss():
+    """The batched terms equal biosae.sae.model.sae_loss of each layer's slice, Gumbel noise included."""
+    h, rule, value = synthetic(n_persons=8)
+    torch.manual_seed(0)
+    stack = LayerStackedSAE(SupervisedSAE(config()), layers=2)
+    with torch.no_grad():  # layers that differ in data, standardization and weights
+        stack.fit_standardization(torch.stack([h, 3 * h.flip(1)]))
+        for parameter in stack.parameters():
+            parameter[1].add_(0.1 * torch.randn_like(parameter[1]))
+    batch = torch.stack([h[:40], 3 * h.flip(1)[:40]])
+    torch.manual_seed(7)
+    stacked = stacked_sae_loss(stack, batch, rule[:40], value[:40], 0.5, config())
+    for layer in range(2):
+        model = stack.layer_sae(layer).train()
+        torch.manual_seed(7)  # each layer alone draws the same noise
+        alone = sae_loss(model, batch[layer], rule[:40], value[:40], 0.5, config())
+        for name, term in alone.items():
+            torch.testing.assert_close(stacked[name][layer], term, msg=f"{name} of layer {layer}")
+
+
+def test_layers_trained_together_equal_each_trained_alone(tmp_path):
+    """Weights and logs of a layer do not depend on which other layers share the training call,
+    also when that call is interrupted and resumed."""
+    h, rule, value = synthetic(n_persons=30)
+    other = torch.tanh(h @ torch.randn(32, 32, generator=torch.Generator().manual_seed(1)))
+    cfg = config(epochs=3, batch_size=32)
+    alone = [train_sae(layer, rule, value, cfg, progress=False) for layer in (h, other)]
+    train_sae_layers([h, other], rule, value, cfg, checkpoint_dir=tmp_path / "ckpt", progress=False,
+                     stop_after_epochs=1)
+    logs = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    together = train_sae_layers([h, other], rule, value, cfg, log_paths=logs, checkpoint_dir=tmp_path / "ckpt",
+                                progress=False)
+    for (model, history), (reference, reference_history), log in zip(together, alone, logs):
+        for name, tensor in reference.state_dict().items():
+            torch.testing.assert_close(model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+        assert [row["epoch"] for row in history] == [1, 2, 3]
+        for row, reference_row in zip(history, reference_history):
+            assert row == pytest.approx(reference_row, rel=1e-4, abs=1e-6)
+        assert len(log.read_text().splitlines()) == 1 + 3
+    assert not torch.allclose(together[0][0].encoder.weight, together[1][0].encoder.weight)
+
+
+def test_bad_activations_of_one_layer_name_that_layer():
+    h, rule, value = synthetic(n_persons=10)
+    bad = h.clone()
+    bad[3, 1] = float("inf")
+    with pytest.raises(BiosaeError, match=r"activations of layer 2 contain nan or inf in 1 rows \(first: row 3\)"):
+        train_sae_layers([h, bad], rule, value, config(), progress=False, layer_names=["layer 0", "layer 2"])
 
 
 # --- save / load --------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ METRIC_CLOSE_COUNT_TOL = 2
 TENSOR_FILES = (
     "results/lm/final/model.safetensors",
     "results/activations/layer_-1.safetensors",
-    "results/sae/sae.safetensors",
+    "results/sae/layer_-1/sae.safetensors",
 )
 # Keys of wall-clock measurements, which differ between any two runs.
 TIMING_KEY = re.compile(r"(time|seconds|duration|elapsed|mfu|flops|per_s$|per_second)", re.IGNORECASE)

@@ -170,8 +170,9 @@ def test_figures_are_pngs_and_per_run_table_is_long(tmp_path):
 # end to end: a tiny sweep through Snakemake
 
 
-PER_RUN_RULES = ("train_sae", "untrained_sae", "train_das", "train_unsupervised_sae", "evaluate")
-PER_SEED_RULES = ("train_lm", "lm_qa_accuracy", "untrained_lm", "activations", "untrained_activations")
+PER_RUN_RULES = ("train_das", "train_unsupervised_sae", "evaluate")
+PER_SEED_RULES = ("train_lm", "lm_qa_accuracy", "untrained_lm", "activations", "untrained_activations", "train_sae",
+                  "untrained_sae")  # the SAE job of an LM trains every layer's
 
 
 @pytest.fixture(scope="module")
@@ -215,9 +216,11 @@ def test_sweep_paths_default_flat_others_nested(tiny_sweep):
         assert (lm_results / "activations/index.csv").is_file()
     for seed, layer in ((0, 1), (1, 1), (1, -1)):
         run = results / f"sweep/seed_{seed}/layer_{layer}"
-        for relative in ("sae/sae.safetensors", "baselines/untrained_lm/sae/sae.safetensors", "eval/metrics.json",
-                         "eval/summary.md"):
+        for relative in ("eval/metrics.json", "eval/summary.md"):
             assert (run / relative).is_file(), (run, relative)
+        lm_results = results / ("" if seed == 0 else f"sweep/seed_{seed}")
+        for relative in (f"sae/layer_{layer}/sae.safetensors", f"baselines/untrained_lm/sae/layer_{layer}/sae.safetensors"):
+            assert (lm_results / relative).is_file(), (lm_results, relative)
         assert not (run / "activations").exists()
         assert run_metrics(root, seed, layer)["layer"] == layer
         assert (root / f"logs/sweep/seed_{seed}/layer_{layer}/evaluate.log").is_file()
@@ -296,12 +299,12 @@ def test_adding_a_seed_runs_only_that_seeds_jobs_and_the_aggregate(tiny_sweep, t
 
 def test_adding_a_layer_reuses_every_trained_lm(tiny_sweep, tmp_path):
     """Seed 0 still has layer 0 from the default run: nothing of it reruns. Seed 1 lacks its file:
-    its one activations pass runs again, rewriting every layer's file, so every layer's SAEs and
-    evaluation of seed 1 follow; no LM is retrained."""
+    its one activations pass runs again, rewriting every layer's file, so its two SAE jobs (every
+    layer's SAEs) and every layer's methods and evaluation of seed 1 follow; no LM is retrained."""
     run = copy_run(tiny_sweep.path, tmp_path / "run", layers=[*LAYERS, 0])
     layers = len(LAYERS) + 1
-    expected = {"activations": 1, "untrained_activations": 1, **{rule: layers for rule in PER_RUN_RULES},
-                "aggregate": 1, "all": 1}
+    expected = {"activations": 1, "untrained_activations": 1, "train_sae": 1, "untrained_sae": 1,
+                **{rule: layers for rule in PER_RUN_RULES}, "aggregate": 1, "all": 1}
     expected["evaluate"] += 1  # seed 0's default run: its summary's layer profile gains layer 0
     assert planned_jobs(run) == expected
 

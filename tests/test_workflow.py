@@ -34,7 +34,9 @@ def test_default_outputs_where_the_readme_says(tiny_pipeline):
                      *(f"activations/layer_{layer}.safetensors" for layer in PROFILE),
                      "baselines/untrained_lm/activations/index.csv",
                      *(f"baselines/untrained_lm/activations/layer_{layer}.safetensors" for layer in PROFILE),
-                     "sae/cfg.json", "sae/sae.safetensors", "sae/train_log.csv", "baselines/untrained_lm/sae/cfg.json",
+                     *(f"sae/layer_{layer}/{name}" for layer in PROFILE
+                       for name in ("cfg.json", "sae.safetensors", "train_log.csv", "value_candidates.json")),
+                     *(f"baselines/untrained_lm/sae/layer_{layer}/cfg.json" for layer in PROFILE),
                      "eval/metrics.json", "eval/summary.md", "eval/figures/confusion.png",
                      "aggregate/summary.csv", "aggregate/summary.md",
                      "eval/figures/methods_interchange.png", "methods/das/das.safetensors",
@@ -119,8 +121,8 @@ def test_default_run_evaluates_every_layer_without_a_sweep_config(tiny_pipeline)
     for layer in (0, 1):
         run = results / f"sweep/seed_0/layer_{layer}"
         assert json.loads((run / "eval/metrics.json").read_text())["layer"] == layer
-        assert (run / "sae/sae.safetensors").is_file() and (run / "baselines/untrained_lm/sae/cfg.json").is_file()
         assert not (run / "activations").exists()  # read from the LM's one activations job
+        assert not (run / "sae").exists()  # trained with the LM's other layers (results/sae/layer_<L>/)
     assert not (results / "sweep/seed_0/layer_-1").exists() and not (results / "sweep/seed_0/lm").exists()
     with open(results / "aggregate/summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -132,19 +134,19 @@ def test_default_run_evaluates_every_layer_without_a_sweep_config(tiny_pipeline)
 
 
 def test_sae_change_reruns_only_the_sae_jobs_of_every_layer_and_what_follows(tiny_pipeline, tmp_path):
+    """One SAE job per LM trains every layer's SAE; every layer's evaluate follows."""
     run = copy_run(tiny_pipeline, tmp_path / "run")
     edit_config(run, "sae", "lambda_align", 2.0)
     layers = len(PROFILE)
-    assert planned_jobs(run) == {"train_sae": layers, "untrained_sae": layers, "evaluate": layers, "aggregate": 1,
-                                 "all": 1}
+    assert planned_jobs(run) == {"train_sae": 1, "untrained_sae": 1, "evaluate": layers, "aggregate": 1, "all": 1}
 
 
 def test_storage_dtype_change_recollects_activations_but_keeps_the_lms(tiny_pipeline, tmp_path):
     run = copy_run(tiny_pipeline, tmp_path / "run")
     edit_config(run, "activations", "dtype", "bfloat16")
     layers = len(PROFILE)
-    assert planned_jobs(run) == {"activations": 1, "untrained_activations": 1, "train_sae": layers,
-                                 "untrained_sae": layers, "train_das": layers, "train_unsupervised_sae": layers,
+    assert planned_jobs(run) == {"activations": 1, "untrained_activations": 1, "train_sae": 1,
+                                 "untrained_sae": 1, "train_das": layers, "train_unsupervised_sae": layers,
                                  "evaluate": layers, "aggregate": 1, "all": 1}
 
 

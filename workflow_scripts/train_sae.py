@@ -1,32 +1,35 @@
-"""Snakemake adapter for stage 4: train the supervised 6-slot SAE on the train cell."""
+"""Snakemake adapter for stage 4: train the supervised 6-slot SAE of every profile layer of one LM."""
 
 import os
 import shutil
+from pathlib import Path
 
 import torch
 from _common import rule_context
 
-from biosae.lm.activations import load_activation_table
 from biosae.io import write_json
-from biosae.sae.model import SAEConfig, save_sae
-from biosae.sae.inputs import training_tensors, value_candidates
-from biosae.sae.training import train_sae
+from biosae.sae.inputs import load_training_layers, sae_config
+from biosae.sae.model import save_sae
+from biosae.sae.training import train_sae_layers
 
 smk = snakemake  # noqa: F821
 with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
-    activations, index = load_activation_table(smk.input.activations, smk.input.index)
-    candidates = value_candidates(index)
     max_rows = smk.params.sae["max_train_rows"]
-    h, rule_idx, value_target = training_tensors(activations, index, candidates, max_rows, smk.params.seed)
-    section = {key: value for key, value in smk.params.sae.items() if key not in ("n_slots", "max_train_rows")}
-    cfg = SAEConfig(d_model=h.shape[1], value_vocab_sizes=[len(candidates[r]) for r in candidates],
-                    n_slots=smk.params.sae["n_slots"], seed=smk.params.seed, **section)
-    model, history = train_sae(h, rule_idx, value_target, cfg, log_path=smk.output.log_csv,
-                               checkpoint_dir=smk.params.checkpoint_dir, progress=True)
-    os.makedirs(os.path.dirname(smk.output.cfg), exist_ok=True)
-    save_sae(os.path.dirname(smk.output.cfg), model)
-    write_json(smk.output.candidates, candidates)
+    # each output's layer (…/sae/layer_<L>/cfg.json) is read from the file its activations job
+    # wrote beside the index (…/activations/layer_<L>.safetensors); rules/sae.smk says why
+    names = [Path(path).parent.name for path in smk.output.cfg]
+    paths = [Path(smk.input.index).parent / f"{name}.safetensors" for name in names]
+    layers, rule_idx, value_target, candidates, index = load_training_layers(paths, smk.input.index, max_rows,
+                                                                             smk.params.seed)
+    cfg = sae_config(smk.params.sae, layers[0].shape[1], candidates, smk.params.seed)
+    trained = train_sae_layers(layers, rule_idx, value_target, cfg, log_paths=smk.output.log_csv,
+                               checkpoint_dir=smk.params.checkpoint_dir, progress=True,
+                               layer_names=[name.replace("_", " ") for name in names])
+    for (model, history), cfg_path, candidates_path, name in zip(trained, smk.output.cfg, smk.output.candidates, names):
+        os.makedirs(os.path.dirname(cfg_path), exist_ok=True)
+        save_sae(os.path.dirname(cfg_path), model)
+        write_json(candidates_path, candidates)
+        log.info("%s: SAE trained on %d of %d train-cell rows (sae.max_train_rows: %s); last epoch: %s", name,
+                 len(rule_idx), int((index["split"] == "train").sum()), max_rows, history[-1])
     shutil.rmtree(smk.params.checkpoint_dir, ignore_errors=True)
-    log.info("SAE trained on %d of %d train-cell rows (sae.max_train_rows: %s); last epoch: %s", len(h),
-             int((index["split"] == "train").sum()), max_rows, history[-1])

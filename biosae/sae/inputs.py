@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from biosae.errors import BiosaeError
 from biosae.rules import RULES
+from biosae.sae.model import SAEConfig
 
 
 def value_candidates(index) -> dict[str, list[int]]:
@@ -45,3 +47,32 @@ def training_tensors(activations: torch.Tensor, index, candidates, max_rows: int
     targets = torch.from_numpy(value_targets(index, candidates))
     mask = torch.from_numpy(train)
     return activations[mask], rule_idx[mask], targets[mask]
+
+
+def load_training_layers(activation_paths, index_path, max_rows: int | None = None, seed: int = 0):
+    """(training activations ``[L, N, d]``, rule_idx, value_target, candidates, index) for the SAE
+    of every layer in ``activation_paths`` (files sharing ``index_path``): one file at a time,
+    keeping only its training rows, which are the same rows for every layer (:func:`training_rows`).
+    Peak memory: the ``[L, N, d]`` result plus one layer's whole file."""
+    from biosae.lm.activations import load_activation_table
+
+    stacked, candidates = None, None
+    for layer, path in enumerate(activation_paths):
+        activations, index = load_activation_table(path, index_path)
+        candidates = candidates or value_candidates(index)
+        h, rule_idx, value_target = training_tensors(activations, index, candidates, max_rows, seed)
+        if stacked is None:
+            stacked = torch.empty(len(activation_paths), *h.shape, dtype=h.dtype)
+        if h.shape != stacked.shape[1:]:
+            raise BiosaeError(f"{path}: activations of shape {tuple(h.shape)} after row selection, the other "
+                              f"layers' are {tuple(stacked.shape[1:])}")
+        stacked[layer] = h
+        del activations, h
+    return stacked, rule_idx, value_target, candidates, index
+
+
+def sae_config(section: dict, d_model: int, candidates: dict[str, list[int]], seed: int) -> SAEConfig:
+    """The SAEConfig of the config's ``sae`` section for activations of width ``d_model``."""
+    hyper = {key: value for key, value in section.items() if key not in ("n_slots", "max_train_rows")}
+    return SAEConfig(d_model=d_model, value_vocab_sizes=[len(candidates[rule]) for rule in candidates],
+                     n_slots=section["n_slots"], seed=seed, **hyper)

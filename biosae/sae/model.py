@@ -236,7 +236,9 @@ def sae_loss(
 
     ``z`` is a Gumbel-softmax sample at ``temperature`` (the deterministic eval-mode z when None);
     the same ``z`` feeds the reconstruction, the entropy, the covariance and the value gate.
-    ``total = sum(lambda_term * term)`` with the lambdas of ``cfg``.
+    ``total = sum(lambda_term * term)`` with the lambdas of ``cfg``. Training computes these
+    terms for every layer of the profile at once (biosae.sae.layer_stack.stacked_sae_loss, tested
+    equal to this, layer by layer); this one-layer form is the definition.
     """
     x = model.standardize(h)
     logits = model.encoder(x)

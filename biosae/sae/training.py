@@ -1,11 +1,14 @@
 """Training of the supervised SAE: split, standardize, anneal, step, log, checkpoint — in that order.
 
+Every layer of an LM's layer profile is trained in one call (:func:`train_sae_layers`, the layers
+stacked as in biosae/sae/layer_stack.py); :func:`train_sae` is the one-layer case.
+
 Determinism: one seed (``cfg.seed``) fixes the model's initialization, the validation split, each
 epoch's batch order and the Gumbel noise, so two runs on the same CPU and data give identical
 weights, and a run resumed from a checkpoint gives the weights of the uninterrupted run.
 
-Checkpoints (``checkpoint_dir``) hold ``state.safetensors`` (model, optimizer state, RNG state)
-and ``state.json`` (config, data fingerprint, finished epochs, log rows); no pickle anywhere. They
+Checkpoints (``checkpoint_dir``) hold ``state.safetensors`` (every layer's model, optimizer state,
+RNG state) and ``state.json`` (config, data fingerprint, finished epochs, log rows per layer); no pickle anywhere. They
 are written after every epoch by replacing the directory whole, and left in place after a
 successful run, so a rerun with the same config and data resumes at the end and returns at once.
 """
@@ -22,7 +25,8 @@ from tqdm.auto import tqdm
 
 from biosae.errors import BiosaeError
 from biosae.io import atomic_directory, existing_version, load_tensors, read_json, save_tensors, write_json, write_text
-from biosae.sae.model import LOSS_TERMS, SAEConfig, SupervisedSAE, sae_loss
+from biosae.sae.layer_stack import LayerStackedSAE, stacked_sae_loss
+from biosae.sae.model import LOSS_TERMS, SAEConfig, SupervisedSAE
 
 LOG_COLUMNS = (
     "epoch",
@@ -93,21 +97,23 @@ def _epoch_batches(train_rows: torch.Tensor, batch_size: int, seed: int, epoch: 
     return batches
 
 
-def _check_inputs(activations, rule_idx, value_target, cfg: SAEConfig) -> None:
-    if activations.ndim != 2 or activations.shape[1] != cfg.d_model:
-        raise BiosaeError(
-            f"SAE training: activations have shape {tuple(activations.shape)}, expected [N, {cfg.d_model}]"
-        )
-    if not (len(rule_idx) == len(value_target) == len(activations)):
-        raise BiosaeError(
-            f"SAE training: {len(activations)} activations, {len(rule_idx)} rule indices, "
-            f"{len(value_target)} value targets (must be equal)"
-        )
-    bad = ~torch.isfinite(activations).all(dim=1)
-    if bad.any():
-        raise BiosaeError(
-            f"SAE training: activations contain nan or inf in {int(bad.sum())} rows (first: row {int(bad.nonzero()[0])})"
-        )
+def _check_inputs(activations, rule_idx, value_target, cfg: SAEConfig, layer_names: list[str]) -> None:
+    for name, layer in zip(layer_names, activations):
+        if layer.ndim != 2 or layer.shape[1] != cfg.d_model:
+            raise BiosaeError(
+                f"SAE training: activations{name} have shape {tuple(layer.shape)}, expected [N, {cfg.d_model}]"
+            )
+        if not (len(rule_idx) == len(value_target) == len(layer)):
+            raise BiosaeError(
+                f"SAE training: {len(layer)} activations{name}, {len(rule_idx)} rule indices, "
+                f"{len(value_target)} value targets (must be equal)"
+            )
+        bad = ~torch.isfinite(layer).all(dim=1)
+        if bad.any():
+            raise BiosaeError(
+                f"SAE training: activations{name} contain nan or inf in {int(bad.sum())} rows "
+                f"(first: row {int(bad.nonzero()[0])})"
+            )
     if ((rule_idx < 0) | (rule_idx >= cfg.n_slots)).any():
         raise BiosaeError(f"SAE training: rule indices must lie in [0, {cfg.n_slots})")
     sizes = torch.tensor(cfg.value_vocab_sizes, device=rule_idx.device)[rule_idx]
@@ -128,13 +134,15 @@ def _data_fingerprint(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _check_finite(losses: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+def _check_finite(losses: dict[str, torch.Tensor], epoch: int, step: int, layer_names: list[str]) -> None:
+    """Every term is ``[L]``; a nan or inf names the term, the layer (when several), epoch and step."""
     if bool(torch.isfinite(torch.stack(list(losses.values()))).all()):
         return
-    for name, value in losses.items():
-        if not torch.isfinite(value):
-            kind = "nan" if torch.isnan(value) else "inf"
-            raise BiosaeError(f"SAE training: loss term {name!r} is {kind} at epoch {epoch} step {step}")
+    for name, values in losses.items():
+        for layer_name, value in zip(layer_names, values):
+            if not torch.isfinite(value):
+                kind = "nan" if torch.isnan(value) else "inf"
+                raise BiosaeError(f"SAE training: loss term {name!r}{layer_name} is {kind} at epoch {epoch} step {step}")
 
 
 def _accuracy(predicted: torch.Tensor, target: torch.Tensor) -> float:
@@ -150,7 +158,7 @@ def _write_log(path, history: list[dict]) -> None:
     write_text(path, "\n".join(lines) + "\n")
 
 
-def _save_checkpoint(directory, model, optimizer, epoch: int, history: list[dict], fingerprint: str) -> None:
+def _save_checkpoint(directory, model, optimizer, epoch: int, history: list[list[dict]], fingerprint: str) -> None:
     tensors = {f"model.{name}": tensor for name, tensor in model.state_dict().items()}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
@@ -165,8 +173,9 @@ def _save_checkpoint(directory, model, optimizer, epoch: int, history: list[dict
         write_json(tmp / CHECKPOINT_STATE, state)
 
 
-def _resume(directory, model, optimizer, fingerprint: str) -> tuple[int, list[dict]]:
-    """Restore a checkpoint of this exact config and data; return (finished epochs, log rows), (0, []) if none."""
+def _resume(directory, model, optimizer, fingerprint: str) -> tuple[int, list[list[dict]]]:
+    """Restore a checkpoint of this exact config and data (every layer's); return (finished epochs,
+    log rows per layer), (0, []) if none."""
     directory = existing_version(directory)
     state_path = directory / CHECKPOINT_STATE
     if not state_path.is_file():
@@ -204,75 +213,121 @@ def train_sae(
 ) -> tuple[SupervisedSAE, list[dict]]:
     """Train a :class:`SupervisedSAE` on ``activations`` ``[N, d]``; return (model in eval mode, log rows).
 
+    :func:`train_sae_layers` with one layer; see there for everything else.
+    """
+    [(model, history)] = train_sae_layers(
+        [activations], rule_idx, value_target, cfg, log_paths=None if log_path is None else [log_path],
+        checkpoint_dir=checkpoint_dir, progress=progress, stop_after_epochs=stop_after_epochs)
+    return model, history
+
+
+def train_sae_layers(
+    activations: list[torch.Tensor] | torch.Tensor,
+    rule_idx: torch.Tensor,
+    value_target: torch.Tensor,
+    cfg: SAEConfig,
+    log_paths: list | None = None,
+    checkpoint_dir=None,
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+    layer_names: list[str] | None = None,
+) -> list[tuple[SupervisedSAE, list[dict]]]:
+    """Train one :class:`SupervisedSAE` per entry of ``activations`` (each ``[N, d]``: one layer's
+    rows, the same rows in the same order for every layer; or one ``[L, N, d]`` tensor, which
+    is used without a copy), all at once as a
+    :class:`~biosae.sae.layer_stack.LayerStackedSAE`; return (model in eval mode, log rows) per layer.
+
+    Each layer's SAE is the one it would get trained alone (layer_stack's docstring says why).
     ``rule_idx[i]`` is row i's rule (its target slot), ``value_target[i]`` its answer's candidate
     index within that rule. A seeded, rule-stratified ``cfg.validation_fraction`` of rows is held
-    out; ``mean``/``std`` come from the other rows. Adam at ``cfg.lr``; the Gumbel temperature
-    follows :func:`temperature_at`. One log row per epoch (columns ``LOG_COLUMNS``; loss terms are
-    train means over the epoch's steps, accuracies are eval-mode), rewritten to the CSV
-    ``log_path`` after every epoch. A nan or inf loss term is a BiosaeError naming the term,
-    epoch and step. ``stop_after_epochs`` ends training once that many epochs are done (the
-    model is then unfinished): it simulates an interruption, to be resumed from ``checkpoint_dir``.
-    Tensors may live on any device; training happens there.
+    out; each layer's ``mean``/``std`` come from its other rows. Adam at ``cfg.lr``; the Gumbel
+    temperature follows :func:`temperature_at`. One log row per epoch and layer (columns
+    ``LOG_COLUMNS``; loss terms are train means over the epoch's steps, accuracies are eval-mode),
+    rewritten to that layer's CSV of ``log_paths`` after every epoch. A nan or inf loss term is a
+    BiosaeError naming the term, the layer (``layer_names``, e.g. "layer 2", when there are
+    several), the epoch and the step. ``stop_after_epochs`` ends training once that many epochs
+    are done (the models are then unfinished): it simulates an interruption, to be resumed from
+    ``checkpoint_dir``, which holds every layer's state. Tensors may live on any device; training
+    happens there.
     """
-    activations, rule_idx, value_target = activations.float(), rule_idx.long(), value_target.long()
-    _check_inputs(activations, rule_idx, value_target, cfg)
-    device = activations.device
-    fingerprint = _data_fingerprint(activations, rule_idx, value_target) if checkpoint_dir else ""
+    count = len(activations)
+    if count < 1:
+        raise BiosaeError("SAE training: no activations given (need at least one layer)")
+    if layer_names is None:
+        layer_names = [f" of layer {i}" for i in range(count)] if count > 1 else [""]
+    else:
+        layer_names = [f" of {name}" for name in layer_names]
+    if log_paths is not None and len(log_paths) != count:
+        raise BiosaeError(f"SAE training: {len(log_paths)} log paths for {count} layers")
+    rule_idx, value_target = rule_idx.long(), value_target.long()
+    _check_inputs(activations, rule_idx, value_target, cfg, layer_names)
+    h = activations.float() if torch.is_tensor(activations) else torch.stack([layer.float() for layer in activations])
+    device = h.device
+    fingerprint = _data_fingerprint(h, rule_idx, value_target) if checkpoint_dir else ""
 
     torch.manual_seed(cfg.seed)
     validation = validation_split(rule_idx, cfg.validation_fraction, cfg.seed)
     train_rows = (~validation).nonzero().flatten()
     if len(train_rows) < 2:
         raise BiosaeError(f"SAE training: {len(train_rows)} training rows after the validation split (need >= 2)")
-    h_val, rule_val, value_val = activations[validation], rule_idx[validation], value_target[validation]
+    h_train, h_val = h[:, train_rows], h[:, validation]
+    rule_val, value_val = rule_idx[validation], value_target[validation]
     majority = majority_value_baseline(rule_idx, value_target, ~validation)[validation]
     majority_accuracy = _accuracy(majority, value_val)
 
-    model = SupervisedSAE(cfg).to(device)
-    model.fit_standardization(activations[train_rows])
+    # The seed's initialization, drawn once and copied to every layer (what each layer would draw alone).
+    model = LayerStackedSAE(SupervisedSAE(cfg), count).to(device)
+    model.fit_standardization(h_train)
     # fused: one kernel per parameter and step; on the CPU, foreach still runs ~7 ops per tensor
     # (measured: the default SAE trains in ~20 s instead of ~27 s).
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
-    done, history = _resume(checkpoint_dir, model, optimizer, fingerprint) if checkpoint_dir else (0, [])
+    done, histories = _resume(checkpoint_dir, model, optimizer, fingerprint) if checkpoint_dir else (0, [])
+    histories = histories or [[] for _ in range(count)]
     last = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
 
     bar = tqdm(range(done + 1, last + 1), initial=done, total=cfg.epochs, desc="SAE", disable=not progress)
     for epoch in bar:
         temperature = temperature_at(cfg, epoch)
         model.train()
-        sums = dict.fromkeys((*LOSS_TERMS, "total"), 0.0)
+        sums = torch.zeros(len(LOSS_TERMS) + 1, count, dtype=torch.float64, device=device)
         for step, batch in enumerate(_epoch_batches(train_rows, cfg.batch_size, cfg.seed, epoch), start=1):
-            losses = sae_loss(model, activations[batch], rule_idx[batch], value_target[batch], temperature, cfg)
-            _check_finite(losses, epoch, step)
+            losses = stacked_sae_loss(model, h[:, batch], rule_idx[batch], value_target[batch], temperature, cfg)
+            _check_finite(losses, epoch, step, layer_names)
             optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
+            # each layer's total reaches only its own parameters: one backward for all layers
+            losses["total"].sum().backward()
             optimizer.step()
-            for name, value in losses.items():
-                sums[name] += float(value.detach()) * len(batch)
+            sums += torch.stack([losses[name].detach() for name in (*LOSS_TERMS, "total")]).double() * len(batch)
 
         model.eval()
         with torch.no_grad():
-            train_slots = model.slot_logits(activations[train_rows]).argmax(dim=-1)
+            train_slots = model.slot_logits(h_train).argmax(dim=-1)
             val_slots = model.slot_logits(h_val).argmax(dim=-1)
             val_values = model.value_predictions(h_val, rule_val)
-        row = {"epoch": epoch, "temperature": temperature}
-        row.update({name: total / len(train_rows) for name, total in sums.items()})
-        row["train_slot_accuracy"] = _accuracy(train_slots, rule_idx[train_rows])
-        row["validation_slot_accuracy"] = _accuracy(val_slots, rule_val)
-        row["validation_value_accuracy"] = _accuracy(val_values, value_val)
-        row["validation_majority_value_accuracy"] = majority_accuracy
-        history.append(row)
-        bar.set_postfix(total=f"{row['total']:.4f}", val_slot=f"{row['validation_slot_accuracy']:.3f}")
+        means = (sums / len(train_rows)).tolist()
+        for layer, history in enumerate(histories):
+            row = {"epoch": epoch, "temperature": temperature}
+            row.update({name: means[i][layer] for i, name in enumerate((*LOSS_TERMS, "total"))})
+            row["train_slot_accuracy"] = _accuracy(train_slots[layer], rule_idx[train_rows])
+            row["validation_slot_accuracy"] = _accuracy(val_slots[layer], rule_val)
+            row["validation_value_accuracy"] = _accuracy(val_values[layer], value_val)
+            row["validation_majority_value_accuracy"] = majority_accuracy
+            history.append(row)
+        bar.set_postfix(total=f"{histories[0][-1]['total']:.4f}",
+                        val_slot=f"{histories[0][-1]['validation_slot_accuracy']:.3f}")
 
-        if log_path is not None:
-            _write_log(log_path, history)
+        if log_paths is not None:
+            for path, history in zip(log_paths, histories):
+                _write_log(path, history)
         if checkpoint_dir is not None:
-            _save_checkpoint(checkpoint_dir, model, optimizer, epoch, history, fingerprint)
+            _save_checkpoint(checkpoint_dir, model, optimizer, epoch, histories, fingerprint)
     bar.close()
 
-    if log_path is not None and history:
-        _write_log(log_path, history)  # also when a finished checkpoint left no epoch to run
+    if log_paths is not None:
+        for path, history in zip(log_paths, histories):
+            if history:
+                _write_log(path, history)  # also when a finished checkpoint left no epoch to run
     bad = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
     if bad:
         raise BiosaeError(f"SAE training: parameter {bad[0]!r} is nan or inf after training")
-    return model.eval(), history
+    return [(model.layer_sae(layer), history) for layer, history in enumerate(histories)]
