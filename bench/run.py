@@ -471,13 +471,27 @@ def stage_benchmarks(directory: Path) -> list[dict]:
     return sorted(stages, key=lambda stage: stage["finished"])
 
 
+IDLE_GAP_SECONDS = 60.0  # longer than Snakemake ever takes between two jobs of one invocation
+
+
 def wall_from_benchmarks(stages: list[dict]) -> tuple[float, str]:
-    """A finished run's wall time from its benchmark files: first start to last finish, when that
-    span looks like one continuous run; the sum of stage times otherwise (e.g. stages redone later)."""
+    """A finished run's wall time from its benchmark files: first job start to last job end, less
+    any stretch of over IDLE_GAP_SECONDS in which no job ran (stages redone by a later invocation,
+    e.g. a --forcerun, leave such a gap); the sum of stage times when even that span is far longer
+    than the jobs."""
     total = sum(stage["seconds"] for stage in stages)
-    span = max(s["finished"] for s in stages) - min(s["finished"] - s["seconds"] for s in stages)
-    if span <= 1.5 * total:
-        return span, "first job start to last job end (from the benchmark files' times)"
+    intervals = sorted((s["finished"] - s["seconds"], s["finished"]) for s in stages)
+    idle, reach = 0.0, intervals[0][1]
+    for start, end in intervals[1:]:
+        if start - reach > IDLE_GAP_SECONDS:
+            idle += start - reach
+        reach = max(reach, end)
+    span = reach - intervals[0][0]
+    how = "first job start to last job end (from the benchmark files' times)"
+    if idle:
+        how += f", less {idle:,.0f} s in which no job ran (stages redone by a later Snakemake call)"
+    if span - idle <= 1.5 * total:
+        return span - idle, how
     return total, "sum of stage times (the benchmark files span several runs)"
 
 
