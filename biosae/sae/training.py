@@ -158,7 +158,7 @@ def _write_log(path, history: list[dict]) -> None:
     write_text(path, "\n".join(lines) + "\n")
 
 
-def _save_checkpoint(directory, model, optimizer, epoch: int, history: list[list[dict]], fingerprint: str) -> None:
+def _save_checkpoint(directory, model, optimizer, epoch: int, histories: list[list[dict]], fingerprint: str) -> None:
     tensors = {f"model.{name}": tensor for name, tensor in model.state_dict().items()}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
@@ -167,7 +167,7 @@ def _save_checkpoint(directory, model, optimizer, epoch: int, history: list[list
     device = next(model.parameters()).device
     if device.type == "cuda":  # Gumbel noise on a GPU comes from that device's generator
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-    state = {"cfg": model.cfg.to_dict(), "data_sha256": fingerprint, "epoch": epoch, "history": history}
+    state = {"cfg": model.cfg.to_dict(), "data_sha256": fingerprint, "epoch": epoch, "history": histories}
     with atomic_directory(directory) as tmp:
         save_tensors(tmp / CHECKPOINT_TENSORS, tensors)
         write_json(tmp / CHECKPOINT_STATE, state)
