@@ -23,7 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from biosae.sae.model import LOG_FLOOR, LOSS_TERMS, STD_FLOOR, SAEConfig, SupervisedSAE
+from biosae.sae.model import (
+    LOSS_TERMS,
+    STD_FLOOR,
+    SAEConfig,
+    SupervisedSAE,
+    alignment_loss,
+    independence_loss,
+    reconstruction_loss,
+    slot_entropy,
+    value_loss,
+)
 
 
 def _stacked(tensor: torch.Tensor, layers: int) -> nn.Parameter:
@@ -48,7 +58,6 @@ class LayerStackedSAE(nn.Module):
     def __init__(self, template: SupervisedSAE, layers: int):
         super().__init__()
         self.cfg = template.cfg
-        self.layers = layers
         self.register_buffer("mean", template.mean.detach().unsqueeze(0).repeat(layers, 1))
         self.register_buffer("std", template.std.detach().unsqueeze(0).repeat(layers, 1))
         self.encoder_weight = _stacked_weight(template.encoder, layers)
@@ -102,7 +111,7 @@ class LayerStackedSAE(nn.Module):
                  "decoder.weight": self.decoder_weight[layer].t(), "decoder.bias": self.decoder_bias[layer]}
         for k, (weight, bias) in enumerate(zip(self.head_weights, self.head_biases)):
             state[f"value_heads.{k}.weight"], state[f"value_heads.{k}.bias"] = weight[layer].t(), bias[layer]
-        model.load_state_dict({name: tensor.detach().contiguous().clone() for name, tensor in state.items()})
+        model.load_state_dict(state)  # copies into the new model's own tensors
         return model.to(self.mean.device).eval()
 
 
@@ -123,26 +132,20 @@ def stacked_sae_loss(
 
     One Gumbel draw ``[B, n_slots]`` serves every layer (what each layer would draw alone).
     """
-    layers, rows, _ = h.shape
     x = model.standardize(h)
     logits = _linear(x, model.encoder_weight, model.encoder_bias)
-    noise = gumbel_noise(rows, cfg.n_slots, h.device)
+    noise = gumbel_noise(h.shape[1], cfg.n_slots, h.device)
     z = torch.softmax((logits + noise) / temperature, dim=-1)
-    recon = _linear(z, model.decoder_weight, model.decoder_bias)
-    centered = z - z.mean(dim=1, keepdim=True)
-    cov = centered.transpose(1, 2) @ centered / (rows - 1)
-    eye = torch.eye(cfg.n_slots, dtype=z.dtype, device=z.device)
-
-    def per_row_cross_entropy(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        flat = F.cross_entropy(scores.reshape(layers * rows, -1), target.repeat(layers), reduction="none")
-        return flat.view(layers, rows).mean(dim=1)
-
-    terms = {
-        "recon": (recon - x).pow(2).mean(dim=(1, 2)),
-        "sparse": -(z * z.clamp_min(LOG_FLOOR).log()).sum(dim=-1).mean(dim=1),
-        "align": per_row_cross_entropy(logits, rule_idx),
-        "indep": (cov - eye).pow(2).sum(dim=(1, 2)),
-        "value": per_row_cross_entropy(model.value_logits(x, z, rule_idx), value_target),
+    x_recon = _linear(z, model.decoder_weight, model.decoder_bias)
+    # built before the entropy so that the backward pass sums z's gradients in the order it always
+    # has (losses and gradients checked bitwise equal to those of the recorded run's code)
+    indep = independence_loss(z)
+    terms = {  # the terms of biosae.sae.model, each [L] on a stack of batches
+        "recon": reconstruction_loss(x, x_recon),
+        "sparse": slot_entropy(z),
+        "align": alignment_loss(logits, rule_idx),
+        "indep": indep,
+        "value": value_loss(model.value_logits(x, z, rule_idx), value_target),
     }
     terms["total"] = sum(getattr(cfg, f"lambda_{name}") * terms[name] for name in LOSS_TERMS)
     return terms

@@ -192,33 +192,45 @@ class SupervisedSAE(nn.Module):
 # --- loss terms -------------------------------------------------------------------------------
 
 
+# Each term takes a batch ``[N, ...]`` and returns a scalar, or a stack of batches ``[L, N, ...]``
+# (every layer of the profile, biosae.sae.layer_stack) and returns ``[L]``: one definition for both.
+
+
 def reconstruction_loss(x: torch.Tensor, x_recon: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over all elements (both in standardized space)."""
-    return F.mse_loss(x_recon, x)
+    """Mean squared error over all elements of a batch (both in standardized space)."""
+    return (x_recon - x).pow(2).mean(dim=(-2, -1))
 
 
 def slot_entropy(z: torch.Tensor) -> torch.Tensor:
     """Mean over rows of ``H(z) = -sum_k z_k log z_k`` (0 for one-hot, log K for uniform)."""
-    return -(z * z.clamp_min(LOG_FLOOR).log()).sum(dim=-1).mean()
+    return -(z * z.clamp_min(LOG_FLOOR).log()).sum(dim=-1).mean(dim=-1)
+
+
+def _mean_cross_entropy(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the cross-entropy of ``scores`` ``[..., N, C]`` against ``target`` ``[N]``."""
+    flat = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), target.expand(scores.shape[:-1]).reshape(-1),
+                           reduction="none")
+    return flat.view(scores.shape[:-1]).mean(dim=-1)
 
 
 def alignment_loss(slot_logits: torch.Tensor, rule_idx: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of slot logits against each row's rule."""
-    return F.cross_entropy(slot_logits, rule_idx)
+    return _mean_cross_entropy(slot_logits, rule_idx)
 
 
 def independence_loss(z: torch.Tensor) -> torch.Tensor:
     """``||Cov(z) - I||_F^2`` over the batch: the full (unbiased) covariance, diagonal included."""
-    if z.shape[0] < 2:
-        raise BiosaeError(f"SAE loss: the covariance term needs at least 2 rows, got {z.shape[0]}")
-    centered = z - z.mean(dim=0, keepdim=True)
-    cov = centered.T @ centered / (z.shape[0] - 1)
-    return (cov - torch.eye(z.shape[1], dtype=z.dtype, device=z.device)).pow(2).sum()
+    rows = z.shape[-2]
+    if rows < 2:
+        raise BiosaeError(f"SAE loss: the covariance term needs at least 2 rows, got {rows}")
+    centered = z - z.mean(dim=-2, keepdim=True)
+    cov = centered.transpose(-2, -1) @ centered / (rows - 1)
+    return (cov - torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)).pow(2).sum(dim=(-2, -1))
 
 
 def value_loss(value_logits: torch.Tensor, value_target: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of each row's value logits against its candidate index."""
-    return F.cross_entropy(value_logits, value_target)
+    return _mean_cross_entropy(value_logits, value_target)
 
 
 LOSS_TERMS = ("recon", "sparse", "align", "indep", "value")
