@@ -99,32 +99,48 @@ def evaluate_seconds(pipeline: dict) -> float | None:
 
 
 def is_profile_stage(stage: dict) -> bool:
-    """A job the layer profile adds to the seed's one-hook pipeline: another layer's methods and
-    evaluate (benchmarks/sweep/seed_<s>/layer_<l>/), and the layer aggregate. The other layers'
-    SAEs are trained inside the LM's two SAE jobs: their share is :func:`sae_profile_seconds`."""
+    """A job the layer profile adds to the seed's one-hook pipeline: another layer's evaluate
+    (benchmarks/sweep/seed_<s>/layer_<l>/), and the layer aggregate. The other layers' SAEs, TopK
+    SAEs and DAS train inside their LM's one job of each: their share is
+    :func:`lm_job_profile_seconds`."""
     return stage["stage"].startswith("sweep/") or stage["stage"] == "aggregate"
 
 
-def sae_profile_seconds(pipeline: dict) -> float:
-    """What the profile's other layers add to the two per-LM SAE jobs (trained and untrained LM):
-    twice the in-process difference between training every layer's SAE at once and the seed hook's
-    alone (section 6); 0 when not measured."""
-    sae = (pipeline or {}).get("sae_layers")
-    return 2 * max(0.0, sae["all_seconds"] - sae["one_seconds"]) if sae else 0.0
+def lm_job_profile_seconds(pipeline: dict) -> dict[str, float]:
+    """What the profile's other layers add to the jobs that train every layer of an LM at once:
+
+    - the two SAE jobs (trained and untrained LM, same shapes): twice the in-process difference
+      between every layer's SAE at once and the seed hook's alone (section 6);
+    - the TopK SAE job (trained LM): that difference, measured the same way;
+    - the DAS job: the other layers' own seconds, which the job records per layer (the prompts all
+      layers share count as the seed hook's).
+
+    Empty when not measured."""
+    pipeline = pipeline or {}
+    out = {}
+    sae, topk, das = pipeline.get("sae_layers"), pipeline.get("topk_layers"), pipeline.get("das_layers")
+    if sae:
+        out["other layers' SAEs in the two SAE jobs"] = 2 * max(0.0, sae["all_seconds"] - sae["one_seconds"])
+    if topk:
+        out["other layers' TopK SAEs in their job"] = max(0.0, topk["all_seconds"] - topk["one_seconds"])
+    if das:
+        out["other layers' DAS in their job"] = sum(seconds for layer, seconds in das["seconds"].items()
+                                                    if int(layer) != das["seed_layer"])
+    return out
 
 
 def layer_profile_ratio(pipeline: dict) -> float | None:
     """Stage seconds of the whole default run ÷ those of its seed-hook jobs alone: the pipeline a
-    user gets with ``sweep.layers: [-1]``, measured as a subset of the same run (the SAE jobs less
-    :func:`sae_profile_seconds`). The activation job is counted whole on both sides (it collects
-    every layer in one pass; what that costs over one layer is section 4's "seed's layer only"
-    row), so the ratio is, if anything, an underestimate."""
+    user gets with ``sweep.layers: [-1]``, measured as a subset of the same run (the per-LM
+    training jobs less :func:`lm_job_profile_seconds`). The activation job is counted whole on
+    both sides (it collects every layer in one pass; what that costs over one layer is section 4's
+    "seed's layer only" row), so the ratio is, if anything, an underestimate."""
     stages = (pipeline or {}).get("stages") or []
     if not any(is_profile_stage(stage) for stage in stages):
         return None
     total = sum(stage["seconds"] for stage in stages)
     seed_hook = sum(stage["seconds"] for stage in stages if not is_profile_stage(stage))
-    return total / (seed_hook - sae_profile_seconds(pipeline))
+    return total / (seed_hook - sum(lm_job_profile_seconds(pipeline).values()))
 
 
 def limiting_notes(results: dict) -> list[str]:
@@ -138,9 +154,7 @@ def limiting_notes(results: dict) -> list[str]:
     ratio = layer_profile_ratio(pipeline)
     if ratio is not None and verdict("layer_profile_ratio", ratio) == "MISS":
         added = [stage for stage in pipeline["stages"] if is_profile_stage(stage)]
-        per_rule: dict[str, float] = {}
-        if sae_profile_seconds(pipeline):
-            per_rule["other layers' SAEs in the two SAE jobs"] = sae_profile_seconds(pipeline)
+        per_rule: dict[str, float] = dict(lm_job_profile_seconds(pipeline))
         for stage in added:
             rule = stage["stage"].rsplit("/", 1)[-1]
             per_rule[rule] = per_rule.get(rule, 0.0) + stage["seconds"]
@@ -346,6 +360,19 @@ def pipeline_section(p: dict | None, threads: int) -> list[str]:
                   f"{sae['all_seconds'] / sae['one_seconds']:.2f}× one layer for {len(sae['layers'])} layers. The "
                   f"difference, twice (trained and untrained LM), is the profile's share of the two SAE jobs in the "
                   f"layer-profile ratio.", ""]
+    topk = p.get("topk_layers")
+    if topk:
+        lines += [f"TopK SAE training (the same way: {topk['rows']:,} rows, batch {topk['batch_size']}; timed over "
+                  f"{topk['measured_epochs']} of its {topk['epochs']} epochs and scaled, the epochs being alike): every "
+                  f"layer at once **{topk['all_seconds']:.1f} s**, the seed's hook alone {topk['one_seconds']:.1f} s "
+                  f"({topk['all_seconds'] / topk['one_seconds']:.2f}×). The difference is the profile's share of the "
+                  f"`train_unsupervised_sae` job.", ""]
+    das = p.get("das_layers")
+    if das:
+        per_layer = ", ".join(f"layer {layer} {seconds:.1f} s" for layer, seconds in das["seconds"].items())
+        lines += [f"DAS, from the run's own `train_das` job (it records each layer's seconds in its cfg.json): "
+                  f"{per_layer}; the prompts and caches every layer shares {das['shared_seconds']:.1f} s. The other "
+                  f"layers' seconds are the profile's share of the job.", ""]
     rerun = p["rerun"]
     if rerun.get("estimated"):
         jobs = ", ".join(f"{s['stage']} {s['seconds']:.1f} s" for s in rerun["jobs"])

@@ -592,6 +592,59 @@ def measure_sae_layers(run_dir: Path) -> dict:
             "rows": len(rule_idx), "epochs": cfg.epochs, "batch_size": cfg.batch_size}
 
 
+TOPK_MEASURED_EPOCHS = 20
+
+
+def measure_topk_layers(run_dir: Path) -> dict:
+    """In process, like :func:`measure_sae_layers`: the TopK SAE of every profile layer at once
+    (the train_unsupervised_sae job), then of the seed's hook alone, each over at most
+    ``TOPK_MEASURED_EPOCHS`` epochs, scaled to the config's (every epoch runs the same batches)."""
+    from biosae.methods.unsupervised_sae import TopKSAEConfig, train_topk_sae_layers
+    from biosae.sae.inputs import load_training_layers
+
+    config = validated(read_yaml(run_dir / "config.yaml"))
+    section = dict(config["methods"]["sae_unsupervised"])
+    max_rows = section.pop("max_train_rows")
+    layers = profile_layers(config, config["model"]["n_layer"])
+    seed_layer = config["activations"]["layer"]
+    activations = run_dir / "results" / "activations"
+    h, *_ = load_training_layers([activations / f"layer_{layer}.safetensors" for layer in layers],
+                                 activations / "index.csv", max_rows, config["seed"])
+    cfg = TopKSAEConfig(d_model=h.shape[2], seed=config["seed"], **section)
+    measured = replace(cfg, epochs=min(cfg.epochs, TOPK_MEASURED_EPOCHS))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        all_seconds, _ = seconds_of(train_topk_sae_layers, h, measured)
+        one_seconds, _ = seconds_of(train_topk_sae_layers, h[layers.index(seed_layer)][None], measured)
+    finally:
+        torch.set_num_threads(threads)
+    scale = cfg.epochs / measured.epochs
+    say(f"[pipeline] TopK SAE training in process ({measured.epochs} epochs, scaled x{scale:g}): {len(layers)} layers "
+        f"at once {all_seconds * scale:.1f} s, layer {seed_layer} alone {one_seconds * scale:.1f} s")
+    return {"layers": layers, "seed_layer": seed_layer, "all_seconds": all_seconds * scale,
+            "one_seconds": one_seconds * scale, "rows": h.shape[1], "epochs": cfg.epochs,
+            "measured_epochs": measured.epochs, "batch_size": cfg.batch_size}
+
+
+def method_names(run_dir: Path) -> list[str]:
+    return validated(read_yaml(run_dir / "config.yaml"))["methods"]["names"]
+
+
+def das_layers_from_run(run_dir: Path) -> dict | None:
+    """Each profile layer's seconds in the run's train_das job, from the cfg.json it writes per
+    layer (None for a run from before the job recorded them)."""
+    config = validated(read_yaml(run_dir / "config.yaml"))
+    seconds, shared = {}, 0.0
+    for layer in profile_layers(config, config["model"]["n_layer"]):
+        path = run_dir / "results" / "methods" / "das" / f"layer_{layer}" / "cfg.json"
+        cfg = json.loads(path.read_text()) if path.is_file() else {}
+        if "seconds" not in cfg:
+            return None
+        seconds[layer], shared = cfg["seconds"], cfg["shared_seconds"]
+    return {"seconds": seconds, "shared_seconds": shared, "seed_layer": config["activations"]["layer"]}
+
+
 def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | None, workdir: Path,
                      rerun: bool = True) -> dict:
     """Run the default pipeline in ``workdir`` (or read a finished one), then the SAE-only rerun."""
@@ -618,6 +671,8 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
     say(f"[pipeline] total {wall / 60:.1f} min ({wall_how})")
     accuracy = minutes_to_accuracy(source / "results" / "lm" / "train_log.csv")
     sae_layers = measure_sae_layers(source)
+    topk_layers = measure_topk_layers(source) if "sae_unsupervised" in method_names(source) else None
+    das_layers = das_layers_from_run(source) if "das" in method_names(source) else None
     rerun = measure_sae_rerun(run_dir, threads) if rerun else rerun_from_stages(stages)
     if rerun.get("estimated"):
         rerun["fraction"] = rerun["seconds"] / wall
@@ -628,7 +683,8 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
     else:
         say(f"[pipeline] SAE-only rerun not measured: {rerun['why']}")
     return {"stages": stages, "wall": wall, "wall_how": wall_how, "source": str(source), "ran_here": pipeline_dir is None,
-            "accuracy": accuracy, "rerun": rerun, "sae_layers": sae_layers}
+            "accuracy": accuracy, "rerun": rerun, "sae_layers": sae_layers, "topk_layers": topk_layers,
+            "das_layers": das_layers}
 
 
 # ----------------------------------------------------------------------------------------------

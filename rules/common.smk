@@ -156,14 +156,17 @@ def method_inputs(wildcards):
     """The trained localization methods evaluate compares (only those listed in methods.names)."""
     names = config["methods"]["names"]
     files = {}
+    methods = f"results/{lm_prefix(run_seed(wildcards))}methods"
+    layer = f"layer_{run_layer(wildcards)}"
+    # each trained with its LM's other layers in one job (rules/methods.smk)
     if "das" in names:
-        files["das_cfg"] = f"results/{wildcards.run}methods/das/cfg.json"
-        files["das_weights"] = f"results/{wildcards.run}methods/das/das.safetensors"
-        files["das_pairs"] = f"results/{wildcards.run}methods/das/train_pairs.csv"
-        files["das_log"] = f"results/{wildcards.run}methods/das/train_log.csv"
+        files["das_cfg"] = f"{methods}/das/{layer}/cfg.json"
+        files["das_weights"] = f"{methods}/das/{layer}/das.safetensors"
+        files["das_pairs"] = f"{methods}/das/{layer}/train_pairs.csv"
+        files["das_log"] = f"{methods}/das/{layer}/train_log.csv"
     if "sae_unsupervised" in names:
-        files["unsupervised_sae_cfg"] = f"results/{wildcards.run}methods/sae_unsupervised/cfg.json"
-        files["unsupervised_sae_weights"] = f"results/{wildcards.run}methods/sae_unsupervised/sae.safetensors"
+        files["unsupervised_sae_cfg"] = f"{methods}/sae_unsupervised/{layer}/cfg.json"
+        files["unsupervised_sae_weights"] = f"{methods}/sae_unsupervised/{layer}/sae.safetensors"
     return files
 
 

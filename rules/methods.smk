@@ -3,54 +3,56 @@
 # inside evaluate (milliseconds).
 
 
+# One job per LM trains DAS at every profile layer, one layer after another: the LM, the pairs
+# and their prompt caches (which do not depend on the layer) are loaded and built once. Its
+# input is the activation index, as for the SAEs (rules/sae.smk says why).
 rule train_das:
     input:
-        model=lm_dir,
-        activations=activation_file,
-        index=activation_index,
+        model="results/{lmrun}lm/final",
+        index="results/{lmrun}activations/index.csv",
     output:
-        cfg="results/{run}methods/das/cfg.json",
-        weights="results/{run}methods/das/das.safetensors",
-        log_csv="results/{run}methods/das/train_log.csv",
-        pairs="results/{run}methods/das/train_pairs.csv",
+        cfg=expand("results/{{lmrun}}methods/das/layer_{layer}/cfg.json", layer=PROFILE_LAYERS),
+        weights=expand("results/{{lmrun}}methods/das/layer_{layer}/das.safetensors", layer=PROFILE_LAYERS),
+        log_csv=expand("results/{{lmrun}}methods/das/layer_{layer}/train_log.csv", layer=PROFILE_LAYERS),
+        pairs=expand("results/{{lmrun}}methods/das/layer_{layer}/train_pairs.csv", layer=PROFILE_LAYERS),
     params:
         das=config["methods"]["das"],
         seed=run_seed,
-        layer=run_layer,
         max_prompts_per_cell=config["evaluate"]["max_prompts_per_cell"],
     # one thread: a multi-threaded BLAS may reduce in another order from one process to the next,
     # and DAS's gradient steps would carry that into its subspace (local and SLURM runs must agree)
     threads: 1
     log:
-        "logs/{run}train_das.log",
+        "logs/{lmrun}train_das.log",
     benchmark:
-        "benchmarks/{run}train_das.tsv"
+        "benchmarks/{lmrun}train_das.tsv"
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=60,
     conda:
         "../envs/biosae.yaml"
     script:
         "../workflow_scripts/train_das.py"
 
 
+# Like the supervised SAE (rules/sae.smk), one job per LM trains every profile layer's TopK SAE
+# at once, and its input is the activation index, for the same reason.
 rule train_unsupervised_sae:
     input:
-        activations=activation_file,
-        index=activation_index,
+        index="results/{lmrun}activations/index.csv",
     output:
-        cfg="results/{run}methods/sae_unsupervised/cfg.json",
-        weights="results/{run}methods/sae_unsupervised/sae.safetensors",
+        cfg=expand("results/{{lmrun}}methods/sae_unsupervised/layer_{layer}/cfg.json", layer=PROFILE_LAYERS),
+        weights=expand("results/{{lmrun}}methods/sae_unsupervised/layer_{layer}/sae.safetensors", layer=PROFILE_LAYERS),
     params:
         sae_unsupervised=config["methods"]["sae_unsupervised"],
         seed=run_seed,
     threads: 1
     log:
-        "logs/{run}train_unsupervised_sae.log",
+        "logs/{lmrun}train_unsupervised_sae.log",
     benchmark:
-        "benchmarks/{run}train_unsupervised_sae.tsv"
+        "benchmarks/{lmrun}train_unsupervised_sae.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=4000,
         runtime=30,
     conda:
         "../envs/biosae.yaml"

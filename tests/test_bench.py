@@ -110,6 +110,12 @@ def test_pipeline_figures_come_from_benchmark_files_and_the_training_log(tmp_pat
     # The other layers' SAEs train inside the LM's two SAE jobs: their in-process share leaves the base.
     sae_layers = {"all_seconds": 4.0, "one_seconds": 1.5}
     assert layer_profile_ratio({"stages": stages, "sae_layers": sae_layers}) == pytest.approx(110.0 / (105.0 - 5.0))
+    # ... and so do the other layers' TopK SAEs (in-process difference) and DAS (the job's own
+    # per-layer seconds; the shared prompts stay with the seed hook)
+    topk_layers = {"all_seconds": 3.0, "one_seconds": 2.0}
+    das_layers = {"seconds": {"0": 2.0, "-1": 1.5}, "shared_seconds": 0.5, "seed_layer": -1}
+    assert layer_profile_ratio({"stages": stages, "sae_layers": sae_layers, "topk_layers": topk_layers,
+                                "das_layers": das_layers}) == pytest.approx(110.0 / (105.0 - 5.0 - 1.0 - 2.0))
     # --no-rerun: the SAE-only rerun estimated from the jobs a λ change reruns, every layer's.
     estimate = bench.rerun_from_stages(stages)
     assert estimate["estimated"] and not estimate["measured"]
@@ -150,6 +156,10 @@ def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path
     assert "train_sae" in rerun_line and "untrained_sae" in rerun_line and "evaluate" in rerun_line
     assert "train_lm" not in rerun_line
     assert "### Minutes of training to 95%" in text
+    # the per-LM jobs' layer-profile shares: TopK SAE in process, DAS from the job's own record
+    assert re.search(r"TopK SAE training .* every layer at once \*\*[\d.]+ s\*\*", text)
+    assert re.search(r"DAS, from the run's own `train_das` job .*: layer 0 [\d.]+ s, layer 1 [\d.]+ s, layer -1 [\d.]+ s",
+                     text)
     # Section 7: the seed hook's evaluate timed in-process for every method and for SAE + random only.
     section = text.split("## 7. The evaluate stage")[1]
     # The rows name the methods each evaluation's metrics hold: the two really differ. Their times

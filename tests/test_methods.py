@@ -13,10 +13,10 @@ from biosae.evaluation.evaluate import causal_sample
 from biosae.evaluation.interventions import PromptCache, edited_predictions
 from biosae.lm.model import build_scratch_model
 from biosae.methods import METHOD_NAMES, build_methods
-from biosae.methods.das import DASConfig, interchange_accuracy, split_training_pairs, train_das
+from biosae.methods.das import DASConfig, interchange_accuracy, prepare_das_prompts, split_training_pairs, train_das
 from biosae.methods.diffmean import fit_diffmean
 from biosae.methods.pairs import evaluation_pairs
-from biosae.methods.unsupervised_sae import TopKSAEConfig, auroc_by_latent, train_topk_sae
+from biosae.methods.unsupervised_sae import TopKSAEConfig, auroc_by_latent, train_topk_sae, train_topk_sae_layers
 from biosae.lm.qa_accuracy import encode_rows
 from biosae.rules import RULES
 from biosae.sae.model import SAEConfig, SupervisedSAE
@@ -107,6 +107,23 @@ def test_topk_sae_learns_a_low_dimensional_table():
     assert int((model.encode(h) > 0).sum(dim=1).max()) <= 8
 
 
+def test_topk_saes_of_several_layers_trained_together_equal_each_trained_alone():
+    # the train_unsupervised_sae job trains every profile layer's TopK SAE at once
+    rng = np.random.default_rng(4)
+    layers = [torch.from_numpy(rng.normal(size=(150, 3)) @ rng.normal(size=(3, 12)) * scale).float()
+              for scale in (0.5, 1.0, 3.0)]
+    cfg = TopKSAEConfig(d_model=12, n_latents=20, k=4, epochs=12, batch_size=32, lr=3e-3, seed=5)
+    together = train_topk_sae_layers(torch.stack(layers), cfg)
+    for h, (model, history) in zip(layers, together):
+        alone, alone_history = train_topk_sae(h, cfg)
+        assert history == alone_history
+        for name, tensor in alone.state_dict().items():
+            torch.testing.assert_close(model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(model.encode(h), alone.encode(h), rtol=1e-4, atol=1e-5)
+    # the layers differ, so the models do too: each slice learned its own layer
+    assert not torch.allclose(together[0][0].W_dec, together[2][0].W_dec)
+
+
 def _tiny_run(tiny_pipeline):
     from biosae.lm.activations import load_activation_table
     from biosae.lm.model import load_model_dir
@@ -157,3 +174,25 @@ def test_das_learns_an_orthonormal_subspace_that_beats_random(tiny_pipeline):
     random_basis = torch.linalg.qr(torch.randn(activations.shape[1], 8, generator=torch.Generator().manual_seed(0)))[0].T
     control = interchange_accuracy(model, tokenizer, index, activations, -1, training, subspace_edit(random_basis))
     assert learned > control + 0.1, (learned, control)
+
+
+def test_das_of_a_layer_is_the_same_with_prompts_another_layer_built(tiny_pipeline):
+    # the train_das job builds the pairs' prompt caches once and trains every profile layer on them
+    from biosae.lm.activations import load_activation_table
+
+    model, tokenizer, _, index = _tiny_run(tiny_pipeline)
+    scored = causal_sample(index, "train", 24, 0)
+    activations_dir = tiny_pipeline / "results" / "activations"
+    shared = None
+    for layer in (0, -1):
+        activations, _ = load_activation_table(activations_dir / f"layer_{layer}.safetensors", activations_dir / "index.csv")
+        cfg = DASConfig(d_model=activations.shape[1], rank=6, epochs=3, lr=1e-2, layer=layer)
+        shared = shared or prepare_das_prompts(model, tokenizer, index, scored, cfg)
+        subspace, history, training, validation = train_das(model, tokenizer, index, activations, cfg, scored,
+                                                            prompts=shared)
+        fresh, fresh_history, fresh_training, _ = train_das(model, tokenizer, index, activations, cfg, scored)
+        assert history == fresh_history
+        assert history[-1]["validation_iia"] is not None
+        torch.testing.assert_close(subspace.basis(), fresh.basis())
+        assert training.as_set() == fresh_training.as_set()
+        assert not training.as_set() & validation.as_set()

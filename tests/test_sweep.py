@@ -170,9 +170,9 @@ def test_figures_are_pngs_and_per_run_table_is_long(tmp_path):
 # end to end: a tiny sweep through Snakemake
 
 
-PER_RUN_RULES = ("train_das", "train_unsupervised_sae", "evaluate")
+PER_RUN_RULES = ("evaluate",)
 PER_SEED_RULES = ("train_lm", "lm_qa_accuracy", "untrained_lm", "activations", "untrained_activations", "train_sae",
-                  "untrained_sae")  # the SAE job of an LM trains every layer's
+                  "untrained_sae", "train_das", "train_unsupervised_sae")  # an LM's method jobs train every layer
 
 
 @pytest.fixture(scope="module")
@@ -299,12 +299,13 @@ def test_adding_a_seed_runs_only_that_seeds_jobs_and_the_aggregate(tiny_sweep, t
 
 def test_adding_a_layer_reuses_every_trained_lm(tiny_sweep, tmp_path):
     """Seed 0 still has layer 0 from the default run: nothing of it reruns. Seed 1 lacks its file:
-    its one activations pass runs again, rewriting every layer's file, so its two SAE jobs (every
-    layer's SAEs) and every layer's methods and evaluation of seed 1 follow; no LM is retrained."""
+    its one activations pass runs again, rewriting every layer's file, so its two SAE jobs and its
+    DAS and TopK SAE jobs (each trains every layer) and every layer's evaluation of seed 1 follow;
+    no LM is retrained."""
     run = copy_run(tiny_sweep.path, tmp_path / "run", layers=[*LAYERS, 0])
     layers = len(LAYERS) + 1
-    expected = {"activations": 1, "untrained_activations": 1, "train_sae": 1, "untrained_sae": 1,
-                **{rule: layers for rule in PER_RUN_RULES}, "aggregate": 1, "all": 1}
+    expected = {"activations": 1, "untrained_activations": 1, "train_sae": 1, "untrained_sae": 1, "train_das": 1,
+                "train_unsupervised_sae": 1, **{rule: layers for rule in PER_RUN_RULES}, "aggregate": 1, "all": 1}
     expected["evaluate"] += 1  # seed 0's default run: its summary's layer profile gains layer 0
     assert planned_jobs(run) == expected
 

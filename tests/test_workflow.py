@@ -39,13 +39,16 @@ def test_default_outputs_where_the_readme_says(tiny_pipeline):
                      *(f"baselines/untrained_lm/sae/layer_{layer}/cfg.json" for layer in PROFILE),
                      "eval/metrics.json", "eval/summary.md", "eval/figures/confusion.png",
                      "aggregate/summary.csv", "aggregate/summary.md",
-                     "eval/figures/methods_interchange.png", "methods/das/das.safetensors",
-                     "methods/das/train_pairs.csv", "methods/sae_unsupervised/sae.safetensors"):
+                     "eval/figures/methods_interchange.png",
+                     *(f"methods/das/layer_{layer}/{name}" for layer in PROFILE
+                       for name in ("cfg.json", "das.safetensors", "train_log.csv", "train_pairs.csv")),
+                     *(f"methods/sae_unsupervised/layer_{layer}/{name}" for layer in PROFILE
+                       for name in ("cfg.json", "sae.safetensors"))):
         assert (results / relative).is_file(), relative
     assert sorted(p.name for p in (results / "activations").iterdir()) == sorted(
         ["index.csv", *(f"layer_{layer}.safetensors" for layer in PROFILE)])
     assert not list(tiny_pipeline.rglob("*.pkl")) and not list(tiny_pipeline.rglob("*.pt"))
-    for rule in ("dataset", "train_lm", "activations", "train_sae", "evaluate"):
+    for rule in ("dataset", "train_lm", "activations", "train_sae", "train_das", "train_unsupervised_sae", "evaluate"):
         assert (tiny_pipeline / "logs" / f"{rule}.log").is_file()
         assert (tiny_pipeline / "benchmarks" / f"{rule}.tsv").is_file()
 
@@ -145,8 +148,9 @@ def test_storage_dtype_change_recollects_activations_but_keeps_the_lms(tiny_pipe
     run = copy_run(tiny_pipeline, tmp_path / "run")
     edit_config(run, "activations", "dtype", "bfloat16")
     layers = len(PROFILE)
+    # one job per LM trains every layer's SAE, DAS and TopK SAE
     assert planned_jobs(run) == {"activations": 1, "untrained_activations": 1, "train_sae": 1,
-                                 "untrained_sae": 1, "train_das": layers, "train_unsupervised_sae": layers,
+                                 "untrained_sae": 1, "train_das": 1, "train_unsupervised_sae": 1,
                                  "evaluate": layers, "aggregate": 1, "all": 1}
 
 
@@ -171,7 +175,7 @@ def test_das_change_reruns_only_das_and_evaluation(tiny_pipeline, tmp_path):
     config["methods"]["das"]["rank"] = 6
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     layers = len(PROFILE)
-    assert planned_jobs(run) == {"train_das": layers, "evaluate": layers, "aggregate": 1, "all": 1}
+    assert planned_jobs(run) == {"train_das": 1, "evaluate": layers, "aggregate": 1, "all": 1}
 
 
 def test_report_builds_with_figures_and_summary(tiny_pipeline, tmp_path):

@@ -1,24 +1,48 @@
-"""Snakemake adapter: train the DAS subspace on train-cell interchange pairs (LM frozen)."""
+"""Snakemake adapter: train the DAS subspace of every profile layer of one LM on train-cell
+interchange pairs (LM frozen). The LM, the pairs and their prompt caches are loaded and built once
+for all layers; each layer's activations are read in turn."""
 
 import os
+import time
+from pathlib import Path
 
 import torch
 from _common import rule_context
 
-from biosae.lm.activations import load_activation_table
 from biosae.evaluation.evaluate import causal_sample
+from biosae.lm.activations import load_activation_table
 from biosae.lm.model import load_model_dir, pick_device
-from biosae.methods.das import DASConfig, save_das, train_das
+from biosae.methods.das import DASConfig, prepare_das_prompts, save_das, train_das
 
 smk = snakemake  # noqa: F821
 with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
     model, tokenizer = load_model_dir(smk.input.model, pick_device())
-    activations, index = load_activation_table(smk.input.activations, smk.input.index)
-    cfg = DASConfig(d_model=activations.shape[1], layer=smk.params.layer, seed=smk.params.seed, **smk.params.das)
-    # the train cell's scored bases (evaluate's causal sample) never enter DAS's training pool
-    scored = causal_sample(index, "train", smk.params.max_prompts_per_cell, smk.params.seed)
-    subspace, history, training, validation = train_das(model, tokenizer, index, activations, cfg, scored,
-                                                        progress=lambda row: log.info("DAS %s", row))
-    save_das(os.path.dirname(smk.output.cfg), subspace, cfg, history, training, validation)
-    log.info("DAS rank %d trained on %d pairs: %s", cfg.rank, int(training.scored.sum()), history[-1])
+    prompts, shared_seconds = None, 0.0
+    for cfg_path in smk.output.cfg:
+        # each output's layer (…/das/layer_<L>/cfg.json) is read from the file its activations job
+        # wrote beside the index (rules/sae.smk says why the index is the input)
+        name = Path(cfg_path).parent.name
+        start = time.perf_counter()
+        activations, index = load_activation_table(Path(smk.input.index).parent / f"{name}.safetensors",
+                                                   smk.input.index)
+        cfg = DASConfig(d_model=activations.shape[1], layer=int(name.removeprefix("layer_")), seed=smk.params.seed,
+                        **smk.params.das)
+        # the train cell's scored bases (evaluate's causal sample) never enter DAS's training pool
+        scored = causal_sample(index, "train", smk.params.max_prompts_per_cell, smk.params.seed)
+        first = prompts is None
+        if first:
+            built = time.perf_counter()
+            prompts = prepare_das_prompts(model, tokenizer, index, scored, cfg)
+            shared_seconds = time.perf_counter() - built
+        subspace, history, training, validation = train_das(
+            model, tokenizer, index, activations, cfg, scored, prompts=prompts,
+            progress=lambda row: log.info("DAS %s %s", name, row))
+        seconds = time.perf_counter() - start - (shared_seconds if first else 0.0)
+        # what this layer took (reading its activations, training), and the prompts every layer shared:
+        # bench/run.py tells the layer profile's share of the job from them
+        save_das(os.path.dirname(cfg_path), subspace, cfg, history, training, validation,
+                 {"seconds": round(seconds, 2), "shared_seconds": round(shared_seconds, 2)})
+        log.info("%s: DAS rank %d trained on %d pairs in %.1f s: %s", name, cfg.rank, int(training.scored.sum()),
+                 seconds, history[-1])
+        del activations

@@ -1,19 +1,29 @@
-"""Snakemake adapter: train the unsupervised TopK SAE on the train cell's activations."""
+"""Snakemake adapter: train the unsupervised TopK SAE of every profile layer of one LM at once,
+on the train cell's activations (or a seeded subsample: methods.sae_unsupervised.max_train_rows)."""
 
 import os
+from pathlib import Path
 
 import torch
 from _common import rule_context
 
-from biosae.lm.activations import load_activation_table
-from biosae.methods.unsupervised_sae import TopKSAEConfig, save_topk_sae, train_topk_sae
+from biosae.methods.unsupervised_sae import TopKSAEConfig, save_topk_sae, train_topk_sae_layers
+from biosae.sae.inputs import load_training_layers
 
 smk = snakemake  # noqa: F821
 with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
-    activations, index = load_activation_table(smk.input.activations, smk.input.index)
-    train = torch.from_numpy((index["split"] == "train").to_numpy())
-    cfg = TopKSAEConfig(d_model=activations.shape[1], seed=smk.params.seed, **smk.params.sae_unsupervised)
-    model, history = train_topk_sae(activations[train], cfg, progress=lambda row: log.info("TopK SAE %s", row))
-    save_topk_sae(os.path.dirname(smk.output.cfg), model, {"history": history})
-    log.info("unsupervised SAE trained on %d rows: %s", int(train.sum()), history[-1])
+    section = dict(smk.params.sae_unsupervised)
+    max_rows = section.pop("max_train_rows")
+    # each output's layer (…/sae_unsupervised/layer_<L>/cfg.json) is read from the file its
+    # activations job wrote beside the index (rules/sae.smk says why the index is the input)
+    names = [Path(path).parent.name for path in smk.output.cfg]
+    paths = [Path(smk.input.index).parent / f"{name}.safetensors" for name in names]
+    layers, _, _, _, index = load_training_layers(paths, smk.input.index, max_rows, smk.params.seed)
+    cfg = TopKSAEConfig(d_model=layers.shape[2], seed=smk.params.seed, **section)
+    trained = train_topk_sae_layers(layers, cfg,
+                                    progress=lambda layer, row: log.info("TopK SAE %s %s", names[layer], row))
+    for (model, history), cfg_path, name in zip(trained, smk.output.cfg, names):
+        save_topk_sae(os.path.dirname(cfg_path), model, {"history": history})
+        log.info("%s: unsupervised SAE trained on %d of %d train-cell rows: %s", name, layers.shape[1],
+                 int((index["split"] == "train").sum()), history[-1])

@@ -92,7 +92,7 @@ def split_training_pairs(index, excluded_rows, cfg: DASConfig) -> tuple[Intercha
             draw_pairs(index, validation_rows, validation_rows, [cfg.seed, 2], 1))
 
 
-def _pair_tensors(index, activations, pairs: InterchangePairs):
+def _pair_tensors(index, pairs: InterchangePairs):
     keep = pairs.scored
     bases, sources = pairs.base_rows[keep], pairs.source_rows[keep]
     targets = target_tokens(index, bases, index["rule_idx"].to_numpy()[sources])
@@ -100,34 +100,68 @@ def _pair_tensors(index, activations, pairs: InterchangePairs):
     return bases[keep], sources[keep], targets[keep]
 
 
-def interchange_accuracy(model, tokenizer, index, activations, layer: int, pairs: InterchangePairs, edit_for_sources
-                         ) -> float | None:
+def interchange_accuracy(model, tokenizer, index, activations, layer: int, pairs: InterchangePairs, edit_for_sources,
+                         cache=None) -> float | None:
     """Share of pairs where the LM, given the source's value, answers the base person's source-rule
-    attribute. ``edit_for_sources(source_h) -> edit``."""
-    from biosae.lm.activations import encode_prompts
-    from biosae.evaluation.interventions import PromptCache, edited_predictions
+    attribute. ``edit_for_sources(source_h) -> edit``. ``cache``: the bases' PromptCache, when
+    built already (:class:`DASPrompts`)."""
+    from biosae.evaluation.interventions import edited_predictions
 
-    bases, sources, targets = _pair_tensors(index, activations, pairs)
+    bases, sources, targets = _pair_tensors(index, pairs)
     if len(bases) == 0:
         return None
-    prompts, first = encode_prompts(tokenizer, index.iloc[bases].to_dict("records"))
-    cache = PromptCache(model, prompts)
+    cache = cache or _bases_cache(model, tokenizer, index, bases)
     source_h = activations[torch.from_numpy(sources)]
-    predicted, _ = edited_predictions(cache, first, layer, lambda idx: edit_for_sources(source_h[torch.from_numpy(idx)]))
+    # the answer tokens are scored against ``targets``; edited_predictions' own is not used
+    predicted, _ = edited_predictions(cache, np.zeros(len(bases), dtype=np.int64), layer,
+                                      lambda idx: edit_for_sources(source_h[torch.from_numpy(idx)]))
     return float((predicted == targets).mean())
 
 
-def train_das(model, tokenizer, index, activations: torch.Tensor, cfg: DASConfig, excluded_rows,
-              progress=None) -> tuple[DASSubspace, list[dict], InterchangePairs, InterchangePairs]:
-    """Fit the subspace; returns (subspace, log rows per epoch, training pairs, validation pairs)."""
-    from biosae.lm.activations import encode_prompts
+def _bases_cache(model, tokenizer, index, bases, batch_size: int = 256, for_training: bool = False):
     from biosae.evaluation.interventions import PromptCache
+    from biosae.lm.activations import encode_prompts
 
+    prompts, _ = encode_prompts(tokenizer, index.iloc[bases].to_dict("records"))
+    return PromptCache(model, prompts, batch_size=batch_size, for_training=for_training)
+
+
+@dataclass
+class DASPrompts:
+    """DAS's training and validation pairs and their prompts' caches (prefix keys and values, and
+    the last token's clean residual at every hook point). None of it depends on the hook layer,
+    so one LM's DAS runs share it across the layer profile (the train_das job builds it once)."""
+
+    training: InterchangePairs
+    validation: InterchangePairs
+    bases: np.ndarray          # the training pairs that have a target, as row arrays
+    sources: np.ndarray
+    targets: np.ndarray
+    unique_bases: np.ndarray   # rows of the training cache, in its order
+    training_cache: object     # PromptCache over unique_bases, autograd-ready
+    validation_cache: object   # PromptCache over the validation pairs' bases (None: no such pair)
+
+
+def prepare_das_prompts(model, tokenizer, index, excluded_rows, cfg: DASConfig) -> DASPrompts:
     training, validation = split_training_pairs(index, excluded_rows, cfg)
-    bases, sources, targets = _pair_tensors(index, activations, training)
-    unique_bases, first_position = np.unique(bases, return_index=True)
-    pairs_of_base = {int(b): np.flatnonzero(bases == b) for b in unique_bases}
-    prompts, _ = encode_prompts(tokenizer, index.iloc[unique_bases].to_dict("records"))
+    bases, sources, targets = _pair_tensors(index, training)
+    unique_bases = np.unique(bases)
+    training_cache = _bases_cache(model, tokenizer, index, unique_bases, cfg.batch_size, for_training=True)
+    validation_bases = _pair_tensors(index, validation)[0]
+    validation_cache = _bases_cache(model, tokenizer, index, validation_bases) if len(validation_bases) else None
+    return DASPrompts(training, validation, bases, sources, targets, unique_bases, training_cache, validation_cache)
+
+
+def train_das(model, tokenizer, index, activations: torch.Tensor, cfg: DASConfig, excluded_rows,
+              progress=None, prompts: DASPrompts | None = None
+              ) -> tuple[DASSubspace, list[dict], InterchangePairs, InterchangePairs]:
+    """Fit the subspace at ``cfg.layer`` (``activations``: that layer's); returns (subspace, log
+    rows per epoch, training pairs, validation pairs). ``prompts``: :func:`prepare_das_prompts`
+    of the same LM, index, excluded rows and pair settings, when another layer built it."""
+    prompts = prompts or prepare_das_prompts(model, tokenizer, index, excluded_rows, cfg)
+    bases, sources, targets = prompts.bases, prompts.sources, prompts.targets
+    pairs_of_base = {int(b): np.flatnonzero(bases == b) for b in prompts.unique_bases}
+    cache = prompts.training_cache
     frozen = [p.requires_grad for p in model.parameters()]
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -136,13 +170,12 @@ def train_das(model, tokenizer, index, activations: torch.Tensor, cfg: DASConfig
     generator = torch.Generator().manual_seed(cfg.seed)
     history = []
     try:
-        cache = PromptCache(model, prompts, batch_size=cfg.batch_size, for_training=True)
         for epoch in range(1, cfg.epochs + 1):
             total, hits, count = 0.0, 0, 0
             for group in torch.randperm(len(cache.groups), generator=generator).tolist():
                 positions = cache.groups[group][0]
                 # each base's pair for this epoch: its sources taken in turn
-                chosen = np.array([pairs_of_base[int(unique_bases[p])][(epoch - 1) % len(pairs_of_base[int(unique_bases[p])])]
+                chosen = np.array([pairs_of_base[int(prompts.unique_bases[p])][(epoch - 1) % len(pairs_of_base[int(prompts.unique_bases[p])])]
                                    for p in positions])
                 source_h = activations[torch.from_numpy(sources[chosen])].float()
                 logits = cache.group_logits(group, cfg.layer, lambda h: subspace.interchange(h, source_h))
@@ -156,9 +189,9 @@ def train_das(model, tokenizer, index, activations: torch.Tensor, cfg: DASConfig
                 count += len(chosen)
             with torch.no_grad():
                 basis = subspace.basis().detach().clone()
-            validation_iia = interchange_accuracy(
-                model, tokenizer, index, activations, cfg.layer, validation,
-                lambda source_h: (lambda h: h + ((source_h - h) @ basis.T) @ basis))
+            validation_iia = None if prompts.validation_cache is None else interchange_accuracy(
+                model, tokenizer, index, activations, cfg.layer, prompts.validation,
+                lambda source_h: (lambda h: h + ((source_h - h) @ basis.T) @ basis), cache=prompts.validation_cache)
             history.append({"epoch": epoch, "loss": round(total / max(count, 1), 5),
                             "train_iia": round(hits / max(count, 1), 5),
                             "validation_iia": None if validation_iia is None else round(validation_iia, 5)})
@@ -167,7 +200,7 @@ def train_das(model, tokenizer, index, activations: torch.Tensor, cfg: DASConfig
     finally:
         for parameter, flag in zip(model.parameters(), frozen):
             parameter.requires_grad_(flag)
-    return subspace.eval(), history, training, validation
+    return subspace.eval(), history, prompts.training, prompts.validation
 
 
 class DASMethod(SubspaceMethod):
@@ -181,11 +214,11 @@ def das_method(basis: torch.Tensor, train_activations: torch.Tensor, train_rule_
 
 
 def save_das(directory, subspace: DASSubspace, cfg: DASConfig, history: list[dict], training: InterchangePairs,
-             validation: InterchangePairs) -> None:
+             validation: InterchangePairs, extra: dict | None = None) -> None:
     import pandas as pd
 
     directory = Path(directory)
-    write_json(directory / CFG_FILENAME, asdict(cfg))
+    write_json(directory / CFG_FILENAME, {**asdict(cfg), **(extra or {})})
     save_tensors(directory / WEIGHTS_FILENAME, {"basis": subspace.basis().detach().contiguous()},
                  metadata={"format": "biosae.DAS", "rank": str(cfg.rank)})
     with atomic_path(directory / LOG_FILENAME) as tmp:
