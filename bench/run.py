@@ -709,8 +709,10 @@ def measure_evaluate(run_dir: Path, workdir: Path) -> dict:
         untrained_activations=results / "baselines" / "untrained_lm" / "activations" / f"layer_{layer}.safetensors",
         untrained_index=results / "baselines" / "untrained_lm" / "activations" / "index.csv",
         untrained_sae_dir=results / "baselines" / "untrained_lm" / "sae" / f"layer_{layer}", qa_accuracy=results / "lm" / "qa_accuracy.json",
-        layer=layer, methods=methods, das_dir=results / "methods" / "das" if "das" in methods else None,
-        unsupervised_sae_dir=results / "methods" / "sae_unsupervised" if "sae_unsupervised" in methods else None)
+        layer=layer, methods=methods,
+        das_dir=results / "methods" / "das" / f"layer_{layer}" if "das" in methods else None,
+        unsupervised_sae_dir=(results / "methods" / "sae_unsupervised" / f"layer_{layer}"
+                              if "sae_unsupervised" in methods else None))
 
     def run(names, name):
         inputs.method_names = tuple(names)
