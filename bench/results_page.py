@@ -143,6 +143,18 @@ def layer_profile_ratio(pipeline: dict) -> float | None:
     return total / (seed_hook - sum(lm_job_profile_seconds(pipeline).values()))
 
 
+def profile_cost_line(pipeline: dict) -> str:
+    """What the layer profile adds to the seed hook's pipeline, per rule, in words."""
+    per_rule: dict[str, float] = dict(lm_job_profile_seconds(pipeline))
+    for stage in pipeline["stages"]:
+        if is_profile_stage(stage):
+            rule = stage["stage"].rsplit("/", 1)[-1]
+            per_rule[rule] = per_rule.get(rule, 0.0) + stage["seconds"]
+    return (f"the other layers and the aggregate add {sum(per_rule.values()) / 60:.1f} min ("
+            + ", ".join(f"{rule} {seconds:.0f} s" for rule, seconds in sorted(per_rule.items(), key=lambda item: -item[1]))
+            + ") to the seed hook's pipeline; its LM training is shared")
+
+
 def limiting_notes(results: dict) -> list[str]:
     """For each missed target, the figures of this run that say where the time goes."""
     notes = []
@@ -153,15 +165,7 @@ def limiting_notes(results: dict) -> list[str]:
             f"{s['stage']} ({s['seconds'] / 60:.1f} min, {s['seconds'] / pipeline['wall']:.0%})" for s in top) + ".")
     ratio = layer_profile_ratio(pipeline)
     if ratio is not None and verdict("layer_profile_ratio", ratio) == "MISS":
-        added = [stage for stage in pipeline["stages"] if is_profile_stage(stage)]
-        per_rule: dict[str, float] = dict(lm_job_profile_seconds(pipeline))
-        for stage in added:
-            rule = stage["stage"].rsplit("/", 1)[-1]
-            per_rule[rule] = per_rule.get(rule, 0.0) + stage["seconds"]
-        notes.append(f"layer profile: the other layers and the aggregate add {sum(per_rule.values()) / 60:.1f} min ("
-                     + ", ".join(f"{rule} {seconds:.0f} s" for rule, seconds in
-                                 sorted(per_rule.items(), key=lambda item: -item[1]))
-                     + ") to the seed hook's pipeline; its LM training is shared.")
+        notes.append(f"layer profile: {profile_cost_line(pipeline)}.")
     rerun = (pipeline or {}).get("rerun", {})
     if rerun.get("estimated") and verdict("sae_rerun_fraction", rerun["fraction"]) == "MISS":
         per_rule: dict[str, float] = {}
@@ -373,6 +377,9 @@ def pipeline_section(p: dict | None, threads: int) -> list[str]:
         lines += [f"DAS, from the run's own `train_das` job (it records each layer's seconds in its cfg.json): "
                   f"{per_layer}; the prompts and caches every layer shares {das['shared_seconds']:.1f} s. The other "
                   f"layers' seconds are the profile's share of the job.", ""]
+    ratio = layer_profile_ratio(p)
+    if ratio is not None:
+        lines += [f"Layer profile: {profile_cost_line(p)}; {ratio:.2f}× the seed hook's stage seconds.", ""]
     rerun = p["rerun"]
     if rerun.get("estimated"):
         jobs = ", ".join(f"{s['stage']} {s['seconds']:.1f} s" for s in rerun["jobs"])

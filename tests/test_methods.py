@@ -196,3 +196,6 @@ def test_das_of_a_layer_is_the_same_with_prompts_another_layer_built(tiny_pipeli
         torch.testing.assert_close(subspace.basis(), fresh.basis())
         assert training.as_set() == fresh_training.as_set()
         assert not training.as_set() & validation.as_set()
+    with pytest.raises(ValueError, match="pair settings"):  # prompts of other pairs are refused
+        train_das(model, tokenizer, index, activations, DASConfig(d_model=activations.shape[1], seed=1), scored,
+                  prompts=shared)

@@ -140,16 +140,23 @@ class DASPrompts:
     unique_bases: np.ndarray   # rows of the training cache, in its order
     training_cache: object     # PromptCache over unique_bases, autograd-ready
     validation_cache: object   # PromptCache over the validation pairs' bases (None: no such pair)
+    settings: tuple = ()       # the config values the pairs and caches depend on (_pair_settings)
+
+
+def _pair_settings(cfg: DASConfig) -> tuple:
+    return cfg.seed, cfg.sources_per_base, cfg.max_train_bases, cfg.validation_fraction, cfg.batch_size
 
 
 def prepare_das_prompts(model, tokenizer, index, excluded_rows, cfg: DASConfig) -> DASPrompts:
+    """The pairs (:func:`split_training_pairs`) and their prompt caches, for any layer's DAS."""
     training, validation = split_training_pairs(index, excluded_rows, cfg)
     bases, sources, targets = _pair_tensors(index, training)
     unique_bases = np.unique(bases)
     training_cache = _bases_cache(model, tokenizer, index, unique_bases, cfg.batch_size, for_training=True)
     validation_bases = _pair_tensors(index, validation)[0]
     validation_cache = _bases_cache(model, tokenizer, index, validation_bases) if len(validation_bases) else None
-    return DASPrompts(training, validation, bases, sources, targets, unique_bases, training_cache, validation_cache)
+    return DASPrompts(training, validation, bases, sources, targets, unique_bases, training_cache, validation_cache,
+                      _pair_settings(cfg))
 
 
 def train_das(model, tokenizer, index, activations: torch.Tensor, cfg: DASConfig, excluded_rows,
@@ -159,6 +166,9 @@ def train_das(model, tokenizer, index, activations: torch.Tensor, cfg: DASConfig
     rows per epoch, training pairs, validation pairs). ``prompts``: :func:`prepare_das_prompts`
     of the same LM, index, excluded rows and pair settings, when another layer built it."""
     prompts = prompts or prepare_das_prompts(model, tokenizer, index, excluded_rows, cfg)
+    if prompts.settings != _pair_settings(cfg):
+        raise ValueError(f"train_das: prompts built for pair settings {prompts.settings}, the config's are "
+                         f"{_pair_settings(cfg)}")
     bases, sources, targets = prompts.bases, prompts.sources, prompts.targets
     pairs_of_base = {int(b): np.flatnonzero(bases == b) for b in prompts.unique_bases}
     cache = prompts.training_cache
