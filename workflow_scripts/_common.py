@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import sys
+from pathlib import Path
 
 from biosae.errors import BiosaeError
 
@@ -19,3 +20,11 @@ def rule_context(snakemake):
     except BiosaeError as error:
         logging.getLogger("biosae").error("biosae error: %s", error)
         sys.exit(1)
+
+
+def profile_layer_files(output_paths, index_path) -> list[tuple[str, Path]]:
+    """For each output of a job that trains every profile layer (…/layer_<L>/<file>): the layer's
+    name ("layer_<L>") and the activation file its activations job wrote beside ``index_path``.
+    The index, not the layer files, is such a job's input: rules/sae.smk says why."""
+    names = [Path(path).parent.name for path in output_paths]
+    return [(name, Path(index_path).parent / f"{name}.safetensors") for name in names]

@@ -4,10 +4,9 @@ for all layers; each layer's activations are read in turn."""
 
 import os
 import time
-from pathlib import Path
 
 import torch
-from _common import rule_context
+from _common import profile_layer_files, rule_context
 
 from biosae.evaluation.evaluate import causal_sample
 from biosae.lm.activations import load_activation_table
@@ -19,13 +18,9 @@ with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
     model, tokenizer = load_model_dir(smk.input.model, pick_device())
     prompts, shared_seconds = None, 0.0
-    for cfg_path in smk.output.cfg:
-        # each output's layer (…/das/layer_<L>/cfg.json) is read from the file its activations job
-        # wrote beside the index (rules/sae.smk says why the index is the input)
-        name = Path(cfg_path).parent.name
+    for cfg_path, (name, path) in zip(smk.output.cfg, profile_layer_files(smk.output.cfg, smk.input.index)):
         start = time.perf_counter()
-        activations, index = load_activation_table(Path(smk.input.index).parent / f"{name}.safetensors",
-                                                   smk.input.index)
+        activations, index = load_activation_table(path, smk.input.index)
         cfg = DASConfig(d_model=activations.shape[1], layer=int(name.removeprefix("layer_")), seed=smk.params.seed,
                         **smk.params.das)
         # the train cell's scored bases (evaluate's causal sample) never enter DAS's training pool

@@ -2,10 +2,9 @@
 
 import os
 import shutil
-from pathlib import Path
 
 import torch
-from _common import rule_context
+from _common import profile_layer_files, rule_context
 
 from biosae.io import write_json
 from biosae.sae.inputs import load_training_layers, sae_config
@@ -16,10 +15,7 @@ smk = snakemake  # noqa: F821
 with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
     max_rows = smk.params.sae["max_train_rows"]
-    # each output's layer (…/sae/layer_<L>/cfg.json) is read from the file its activations job
-    # wrote beside the index (…/activations/layer_<L>.safetensors); rules/sae.smk says why
-    names = [Path(path).parent.name for path in smk.output.cfg]
-    paths = [Path(smk.input.index).parent / f"{name}.safetensors" for name in names]
+    names, paths = zip(*profile_layer_files(smk.output.cfg, smk.input.index))
     layers, rule_idx, value_target, candidates, index = load_training_layers(paths, smk.input.index, max_rows,
                                                                              smk.params.seed)
     cfg = sae_config(smk.params.sae, layers[0].shape[1], candidates, smk.params.seed)

@@ -2,10 +2,9 @@
 on the train cell's activations (or a seeded subsample: methods.sae_unsupervised.max_train_rows)."""
 
 import os
-from pathlib import Path
 
 import torch
-from _common import rule_context
+from _common import profile_layer_files, rule_context
 
 from biosae.methods.unsupervised_sae import TopKSAEConfig, save_topk_sae, train_topk_sae_layers
 from biosae.sae.inputs import load_training_layers
@@ -15,10 +14,7 @@ with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
     section = dict(smk.params.sae_unsupervised)
     max_rows = section.pop("max_train_rows")
-    # each output's layer (…/sae_unsupervised/layer_<L>/cfg.json) is read from the file its
-    # activations job wrote beside the index (rules/sae.smk says why the index is the input)
-    names = [Path(path).parent.name for path in smk.output.cfg]
-    paths = [Path(smk.input.index).parent / f"{name}.safetensors" for name in names]
+    names, paths = zip(*profile_layer_files(smk.output.cfg, smk.input.index))
     layers, _, _, _, index = load_training_layers(paths, smk.input.index, max_rows, smk.params.seed)
     cfg = TopKSAEConfig(d_model=layers.shape[2], seed=smk.params.seed, **section)
     trained = train_topk_sae_layers(layers, cfg,

@@ -30,6 +30,7 @@ from biosae.errors import BiosaeError
 from biosae.io import load_tensors, read_json, save_tensors, write_json
 from biosae.methods.base import Edit, SubspaceMethod, class_means
 from biosae.rules import RULES
+from biosae.sae.layer_stack import stacked_parameter
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae.safetensors"
@@ -95,15 +96,12 @@ class LayerStackedTopKSAE(nn.Module):
         super().__init__()
         self.cfg = template.cfg
 
-        def stacked(tensor: torch.Tensor) -> nn.Parameter:
-            return nn.Parameter(tensor.detach().contiguous().unsqueeze(0).repeat(layers, *([1] * tensor.dim())))
-
         self.register_buffer("mean", template.mean.detach().unsqueeze(0).repeat(layers, 1))
         self.register_buffer("std", template.std.detach().unsqueeze(0).repeat(layers, 1))
-        self.encoder_weight = stacked(template.W_enc.T)  # [L, d, n]
-        self.encoder_bias = stacked(template.b_enc)      # [L, n]
-        self.decoder_weight = stacked(template.W_dec.T)  # [L, n, d]: row j is latent j's direction
-        self.decoder_bias = stacked(template.b_dec)      # [L, d]
+        self.encoder_weight = stacked_parameter(template.W_enc.T, layers)  # [L, d, n]
+        self.encoder_bias = stacked_parameter(template.b_enc, layers)      # [L, n]
+        self.decoder_weight = stacked_parameter(template.W_dec.T, layers)  # [L, n, d]: row j is latent j's direction
+        self.decoder_bias = stacked_parameter(template.b_dec, layers)      # [L, d]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         pre = F.relu(torch.baddbmm(self.encoder_bias.unsqueeze(1), x - self.decoder_bias.unsqueeze(1),

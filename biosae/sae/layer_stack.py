@@ -36,7 +36,8 @@ from biosae.sae.model import (
 )
 
 
-def _stacked(tensor: torch.Tensor, layers: int) -> nn.Parameter:
+def stacked_parameter(tensor: torch.Tensor, layers: int) -> nn.Parameter:
+    """``layers`` copies of ``tensor`` on a new leading axis, as one trainable parameter."""
     return nn.Parameter(tensor.detach().unsqueeze(0).repeat(layers, *([1] * tensor.dim())))
 
 
@@ -44,7 +45,7 @@ def _stacked_weight(linear: nn.Linear, layers: int) -> nn.Parameter:
     """``[L, in, out]``: nn.Linear's ``[out, in]`` weight transposed once, so that the products
     and their gradients run on contiguous tensors (a transposed view in every step made the
     autograd copy each gradient: ~30% of the step, measured)."""
-    return _stacked(linear.weight.t().contiguous(), layers)
+    return stacked_parameter(linear.weight.t().contiguous(), layers)
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -61,11 +62,11 @@ class LayerStackedSAE(nn.Module):
         self.register_buffer("mean", template.mean.detach().unsqueeze(0).repeat(layers, 1))
         self.register_buffer("std", template.std.detach().unsqueeze(0).repeat(layers, 1))
         self.encoder_weight = _stacked_weight(template.encoder, layers)
-        self.encoder_bias = _stacked(template.encoder.bias, layers)
+        self.encoder_bias = stacked_parameter(template.encoder.bias, layers)
         self.decoder_weight = _stacked_weight(template.decoder, layers)
-        self.decoder_bias = _stacked(template.decoder.bias, layers)
+        self.decoder_bias = stacked_parameter(template.decoder.bias, layers)
         self.head_weights = nn.ParameterList(_stacked_weight(head, layers) for head in template.value_heads)
-        self.head_biases = nn.ParameterList(_stacked(head.bias, layers) for head in template.value_heads)
+        self.head_biases = nn.ParameterList(stacked_parameter(head.bias, layers) for head in template.value_heads)
 
     @torch.no_grad()
     def fit_standardization(self, h: torch.Tensor) -> None:
