@@ -142,12 +142,30 @@ def read_yaml(path):
 
 
 def save_tensors(path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
-    """Write a safetensors file atomically (contiguous CPU tensors; metadata values are strings)."""
-    from safetensors.torch import save_file
+    """Write a safetensors file atomically (contiguous CPU tensors; metadata values are strings).
+
+    The same tensors and metadata give the same bytes (:func:`canonical_safetensors`), so that a
+    checksum of two runs' results compares their numbers, not a hash map's order.
+    """
+    from safetensors.torch import save
 
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))
+
+
+def canonical_safetensors(raw: bytes) -> bytes:
+    """``raw`` (a safetensors file) with its JSON header's keys sorted at every level.
+
+    safetensors' writer keeps the header in a Rust hash map, whose order changes from call to
+    call: two saves of equal tensors with two or more metadata keys differ in bytes. The data
+    offsets are relative to the data region, so re-serializing the header moves nothing else.
+    """
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    canonical += b" " * (-len(canonical) % 8)  # the data stays 8-byte aligned, as safetensors writes it
+    return len(canonical).to_bytes(8, "little") + canonical + raw[8 + size :]
 
 
 def load_tensors(path, expected_shapes: dict[str, tuple] | None = None) -> dict:

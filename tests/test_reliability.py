@@ -350,6 +350,27 @@ def test_save_tensors_failing_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_save_tensors_writes_the_same_bytes_for_the_same_tensors(tmp_path):
+    """safetensors' own writer orders the header by a hash map (DAS's two metadata keys came out in
+    either order across runs); ours gives one file for one content, read back unchanged."""
+    from safetensors import safe_open
+
+    tensors = {"basis": torch.randn(8, 3), "bias": torch.arange(5.0), "counts": torch.arange(4, dtype=torch.int64)}
+    metadata = {key: f"value {i}" for i, key in enumerate("hgfedcba")}
+    contents = set()
+    for attempt in range(8):
+        path = tmp_path / f"{attempt}.safetensors"
+        save_tensors(path, tensors, metadata=dict(reversed(metadata.items())) if attempt % 2 else metadata)
+        contents.add(path.read_bytes())
+    assert len(contents) == 1
+    loaded = load_tensors(path)
+    assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+    with safe_open(str(path), "pt") as handle:
+        assert handle.metadata() == metadata
+    raw = contents.pop()
+    assert (8 + int.from_bytes(raw[:8], "little")) % 8 == 0  # data region stays 8-byte aligned
+
+
 # ------------------------------------------------------------------------------------------------
 # Corrupt artifacts
 
