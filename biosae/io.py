@@ -7,6 +7,7 @@ killed job never leaves a corrupt output that a later run would trust.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -88,17 +89,39 @@ def write_json(path, obj) -> None:
 def write_json_records(path, records: list[dict]) -> None:
     """A JSON list with one record per line: valid JSON, diffable, and fast to write (orjson;
     the standard library's encoder took most of the dataset stage's time at 100,000 persons)."""
-    import orjson
-
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(b"[\n" + b",\n".join(map(orjson.dumps, records)) + b"\n]\n")
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(b"[\n")
+        for start in range(0, len(records), _RECORDS_PER_CHUNK):
+            handle.write(b",\n" if start else b"")
+            handle.write(_records_one_per_line(records[start : start + _RECORDS_PER_CHUNK], b",\n"))
+        handle.write(b"\n]\n")
 
 
 def write_jsonl(path, rows: Iterable[dict]) -> None:
+    """One JSON object per line (orjson's compact form), written in chunks."""
+    rows = iter(rows)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        while chunk := list(itertools.islice(rows, _RECORDS_PER_CHUNK)):
+            handle.write(_records_one_per_line(chunk, b"\n") + b"\n")
+
+
+# Records encoded per orjson call: one call per chunk rather than per record, since a call's own
+# cost dominates for records this small (measured here: 3.5 us a record in 10k calls, 16 us in a
+# million, against 0.4 us a record in one call over the list).
+_RECORDS_PER_CHUNK = 65536
+
+
+def _records_one_per_line(records: list, separator: bytes) -> bytes:
+    """``records`` (dicts), each as orjson writes it alone, joined by ``separator``: the list
+    encoded in one call and cut at the records' boundaries. Two records meet as ``},{`` in
+    orjson's compact output; where that count is not exactly the boundaries' (a record's own text
+    holds ``},{``), each record is encoded alone instead."""
     import orjson
 
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(b"".join(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows))
+    body = orjson.dumps(records)[1:-1]
+    if all(type(record) is dict for record in records) and body.count(b"},{") == len(records) - 1:
+        return body.replace(b"},{", b"}" + separator + b"{")
+    return separator.join(map(orjson.dumps, records))
 
 
 def read_json(path):

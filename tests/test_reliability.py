@@ -371,6 +371,29 @@ def test_save_tensors_writes_the_same_bytes_for_the_same_tensors(tmp_path):
     assert (8 + int.from_bytes(raw[:8], "little")) % 8 == 0  # data region stays 8-byte aligned
 
 
+@pytest.mark.parametrize("records", [
+    [],
+    [{"person_id": 1, "answer": "Paris"}],
+    [{"person_id": i, "question": f"Where was person {i} born?", "answer": "Bochum"} for i in range(23)],
+    # text holding the records' own boundary, and a record of records: each encoded alone
+    [{"answer": "},{"}, {"nested": [{"x": 1}, {"y": "é"}]}, {"z": None}, {}] * 3,
+])
+def test_json_records_are_written_as_orjson_writes_each_record(tmp_path, monkeypatch, records):
+    """The dataset's writers encode a chunk of records per call (not one per record) and cut it at
+    the records' boundaries; the bytes must be those of one call per record, across chunks too."""
+    import orjson
+
+    import biosae.io
+
+    monkeypatch.setattr(biosae.io, "_RECORDS_PER_CHUNK", 5)
+    biosae.io.write_jsonl(tmp_path / "rows.jsonl", iter(records))
+    biosae.io.write_json_records(tmp_path / "records.json", records)
+    assert (tmp_path / "rows.jsonl").read_bytes() == b"".join(
+        orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in records)
+    assert (tmp_path / "records.json").read_bytes() == b"[\n" + b",\n".join(map(orjson.dumps, records)) + b"\n]\n"
+    assert json.loads((tmp_path / "records.json").read_text(encoding="utf-8")) == records
+
+
 # ------------------------------------------------------------------------------------------------
 # Corrupt artifacts
 
