@@ -97,11 +97,11 @@ def test_cached_passes_equal_full_forward(setup, llama_setup, relu_gpt2_setup, f
         reference = full_pass(model, tokenizer, prompts, layer, edit_for_rows)
         for index, logprobs in cache.last_token_logprobs(layer, edit_for_rows):
             torch.testing.assert_close(logprobs, reference[index], atol=1e-4, rtol=1e-4, msg=f"{name} layer {layer}")
-        # what the causal tests read: the top token and the correct token's log-prob, reduced
-        # from the logits without the vocabulary-wide log-softmax
+        # what the causal tests read: the top token and the correct token's log-prob
         predicted, answer_logprob = edited_predictions(cache, first, layer, edit_for_rows)
         assert (predicted == reference.argmax(-1).numpy()).all(), f"{name} layer {layer}"
-        np.testing.assert_allclose(answer_logprob, reference[np.arange(len(first)), first].numpy(), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(answer_logprob, reference[np.arange(len(first)), first].numpy(),
+                                   atol=1e-4, rtol=1e-4)
     # The cache is restored after every pass: a second clean pass is unchanged.
     predicted_a, lp_a = edited_predictions(cache, first, layer)
     predicted_b, lp_b = edited_predictions(cache, first, layer)

@@ -112,7 +112,8 @@ def interchange_accuracy(model, tokenizer, index, activations, layer: int, pairs
         return None
     cache = cache or _bases_cache(model, tokenizer, index, bases)
     source_h = activations[torch.from_numpy(sources)]
-    predicted, _ = edited_predictions(cache, targets, layer, lambda idx: edit_for_sources(source_h[torch.from_numpy(idx)]))
+    predicted, _ = edited_predictions(cache, targets, layer,
+                                      lambda idx: edit_for_sources(source_h[torch.from_numpy(idx)]))
     return float((predicted == targets).mean())
 
 
