@@ -266,6 +266,30 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
         assert torch.equal(tensor, resumed.state_dict()[name]), name
 
 
+def test_checkpoints_are_written_by_interval_and_after_the_last_epoch(tmp_path, monkeypatch):
+    import biosae.sae.training as training
+
+    h, rule, value = synthetic(n_persons=20)
+    cfg = config(epochs=3, batch_size=32)
+    written = []
+    real_save = training._save_checkpoint
+    monkeypatch.setattr(training, "_save_checkpoint",
+                        lambda directory, model, optimizer, epoch, *rest: written.append(epoch)
+                        or real_save(directory, model, optimizer, epoch, *rest))
+    every_epoch, _ = train_sae(h, rule, value, cfg, checkpoint_dir=tmp_path / "every", progress=False,
+                               checkpoint_every_s=0)
+    assert written == [1, 2, 3]
+    written.clear()
+    # an hour between checkpoints: only the call's last epoch is written, interrupted or not
+    train_sae(h, rule, value, cfg, checkpoint_dir=tmp_path / "rare", progress=False, stop_after_epochs=2,
+              checkpoint_every_s=3600)
+    assert written == [2]
+    resumed, _ = train_sae(h, rule, value, cfg, checkpoint_dir=tmp_path / "rare", progress=False,
+                           checkpoint_every_s=3600)
+    assert written == [2, 3]
+    assert all(torch.equal(t, resumed.state_dict()[n]) for n, t in every_epoch.state_dict().items())
+
+
 def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
     h, rule, value = synthetic(n_persons=20)
     train_sae(h, rule, value, config(epochs=2, lr=0.05), checkpoint_dir=tmp_path / "ckpt", progress=False)
