@@ -219,7 +219,8 @@ def rounds_lines(t: dict) -> list[str]:
     which = "the median round" + (" (the lower of two)" if len(rounds) == 2 else "")
     return [
         f"{len(rounds)} rounds, each running the three loops back to back (so that each ratio compares runs minutes "
-        f"apart), in an order rotated from round to round (no loop always runs first); the table shows {which} "
+        f"apart), each loop in a fresh process, in an order rotated from round to round (no loop always runs "
+        f"first); the table shows {which} "
         f"(round {t['median_round']}, by ours ÷ Trainer as users write it). Ours ÷ Trainer as users write it, per "
         f"round: {listed(rounds)}; ÷ Trainer on our packed blocks: {listed(t['round_packed_speedups'])}; our "
         f"tokens/s: {', '.join(f'{v:,.0f}' for v in t['round_tokens_per_s'])}.",
