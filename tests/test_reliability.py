@@ -632,7 +632,9 @@ def sae_job(checkpoint_dir: str):
     torch.set_num_threads(1)
     h, rule, value = sae_data()
     cfg = SAEConfig(d_model=h.shape[1], value_vocab_sizes=[3] * 6, **SAE_JOB)
-    return train_sae(h, rule, value, cfg, checkpoint_dir=checkpoint_dir, progress=False)
+    # a checkpoint every epoch (not every 30 s, the default) so that the kill lands mid-training,
+    # between checkpoints; what the kill and resume test is the same whatever the interval
+    return train_sae(h, rule, value, cfg, checkpoint_dir=checkpoint_dir, progress=False, checkpoint_every_s=0)
 
 
 def wait_for(predicate, process: subprocess.Popen, timeout: float, what: str) -> None:
