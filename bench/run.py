@@ -299,7 +299,8 @@ def train_with_hf_trainer_padded(config, texts, tokenizer, cfg: TrainingConfig, 
             "call_tokens_per_s": sum(corpus_tokens[:steps]) / run["call_seconds"], "threads": run["threads"]}
 
 
-def _start_loop_process(threads: int) -> None:
+def set_up_process(threads: int) -> None:
+    """torch threads and quiet transformers: the benchmark's own process and each loop's."""
     torch.set_num_threads(threads)
     import transformers
 
@@ -317,7 +318,7 @@ def in_fresh_process(function, *args):
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_loop_process, initargs=(torch.get_num_threads(),)) as pool:
+                             initializer=set_up_process, initargs=(torch.get_num_threads(),)) as pool:
         return pool.submit(function, *args).result()
 
 
@@ -791,11 +792,7 @@ def main(argv=None) -> int:
     if args.train_steps:
         sizes = replace(sizes, train_steps=args.train_steps)
     sections = set(args.only or SECTIONS) - ({"pipeline"} if args.skip_pipeline else set())
-    torch.set_num_threads(args.threads)
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    set_up_process(args.threads)
     started, start = datetime.datetime.now(), time.perf_counter()
     config = validated(experiment_config(sizes.config_overrides))
     results: dict = {}
