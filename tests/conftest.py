@@ -81,10 +81,42 @@ def workdir(tmp_path) -> Path:
     return tmp_path
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (test.sh runs one worker per core), each worker's in-process torch gets
+    its share of the cores, so that two workers don't run four torch threads on two cores. The
+    Snakemake jobs that tests start take the threads of their rule, as in a real run."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory) -> Path:
-    """One tiny default pipeline run, shared by the end-to-end tests that only read its outputs."""
-    directory = tmp_path_factory.mktemp("tiny_pipeline")
+    """One tiny default pipeline run, shared by the end-to-end tests that only read its outputs.
+
+    Under pytest-xdist every worker is a session of its own: the first worker that needs the run
+    makes it, under a file lock in the directory that all workers' temporary directories share,
+    and the others wait for it and read it (pytest-xdist's documented recipe)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process runs every test
+        directory = tmp_path_factory.mktemp("tiny_pipeline")
+        _make_tiny_pipeline(directory)
+        return directory
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent
+    directory, finished = shared / "tiny_pipeline", shared / "tiny_pipeline.finished"
+    with FileLock(shared / "tiny_pipeline.lock"):
+        if not finished.is_file():
+            if directory.exists():  # a worker failed half-way through it: make it again
+                shutil.rmtree(directory)
+            directory.mkdir()
+            _make_tiny_pipeline(directory)
+            finished.touch()
+    return directory
+
+
+def _make_tiny_pipeline(directory: Path) -> None:
     write_config(directory, tiny_config())
     run_snakemake(directory, "--cores", "2", timeout=1800)  # every layer of the profile: 3 runs
-    return directory
