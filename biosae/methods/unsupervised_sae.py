@@ -195,9 +195,9 @@ def train_topk_sae(train_activations: torch.Tensor, cfg: TopKSAEConfig, progress
     return model, history
 
 
-def auroc_by_latent(scores: torch.Tensor, positive: np.ndarray) -> np.ndarray:
-    """[n_latents] AUROC of each score column for ``positive`` rows vs the rest (Mann-Whitney U,
-    average ranks for ties)."""
+def average_ranks(scores: torch.Tensor) -> np.ndarray:
+    """[rows, n_latents] rank (1 = lowest) of each row's score within its column, tied values
+    sharing the average of their ranks."""
     s = scores.double().numpy()
     order = s.argsort(axis=0, kind="stable")
     ranks = np.empty_like(s)
@@ -209,9 +209,21 @@ def auroc_by_latent(scores: torch.Tensor, positive: np.ndarray) -> np.ndarray:
         if len(unique) < len(values):
             sums = np.bincount(inverse, weights=ranks[:, column])
             ranks[:, column] = (sums / counts)[inverse]
+    return ranks
+
+
+def auroc_from_ranks(ranks: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """[n_latents] AUROC of each column for ``positive`` rows vs the rest, from
+    :func:`average_ranks` (Mann-Whitney U)."""
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     u = ranks[positive].sum(axis=0) - n_pos * (n_pos + 1) / 2
     return u / (n_pos * n_neg)
+
+
+def auroc_by_latent(scores: torch.Tensor, positive: np.ndarray) -> np.ndarray:
+    """[n_latents] AUROC of each score column for ``positive`` rows vs the rest (Mann-Whitney U,
+    average ranks for ties)."""
+    return auroc_from_ranks(average_ranks(scores), positive)
 
 
 def choose_latents(model: TopKSAE, train_activations: torch.Tensor, train_rule_idx) -> tuple[list[int], list[float]]:
@@ -219,9 +231,12 @@ def choose_latents(model: TopKSAE, train_activations: torch.Tensor, train_rule_i
     rules = np.asarray(train_rule_idx)
     with torch.no_grad():
         scores = model.pre_activations(train_activations.float())
+    # The ranks don't depend on the rule: sorted once, not once per rule (measured: 1.5 s of a
+    # default evaluate job when each of the six rules sorted the 512 columns again).
+    ranks = average_ranks(scores)
     chosen, auroc = [], []
     for r in range(len(RULES)):
-        values = auroc_by_latent(scores, rules == r)
+        values = auroc_from_ranks(ranks, rules == r)
         chosen.append(int(values.argmax()))
         auroc.append(float(values.max()))
     return chosen, auroc
