@@ -106,13 +106,19 @@ def tiny_pipeline(tmp_path_factory) -> Path:
     from filelock import FileLock
 
     shared = tmp_path_factory.getbasetemp().parent
-    directory, finished = shared / "tiny_pipeline", shared / "tiny_pipeline.finished"
+    directory = shared / "tiny_pipeline"
+    finished, failed = shared / "tiny_pipeline.finished", shared / "tiny_pipeline.failed"
     with FileLock(shared / "tiny_pipeline.lock"):
+        # A run that failed in one worker fails the others at once, rather than being made again.
+        if failed.is_file():
+            pytest.fail(f"the shared tiny run failed in another worker:\n{failed.read_text()}")
         if not finished.is_file():
-            if directory.exists():  # a worker failed half-way through it: make it again
-                shutil.rmtree(directory)
             directory.mkdir()
-            _make_tiny_pipeline(directory)
+            try:
+                _make_tiny_pipeline(directory)
+            except BaseException as error:
+                failed.write_text(str(error)[-8000:])
+                raise
             finished.touch()
     return directory
 
