@@ -633,7 +633,7 @@ def sae_job(checkpoint_dir: str):
     h, rule, value = sae_data()
     cfg = SAEConfig(d_model=h.shape[1], value_vocab_sizes=[3] * 6, **SAE_JOB)
     # a checkpoint every epoch (not every 30 s, the default) so that the kill lands mid-training,
-    # between checkpoints; what the kill and resume test is the same whatever the interval
+    # between checkpoints; what the kill-and-resume test checks holds for any interval
     return train_sae(h, rule, value, cfg, checkpoint_dir=checkpoint_dir, progress=False, checkpoint_every_s=0)
 
 
