@@ -13,7 +13,9 @@ load of a noisy shared machine:
                           per-layer files ÷ a plain batched forward pass
   5. dataset generation   write_dataset at 100,000 persons
   6. pipeline             the default Snakemake pipeline: wall time and peak memory per stage (its
-                          benchmark: files), in total, and the rerun after changing one SAE λ
+                          benchmark: files), in total, the rerun after changing one SAE λ, and
+                          everything after the LM run twice: with the layer profile, then with
+                          the seed's hook alone
   7. evaluate             the seed hook's evaluation of that run, in-process: every configured
                           method against the SAE and the random control only
 
@@ -578,6 +580,80 @@ def measure_sae_rerun(workdir: Path, threads: int) -> dict:
             "jobs": rerun_stages, "overhead_seconds": max(0.0, seconds - busy)}
 
 
+# The layer-profile comparison runs two pipelines that share the dataset and the trained LM (the
+# profile changes nothing upstream of the LM's outputs), so the bench trains the LM once, in the
+# finished run, and reruns everything after it twice: once with the config's profile and once
+# restricted to the seed's hook (`sweep.layers: [<seed's hook>]`, the README's one config line).
+SHARED_STAGES = ("dataset", "train_lm")
+SHARED_OUTPUTS = ("results/dataset", "results/lm/final", "results/lm/train_log.csv", "results/lm/train_summary.json",
+                  "results/lm/checkpoint")
+
+
+def prepare_downstream_run(source: Path, target: Path, layers: list[int] | None, threads: int) -> dict:
+    """A copy of the finished run ``source`` in ``target`` that keeps only the dataset and the
+    trained LM (and their Snakemake records), with ``sweep.layers`` set to ``layers`` (None: as
+    it is); returns the jobs Snakemake plans there (its dry run's job table)."""
+    import yaml
+
+    copy_finished_run(source, target)
+    _keep_only(target, target / "results", SHARED_OUTPUTS)
+    if layers is not None:
+        config_path = target / "config.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config.setdefault("sweep", {})["layers"] = layers
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    _, dry_run = snakemake(target, threads, "-n")
+    return job_stats(dry_run)
+
+
+def _keep_only(root: Path, directory: Path, kept: tuple[str, ...]) -> None:
+    """Delete everything under ``directory`` but the paths ``kept`` (relative to ``root``)."""
+    for child in directory.iterdir():
+        name = child.relative_to(root).as_posix()
+        if any(name == path or name.startswith(path + "/") for path in kept):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            if any(path.startswith(name + "/") for path in kept):
+                _keep_only(root, child, kept)
+            else:
+                shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def measure_profile_runs(source: Path, stages: list[dict], workdir: Path, threads: int) -> dict:
+    """The layer profile's cost as wall time, both sides run here back to back: everything after
+    the LM with the config's profile, then restricted to the seed's hook, each by ``snakemake``
+    on a copy of the finished run ``source`` (:func:`prepare_downstream_run`). The LM part both
+    pipelines share is the run's own dataset and train_lm seconds."""
+    config = validated(read_yaml(source / "config.yaml"))
+    seed_layer = config["activations"]["layer"]
+    if config["sweep"]["seeds"]:
+        return {"measured": False, "why": "the run has sweep seeds (each its own LM); the comparison is one LM's"}
+    if profile_layers(config, config["model"]["n_layer"]) == [seed_layer]:
+        return {"measured": False, "why": "the run's profile is the seed's hook alone"}
+    shared = sum(stage["seconds"] for stage in stages if stage["stage"] in SHARED_STAGES)
+    runs = {}
+    for name, layers in (("profile", None), ("seed_hook", [seed_layer])):
+        target = workdir / f"downstream_{name}"
+        jobs = prepare_downstream_run(source, target, layers, threads)
+        if set(jobs) & set(SHARED_STAGES):
+            return {"measured": False, "why": f"the copy would rerun {sorted(set(jobs) & set(SHARED_STAGES))}: "
+                                              "the run's LM is not up to date"}
+        seconds, _ = snakemake(target, threads)
+        runs[name] = {"seconds": seconds, "jobs": jobs}
+        say(f"[pipeline] after the LM, {name.replace('_', ' ')} ({sum(jobs.values()) - jobs.get('all', 0)} jobs): "
+            f"{seconds:.1f} s")
+        shutil.rmtree(target)
+    return {"measured": True, "shared_seconds": shared, "seed_layer": seed_layer, **runs,
+            "ratio": profile_wall_ratio(shared, runs["profile"]["seconds"], runs["seed_hook"]["seconds"])}
+
+
+def profile_wall_ratio(shared_seconds: float, profile_seconds: float, seed_hook_seconds: float) -> float:
+    """Wall time of the pipeline with the profile ÷ without, both sharing the dataset and LM."""
+    return (shared_seconds + profile_seconds) / (shared_seconds + seed_hook_seconds)
+
+
 def rerun_from_stages(stages: list[dict]) -> dict:
     """What the SAE-only rerun costs, read from the finished run's own stage times instead of rerun:
     the sum of the jobs a λ change reruns (every layer's two SAEs and evaluate, the aggregate),
@@ -671,8 +747,9 @@ def das_layers_from_run(run_dir: Path) -> dict | None:
 
 
 def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | None, workdir: Path,
-                     rerun: bool = True) -> dict:
-    """Run the default pipeline in ``workdir`` (or read a finished one), then the SAE-only rerun."""
+                     rerun: bool = True, profile_runs: bool = True) -> dict:
+    """Run the default pipeline in ``workdir`` (or read a finished one), then the SAE-only rerun
+    and the two runs after the LM that compare the layer profile with the seed's hook alone."""
     run_dir = workdir / "pipeline"
     if pipeline_dir is None:
         run_dir.mkdir(parents=True)
@@ -699,6 +776,10 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
     topk_layers = measure_topk_layers(source) if "sae_unsupervised" in method_names(source) else None
     das_layers = das_layers_from_run(source) if "das" in method_names(source) else None
     rerun = measure_sae_rerun(run_dir, threads) if rerun else rerun_from_stages(stages)
+    profile = (measure_profile_runs(source, stages, workdir, threads) if profile_runs
+               else {"measured": False, "why": "--no-profile-runs"})
+    if not profile["measured"]:
+        say(f"[pipeline] layer profile against the seed's hook alone not run: {profile['why']}")
     if rerun.get("estimated"):
         rerun["fraction"] = rerun["seconds"] / wall
         say(f"[pipeline] SAE-only rerun estimated from stage times: {rerun['seconds']:.1f} s = {rerun['fraction']:.1%}")
@@ -709,7 +790,7 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
         say(f"[pipeline] SAE-only rerun not measured: {rerun['why']}")
     return {"stages": stages, "wall": wall, "wall_how": wall_how, "source": str(source), "ran_here": pipeline_dir is None,
             "accuracy": accuracy, "rerun": rerun, "sae_layers": sae_layers, "topk_layers": topk_layers,
-            "das_layers": das_layers}
+            "das_layers": das_layers, "profile_runs": profile}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -778,6 +859,9 @@ def parse_args(argv=None):
                              "training log come from it; the SAE-only rerun runs on a copy. Nothing in it is written")
     parser.add_argument("--no-rerun", action="store_true",
                         help="do not rerun the SAE jobs after a λ change; estimate that from the run's stage times")
+    parser.add_argument("--no-profile-runs", action="store_true",
+                        help="do not run the pipeline after the LM twice (with the layer profile, then the seed's "
+                             "hook alone); estimate the profile's cost from the run's stage seconds")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="measure only these sections")
     parser.add_argument("--train-steps", type=int, help="LM training steps for ours and the Trainer (default 200)")
     args = parser.parse_args(argv)
@@ -813,7 +897,8 @@ def main(argv=None) -> int:
             results["dataset"] = measure_dataset_generation(config, sizes, workdir / "dataset")
         if "pipeline" in sections:
             results["pipeline"] = measure_pipeline(sizes.config_overrides, args.threads, args.pipeline_dir, workdir,
-                                                   rerun=not args.no_rerun)
+                                                   rerun=not args.no_rerun,
+                                                   profile_runs=not args.no_profile_runs)
         else:
             log_dir = args.pipeline_dir or REPO
             results["accuracy"] = minutes_to_accuracy(log_dir / "results" / "lm" / "train_log.csv")

@@ -148,7 +148,9 @@ def test_verdicts_and_job_table_parsing():
 def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path):
     before = {p: p.stat().st_mtime for p in (tiny_pipeline / "results").rglob("*") if p.is_file()}
     out = tmp_path / "results.md"
-    result = run_bench("--only", "pipeline", "evaluate", "--pipeline-dir", str(tiny_pipeline), "--out", str(out))
+    # --no-profile-runs: the two runs after the LM are tested apart (below), their planning only
+    result = run_bench("--only", "pipeline", "evaluate", "--pipeline-dir", str(tiny_pipeline), "--no-profile-runs",
+                       "--out", str(out))
     text = out.read_text()
     assert "| train_lm |" in text and "| evaluate |" in text and "| **total** |" in text
     assert "Rerun after `sae.lambda_indep 0.01 → 0.02`" in text, result.stdout
@@ -169,6 +171,42 @@ def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path
     assert [sorted(row.split(", ")) for row in rows] == [["random", "sae_slot"], sorted(config["methods"]["names"])]
     assert float(re.search(r"SAE \+ random only: \*\*([\d.]+)×\*\*", section).group(1)) > 0
     assert re.search(r"\| the same like for like: .* \| [\d.]+× \| (PASS|MISS) \|", text)
+    # Without the two runs after the LM, the layer profile's figure is the stage-seconds estimate.
+    assert re.search(r"\| default run with the whole layer profile .* \| [\d.]+× \(stage seconds, estimated from one run\) "
+                     r"\| (PASS|MISS) \|", text)
+    assert "against the seed's hook alone, run: not measured (--no-profile-runs)" in text
     # The finished run it read is left exactly as it was.
     assert {p: p.stat().st_mtime for p in (tiny_pipeline / "results").rglob("*") if p.is_file()} == before
     assert (tiny_pipeline / "config.yaml").read_text().count("lambda_indep: 0.01") == 1
+
+
+def test_profile_runs_keep_the_lm_and_plan_everything_after_it(tiny_pipeline, tmp_path):
+    """The layer-profile comparison's two copies: each keeps the finished run's dataset and LM and
+    plans all the rest again, with the profile's every layer or with the seed's hook alone."""
+    bench = load_bench()
+    before = {p: p.stat().st_mtime for p in (tiny_pipeline / "results").rglob("*") if p.is_file()}
+    # every hook point: the embeddings, each block's output but the last, and the last (-1)
+    layers = yaml.safe_load((tiny_pipeline / "config.yaml").read_text())["model"]["n_layer"] + 1
+    profile = bench.prepare_downstream_run(tiny_pipeline, tmp_path / "profile", None, 2)
+    seed_hook = bench.prepare_downstream_run(tiny_pipeline, tmp_path / "seed_hook", [-1], 2)
+    for jobs in (profile, seed_hook):
+        assert "train_lm" not in jobs and "dataset" not in jobs
+        for rule in ("lm_qa_accuracy", "activations", "untrained_lm", "train_sae", "untrained_sae", "train_das"):
+            assert jobs[rule] == 1, (rule, jobs)
+    assert profile["evaluate"] == layers and profile["aggregate"] == 1
+    assert seed_hook["evaluate"] == 1 and "aggregate" not in seed_hook
+    kept = tmp_path / "seed_hook" / "results"
+    assert (kept / "lm" / "final").is_dir() and (kept / "dataset" / "qa_train.jsonl").is_file()
+    assert not (kept / "activations").exists() and not (kept / "lm" / "qa_accuracy.json").exists()
+    assert yaml.safe_load((tmp_path / "seed_hook" / "config.yaml").read_text())["sweep"]["layers"] == [-1]
+    # The finished run it copied is left exactly as it was.
+    assert {p: p.stat().st_mtime for p in (tiny_pipeline / "results").rglob("*") if p.is_file()} == before
+    # The ratio: both sides share the dataset and the LM.
+    assert bench.profile_wall_ratio(100.0, 50.0, 20.0) == pytest.approx(150.0 / 120.0)
+    from results_page import layer_profile_figure
+
+    runs = {"measured": True, "ratio": 1.1, "shared_seconds": 100.0, "seed_layer": -1,
+            "profile": {"seconds": 50.0, "jobs": {"evaluate": 3, "all": 1}},
+            "seed_hook": {"seconds": 20.0, "jobs": {"evaluate": 1, "all": 1}}}
+    value, shown = layer_profile_figure({"stages": [], "profile_runs": runs})
+    assert value == 1.1 and shown.startswith("1.10× wall time")
