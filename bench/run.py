@@ -21,8 +21,8 @@ load of a noisy shared machine:
 
 and writes bench/results.md atomically, with PASS/MISS per target.
 
-    python bench/run.py                        # everything, ~30 min on 2 cores (machine alone)
-    python bench/run.py --pipeline-dir .       # per-stage figures from a finished default run here
+    python bench/run.py                        # everything, ~50 min on 2 cores (machine alone)
+    python bench/run.py --pipeline-dir .       # per-stage figures from a finished default run here (~27 min)
     python bench/run.py --tiny --out /tmp/x.md # every size shrunk: checks the script in ~a minute
 """
 
