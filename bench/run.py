@@ -776,6 +776,8 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
     topk_layers = measure_topk_layers(source) if "sae_unsupervised" in method_names(source) else None
     das_layers = das_layers_from_run(source) if "das" in method_names(source) else None
     rerun = measure_sae_rerun(run_dir, threads) if rerun else rerun_from_stages(stages)
+    # Where this bench ran the pipeline itself, ``source`` is the run the rerun changed (its λ
+    # doubled): that changes nothing upstream of the SAEs, and both sides of the comparison use it.
     profile = (measure_profile_runs(source, stages, workdir, threads) if profile_runs
                else {"measured": False, "why": "--no-profile-runs"})
     if not profile["measured"]:
