@@ -154,6 +154,7 @@ def layer_profile_figure(pipeline: dict) -> tuple[float | None, str]:
 
 
 def profile_runs_lines(runs: dict, threads: int) -> list[str]:
+    """Section 6's paragraph on the two runs after the LM (bench/run.py, measure_profile_runs)."""
     if not runs.get("measured"):
         return [f"Layer profile against the seed's hook alone, run: not measured ({runs.get('why', 'skipped')}).", ""]
     profile, seed_hook, shared = runs["profile"], runs["seed_hook"], runs["shared_seconds"]
