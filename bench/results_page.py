@@ -158,15 +158,11 @@ def profile_runs_lines(runs: dict, threads: int) -> list[str]:
     if not runs.get("measured"):
         return [f"Layer profile against the seed's hook alone, run: not measured ({runs.get('why', 'skipped')}).", ""]
     profile, seed_hook, shared = runs["profile"], runs["seed_hook"], runs["shared_seconds"]
-
-    def jobs(run):
-        return sum(count for rule, count in run["jobs"].items() if rule != "all")
-
     return [
         f"Layer profile against the seed's hook alone, **run**: everything after the LM, on copies of the finished "
         f"run that keep its dataset and trained LM, by `snakemake --cores {threads}`, back to back: with the "
-        f"profile ({jobs(profile)} jobs) **{profile['seconds']:.1f} s**, restricted to the seed's hook "
-        f"(`sweep.layers: [{runs['seed_layer']}]`, {jobs(seed_hook)} jobs) **{seed_hook['seconds']:.1f} s**. With the "
+        f"profile ({profile['job_count']} jobs) **{profile['seconds']:.1f} s**, restricted to the seed's hook "
+        f"(`sweep.layers: [{runs['seed_layer']}]`, {seed_hook['job_count']} jobs) **{seed_hook['seconds']:.1f} s**. With the "
         f"dataset and LM training both share ({shared:.1f} s, this run's stages): {(shared + profile['seconds']) / 60:.1f} "
         f"min against {(shared + seed_hook['seconds']) / 60:.1f} min, **{runs['ratio']:.2f}×**.", ""]
 

@@ -641,9 +641,8 @@ def measure_profile_runs(source: Path, stages: list[dict], workdir: Path, thread
             return {"measured": False, "why": f"the copy would rerun {sorted(set(jobs) & set(SHARED_STAGES))}: "
                                               "the run's LM is not up to date"}
         seconds, _ = snakemake(target, threads)
-        runs[name] = {"seconds": seconds, "jobs": jobs}
-        say(f"[pipeline] after the LM, {name.replace('_', ' ')} ({sum(jobs.values()) - jobs.get('all', 0)} jobs): "
-            f"{seconds:.1f} s")
+        runs[name] = {"seconds": seconds, "jobs": jobs, "job_count": sum(jobs.values()) - jobs.get("all", 0)}
+        say(f"[pipeline] after the LM, {name.replace('_', ' ')} ({runs[name]['job_count']} jobs): {seconds:.1f} s")
         shutil.rmtree(target)
     return {"measured": True, "shared_seconds": shared, "seed_layer": seed_layer, **runs,
             "ratio": profile_wall_ratio(shared, runs["profile"]["seconds"], runs["seed_hook"]["seconds"])}
