@@ -18,7 +18,7 @@ import torch
 
 from biosae.lm.activations import load_activation_table
 from biosae.config import load_config
-from biosae.evaluation.evaluate import causal_sample
+from biosae.evaluation.method_tests import causal_sample
 from biosae.io import write_text
 from biosae.lm.model import load_model_dir, pick_device
 from biosae.methods.das import DASConfig, train_das

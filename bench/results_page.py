@@ -93,8 +93,17 @@ def targets_section(results: dict) -> list[str]:
 
 
 def evaluate_seconds(pipeline: dict) -> float | None:
-    """The default run's evaluate job (the flat ``evaluate`` benchmark), or None."""
-    return next((stage["seconds"] for stage in (pipeline or {}).get("stages", []) if stage["stage"] == "evaluate"), None)
+    """The default run's evaluation of the seed's hook, or None: its evaluate job (the flat
+    ``evaluate`` benchmark) and, where the run has one, the seed hook's share of the
+    evaluate_methods job, which tests the other methods at every layer: that layer's own seconds
+    and all that the layers share (the LM, the samples and their prompt caches)."""
+    pipeline = pipeline or {}
+    seconds = next((stage["seconds"] for stage in pipeline.get("stages", []) if stage["stage"] == "evaluate"), None)
+    tests = pipeline.get("method_tests_layers")
+    if seconds is None or not tests:
+        return seconds
+    seed_layer = {int(layer): value for layer, value in tests["seconds"].items()}[int(tests["seed_layer"])]
+    return seconds + seed_layer + tests["shared_seconds"]
 
 
 def is_profile_stage(stage: dict) -> bool:
@@ -111,13 +120,14 @@ def lm_job_profile_seconds(pipeline: dict) -> dict[str, float]:
     - the two SAE jobs (trained and untrained LM, same shapes): twice the in-process difference
       between every layer's SAE at once and the seed hook's alone (section 6);
     - the TopK SAE job (trained LM): that difference, measured the same way;
-    - the DAS job: the other layers' own seconds, which the job records per layer (the prompts all
-      layers share count as the seed hook's).
+    - the DAS job and the evaluate_methods job: the other layers' own seconds, which each job
+      records per layer (what all layers share counts as the seed hook's).
 
     Empty when not measured."""
     pipeline = pipeline or {}
     out = {}
     sae, topk, das = pipeline.get("sae_layers"), pipeline.get("topk_layers"), pipeline.get("das_layers")
+    tests = pipeline.get("method_tests_layers")
     if sae:
         out["other layers' SAEs in the two SAE jobs"] = 2 * max(0.0, sae["all_seconds"] - sae["one_seconds"])
     if topk:
@@ -125,6 +135,9 @@ def lm_job_profile_seconds(pipeline: dict) -> dict[str, float]:
     if das:
         out["other layers' DAS in their job"] = sum(seconds for layer, seconds in das["seconds"].items()
                                                     if int(layer) != das["seed_layer"])
+    if tests:
+        out["other layers' method tests in their job"] = sum(seconds for layer, seconds in tests["seconds"].items()
+                                                             if int(layer) != tests["seed_layer"])
     return out
 
 
@@ -355,10 +368,11 @@ def evaluate_section(e: dict | None) -> list[str]:
         return []
     return [
         "", "## 7. The evaluate stage: every method against SAE + random only", "",
-        f"The seed hook's (layer {e['layer']}) evaluation of the finished run in `{e['source']}`, in one process: "
-        f"`biosae.evaluation.evaluate.evaluate` (correlational tests, then the causal tests on at most "
-        f"{e['prompts_per_cell']} prompts per cell) and `write_figures`. The files are loaded once "
-        f"({e['load_seconds']:.1f} s, in neither figure).", "",
+        f"The seed hook's (layer {e['layer']}) evaluation of the finished run in `{e['source']}`, in one process, as "
+        f"its two jobs run it: `biosae.evaluation.method_tests.evaluate_methods` (every method but the SAE, at this "
+        f"layer alone, its prompt caches built), then `biosae.evaluation.evaluate.evaluate` (correlational tests, "
+        f"the SAE's causal tests, the join; causal tests on at most {e['prompts_per_cell']} prompts per cell) and "
+        f"`write_figures`. The files are loaded once ({e['load_seconds']:.1f} s, in neither figure).", "",
         "| methods | tests s | figures s | total s |", "|---|---|---|---|",
         f"| {', '.join(e['baseline_methods'])} | {e['baseline_tests']:.1f} | {e['baseline_figures']:.1f} | {e['baseline_seconds']:.1f} |",
         f"| {', '.join(e['methods'])} | {e['all_tests']:.1f} | {e['all_figures']:.1f} | {e['all_seconds']:.1f} |",
@@ -402,6 +416,13 @@ def pipeline_section(p: dict | None, threads: int) -> list[str]:
         lines += [f"DAS, from the run's own `train_das` job (it records each layer's seconds in its cfg.json): "
                   f"{per_layer}; the prompts and caches every layer shares {das['shared_seconds']:.1f} s. The other "
                   f"layers' seconds are the profile's share of the job.", ""]
+    tests = p.get("method_tests_layers")
+    if tests:
+        per_layer = ", ".join(f"layer {layer} {seconds:.1f} s" for layer, seconds in tests["seconds"].items())
+        lines += [f"Every method but the SAE, tested by the run's own `evaluate_methods` job (it records each layer's "
+                  f"seconds in its JSON file): {per_layer}; the LM, samples and prompt caches every layer shares "
+                  f"{tests['shared_seconds']:.1f} s. The other layers' seconds are the profile's share of the job; the "
+                  f"seed hook's, with the shared seconds, count in the evaluate target.", ""]
     ratio = layer_profile_ratio(p)
     if ratio is not None:
         lines += [f"Layer profile, estimated from this run's stage seconds: {profile_cost_line(p)}; {ratio:.2f}× the "

@@ -731,18 +731,29 @@ def method_names(run_dir: Path) -> list[str]:
     return validated(read_yaml(run_dir / "config.yaml"))["methods"]["names"]
 
 
-def das_layers_from_run(run_dir: Path) -> dict | None:
-    """Each profile layer's seconds in the run's train_das job, from the cfg.json it writes per
-    layer (None for a run from before the job recorded them)."""
+def recorded_layer_seconds(run_dir: Path, layer_file) -> dict | None:
+    """Each profile layer's seconds in a job that runs every layer of an LM and records them per
+    layer (``seconds``, and ``shared_seconds`` for what all layers share) in the JSON file
+    ``layer_file(layer)`` under the run's results. None for a run from before the job recorded them."""
     config = validated(read_yaml(run_dir / "config.yaml"))
     seconds, shared = {}, 0.0
     for layer in profile_layers(config, config["model"]["n_layer"]):
-        path = run_dir / "results" / "methods" / "das" / f"layer_{layer}" / "cfg.json"
-        cfg = json.loads(path.read_text()) if path.is_file() else {}
-        if "seconds" not in cfg:
+        path = run_dir / "results" / layer_file(layer)
+        recorded = json.loads(path.read_text()) if path.is_file() else {}
+        if "seconds" not in recorded:
             return None
-        seconds[layer], shared = cfg["seconds"], cfg["shared_seconds"]
+        seconds[layer], shared = recorded["seconds"], recorded["shared_seconds"]
     return {"seconds": seconds, "shared_seconds": shared, "seed_layer": config["activations"]["layer"]}
+
+
+def das_layers_from_run(run_dir: Path) -> dict | None:
+    """The train_das job's seconds per layer (from the cfg.json it writes per layer)."""
+    return recorded_layer_seconds(run_dir, lambda layer: f"methods/das/layer_{layer}/cfg.json")
+
+
+def method_tests_layers_from_run(run_dir: Path) -> dict | None:
+    """The evaluate_methods job's seconds per layer (from the JSON file it writes per layer)."""
+    return recorded_layer_seconds(run_dir, lambda layer: f"methods/tests/layer_{layer}.json")
 
 
 def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | None, workdir: Path,
@@ -774,6 +785,7 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
     sae_layers = measure_sae_layers(source)
     topk_layers = measure_topk_layers(source) if "sae_unsupervised" in method_names(source) else None
     das_layers = das_layers_from_run(source) if "das" in method_names(source) else None
+    method_tests_layers = method_tests_layers_from_run(source)
     rerun = measure_sae_rerun(run_dir, threads) if rerun else rerun_from_stages(stages)
     # Where this bench ran the pipeline itself, ``source`` is the run the rerun changed (its λ
     # doubled): that changes nothing upstream of the SAEs, and both sides of the comparison use it.
@@ -791,7 +803,7 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
         say(f"[pipeline] SAE-only rerun not measured: {rerun['why']}")
     return {"stages": stages, "wall": wall, "wall_how": wall_how, "source": str(source), "ran_here": pipeline_dir is None,
             "accuracy": accuracy, "rerun": rerun, "sae_layers": sae_layers, "topk_layers": topk_layers,
-            "das_layers": das_layers, "profile_runs": profile}
+            "das_layers": das_layers, "method_tests_layers": method_tests_layers, "profile_runs": profile}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -799,31 +811,43 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
 
 
 def measure_evaluate(run_dir: Path, workdir: Path) -> dict:
-    """Time evaluate() and its figures at the seed's hook on a finished run's files, twice in this
-    process: with the config's methods and with the SAE and the random control only. Loading the
-    files (the same for both) is timed apart; Snakemake's job start-up is not in either."""
-    from biosae.evaluation.evaluate import evaluate, load_evaluation_inputs
+    """Time the seed hook's evaluation on a finished run's files, in this process, as its two jobs
+    run it: the other methods' tests (evaluate_methods at that layer alone, prompt caches built)
+    then evaluate (the SAE's tests, the join) and its figures. Twice: with the config's methods and
+    with the SAE and the random control only. Loading the files (the same for both) is timed
+    apart; Snakemake's job start-ups are not in either."""
+    from biosae.evaluation.evaluate import answered_rules, evaluate, load_evaluation_inputs, ordered_cells
     from biosae.evaluation.figures import write_figures
+    from biosae.evaluation.method_tests import cell_samples, evaluate_methods, load_trained_methods
 
     config = validated(read_yaml(run_dir / "config.yaml"))
     layer, section, methods = config["activations"]["layer"], config["evaluate"], config["methods"]["names"]
     results = run_dir / "results"
     sae_dir = results / "sae" / f"layer_{layer}"
-    load_seconds, inputs = seconds_of(
-        load_evaluation_inputs, model_dir=results / "lm" / "final",
-        activations=results / "activations" / f"layer_{layer}.safetensors",
-        index=results / "activations" / "index.csv", sae_dir=sae_dir, candidates=sae_dir / "value_candidates.json",
-        untrained_activations=results / "baselines" / "untrained_lm" / "activations" / f"layer_{layer}.safetensors",
-        untrained_index=results / "baselines" / "untrained_lm" / "activations" / "index.csv",
-        untrained_sae_dir=results / "baselines" / "untrained_lm" / "sae" / f"layer_{layer}", qa_accuracy=results / "lm" / "qa_accuracy.json",
-        layer=layer, methods=methods,
-        das_dir=results / "methods" / "das" / f"layer_{layer}" if "das" in methods else None,
-        unsupervised_sae_dir=(results / "methods" / "sae_unsupervised" / f"layer_{layer}"
-                              if "sae_unsupervised" in methods else None))
+
+    def load():
+        inputs = load_evaluation_inputs(
+            model_dir=results / "lm" / "final", activations=results / "activations" / f"layer_{layer}.safetensors",
+            index=results / "activations" / "index.csv", sae_dir=sae_dir, candidates=sae_dir / "value_candidates.json",
+            untrained_activations=results / "baselines" / "untrained_lm" / "activations" / f"layer_{layer}.safetensors",
+            untrained_index=results / "baselines" / "untrained_lm" / "activations" / "index.csv",
+            untrained_sae_dir=results / "baselines" / "untrained_lm" / "sae" / f"layer_{layer}",
+            qa_accuracy=results / "lm" / "qa_accuracy.json", layer=layer, methods=methods)
+        trained = load_trained_methods(
+            results / "methods" / "das" / f"layer_{layer}" if "das" in methods else None,
+            results / "methods" / "sae_unsupervised" / f"layer_{layer}" if "sae_unsupervised" in methods else None)
+        return inputs, trained
+
+    load_seconds, (inputs, (trained, fit)) = seconds_of(load)
 
     def run(names, name):
-        inputs.method_names = tuple(names)
         started = time.perf_counter()
+        samples = cell_samples(inputs.model, inputs.tokenizer, inputs.index, ordered_cells(inputs.index),
+                               section["max_prompts_per_cell"], config["seed"])
+        inputs.method_tests = evaluate_methods(
+            samples, layer, inputs.activations, inputs.index, names, alphas=section["swap_alphas"], seed=config["seed"],
+            answered_rule=answered_rules(inputs.index), fit=fit, **trained)  # a method not in names is not built
+        inputs.method_names = tuple(names)
         metrics = evaluate(inputs, section["max_prompts_per_cell"], section["swap_alphas"], config["seed"])
         tests = time.perf_counter() - started
         write_figures(metrics, workdir / name, results / "lm" / "train_log.csv", sae_dir / "train_log.csv")

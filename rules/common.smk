@@ -152,13 +152,14 @@ def all_targets():
     return targets
 
 
-def method_inputs(wildcards):
-    """The trained localization methods evaluate compares (only those listed in methods.names)."""
+def trained_method_inputs(wildcards):
+    """The trained localization methods (only those listed in methods.names) of an LM, as the
+    evaluate_methods job takes them: the files of the seed's hook, which every profile has; the job
+    reads each other layer's beside them (rules/methods.smk)."""
     names = config["methods"]["names"]
     files = {}
-    methods = f"results/{lm_prefix(run_seed(wildcards))}methods"
-    layer = f"layer_{run_layer(wildcards)}"
-    # each trained with its LM's other layers in one job (rules/methods.smk)
+    methods = f"results/{wildcards.lmrun}methods"
+    layer = f"layer_{DEFAULT_LAYER}"
     if "das" in names:
         files["das_cfg"] = f"{methods}/das/{layer}/cfg.json"
         files["das_weights"] = f"{methods}/das/{layer}/das.safetensors"
@@ -168,6 +169,11 @@ def method_inputs(wildcards):
         files["unsupervised_sae_cfg"] = f"{methods}/sae_unsupervised/{layer}/cfg.json"
         files["unsupervised_sae_weights"] = f"{methods}/sae_unsupervised/{layer}/sae.safetensors"
     return files
+
+
+def method_tests_file(wildcards):
+    """A (seed, layer) run's tests of every method but the SAE: its layer's file of its LM's evaluate_methods job."""
+    return f"results/{lm_prefix(run_seed(wildcards))}methods/tests/layer_{run_layer(wildcards)}.json"
 
 
 def profile_metrics(wildcards):

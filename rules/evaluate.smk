@@ -1,6 +1,5 @@
 rule evaluate:
     input:
-        unpack(method_inputs),
         model=lm_dir,
         qa_accuracy=lm_qa_accuracy,
         lm_log=lm_train_log,
@@ -14,6 +13,7 @@ rule evaluate:
         untrained_index=untrained_activation_index,
         untrained_sae_cfg=sae_file("cfg.json", "baselines/untrained_lm/"),
         untrained_sae_weights=sae_file("sae.safetensors", "baselines/untrained_lm/"),
+        method_tests=method_tests_file,
         profile=profile_metrics,
     output:
         metrics=report("results/{run}eval/metrics.json", caption="../report/metrics.rst", category="Evaluation"),

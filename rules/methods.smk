@@ -1,6 +1,7 @@
-# Localization methods that need a training job of their own (biosae/methods/): changing their
-# settings reruns only them and evaluate. DiffMean, the probe and the random control are fitted
-# inside evaluate (milliseconds).
+# Localization methods that need a training job of their own (biosae/methods/), and the job that
+# tests every method but the supervised SAE: changing a method's settings reruns only its training,
+# evaluate_methods and evaluate. DiffMean, the probe and the random control are fitted inside
+# evaluate_methods (milliseconds).
 
 
 # One job per LM trains DAS at every profile layer, one layer after another: the LM, the pairs
@@ -58,3 +59,37 @@ rule train_unsupervised_sae:
         "../envs/biosae.yaml"
     script:
         "../workflow_scripts/train_unsupervised_sae.py"
+
+
+# Every method but the supervised SAE, tested at every layer of the profile in one job per LM
+# (biosae/evaluation/method_tests.py), one file per layer that evaluate joins into metrics.json.
+# None of these tests depends on the SAE, so changing the SAE's settings reruns the SAE jobs and
+# evaluate, not this job. The LM and each cell's causal sample, prompt cache and interchange pairs
+# don't depend on the layer either: they are loaded and built once for every layer and method.
+# Like the trainings above, the inputs are the activation index and the trained methods' files of
+# the seed's hook (in every profile); the job reads each other layer's beside them, so that
+# dropping a layer from the profile reruns nothing.
+rule evaluate_methods:
+    input:
+        unpack(trained_method_inputs),
+        model="results/{lmrun}lm/final",
+        index="results/{lmrun}activations/index.csv",
+    output:
+        expand("results/{{lmrun}}methods/tests/layer_{layer}.json", layer=PROFILE_LAYERS),
+    params:
+        evaluate=config["evaluate"],
+        methods=config["methods"]["names"],
+        seed=run_seed,
+    # one thread, as evaluate: the same edited passes give the same numbers in both jobs
+    threads: 1
+    log:
+        "logs/{lmrun}evaluate_methods.log",
+    benchmark:
+        "benchmarks/{lmrun}evaluate_methods.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/biosae.yaml"
+    script:
+        "../workflow_scripts/evaluate_methods.py"

@@ -191,7 +191,8 @@ def test_profile_runs_keep_the_lm_and_plan_everything_after_it(tiny_pipeline, tm
     seed_hook = bench.prepare_downstream_run(tiny_pipeline, tmp_path / "seed_hook", [-1], 2)
     for jobs in (profile, seed_hook):
         assert "train_lm" not in jobs and "dataset" not in jobs
-        for rule in ("lm_qa_accuracy", "activations", "untrained_lm", "train_sae", "untrained_sae", "train_das"):
+        for rule in ("lm_qa_accuracy", "activations", "untrained_lm", "train_sae", "untrained_sae", "train_das",
+                     "evaluate_methods"):
             assert jobs[rule] == 1, (rule, jobs)
     assert profile["evaluate"] == layers and profile["aggregate"] == 1
     assert seed_hook["evaluate"] == 1 and "aggregate" not in seed_hook

@@ -9,7 +9,7 @@ import torch
 
 from biosae.lm.activations import answer_position_pass
 from biosae.dataset.build import DatasetConfig, build_dataset
-from biosae.evaluation.evaluate import causal_sample
+from biosae.evaluation.method_tests import causal_sample
 from biosae.evaluation.interventions import PromptCache, edited_predictions
 from biosae.lm.model import build_scratch_model
 from biosae.methods import METHOD_NAMES, build_methods
@@ -199,3 +199,75 @@ def test_das_of_a_layer_is_the_same_with_prompts_another_layer_built(tiny_pipeli
     with pytest.raises(ValueError, match="pair settings"):  # prompts of other pairs are refused
         train_das(model, tokenizer, index, activations, DASConfig(d_model=activations.shape[1], seed=1), scored,
                   prompts=shared)
+
+
+def _method_tests_at(tiny_pipeline, samples, layer: int, model, tokenizer):
+    """evaluate_methods at ``layer`` of the tiny run, with its trained DAS and TopK SAE, on ``samples``
+    (None: built afresh)."""
+    from biosae.evaluation.evaluate import answered_rules, ordered_cells
+    from biosae.evaluation.method_tests import cell_samples, evaluate_methods, load_trained_methods
+    from biosae.lm.activations import load_activation_table
+
+    results = tiny_pipeline / "results"
+    activations, index = load_activation_table(results / "activations" / f"layer_{layer}.safetensors",
+                                               results / "activations" / "index.csv")
+    samples = samples or cell_samples(model, tokenizer, index, ordered_cells(index), 24, 0)
+    trained, fit = load_trained_methods(results / "methods" / "das" / f"layer_{layer}",
+                                        results / "methods" / "sae_unsupervised" / f"layer_{layer}")
+    tests = evaluate_methods(samples, layer, activations, index, METHOD_NAMES, alphas=[1.0, 2.0], seed=0,
+                             answered_rule=answered_rules(index), fit=fit, **trained)
+    return samples, tests
+
+
+def test_method_tests_of_a_layer_are_the_same_with_samples_another_layer_used(tiny_pipeline):
+    # the evaluate_methods job builds each cell's sample and prompt cache once and tests every
+    # profile layer on them: no edited pass may leave anything behind in the cache
+    import json
+
+    model, tokenizer, _, _ = _tiny_run(tiny_pipeline)
+    shared, _ = _method_tests_at(tiny_pipeline, None, 0, model, tokenizer)
+    _, tests = _method_tests_at(tiny_pipeline, shared, -1, model, tokenizer)
+    _, fresh = _method_tests_at(tiny_pipeline, None, -1, model, tokenizer)
+    assert json.loads(json.dumps(tests)) == tests == fresh  # JSON as the job writes it
+    assert list(tests["methods"]) == [name for name in METHOD_NAMES if name != "sae_slot"]
+    assert tests["layer"] == -1 and set(tests["random_direction"]) == set(tests["interchange_pairs"])
+    assert tests["methods"]["das"]["fit"]["rank"] == json.loads(
+        (tiny_pipeline / "results" / "methods" / "das" / "layer_-1" / "cfg.json").read_text())["rank"]
+
+
+def test_evaluate_joins_the_method_tests_of_its_own_layer_only(tiny_pipeline):
+    """metrics.json holds the evaluate_methods job's numbers for every method but the SAE (the
+    real run's files), and evaluate refuses the tests of another layer or without a listed method."""
+    import json
+
+    from biosae.errors import BiosaeError
+    from biosae.evaluation.evaluate import evaluate, load_evaluation_inputs
+
+    results = tiny_pipeline / "results"
+    metrics = json.loads((results / "eval" / "metrics.json").read_text())
+    tests = json.loads((results / "methods" / "tests" / "layer_-1.json").read_text())
+    for name in METHOD_NAMES[1:]:
+        assert metrics["methods"][name] == tests["methods"][name], name
+    assert metrics["ablation"]["random_direction"] == tests["random_direction"]
+    assert metrics["interchange_pairs"] == tests["interchange_pairs"]
+    assert metrics["methods"]["sae_slot"]["ablation"] == metrics["ablation"]["slot"]
+
+    def inputs(method_tests, methods=METHOD_NAMES):
+        loaded = load_evaluation_inputs(
+            model_dir=results / "lm" / "final", activations=results / "activations" / "layer_-1.safetensors",
+            index=results / "activations" / "index.csv", sae_dir=results / "sae" / "layer_-1",
+            candidates=results / "sae" / "layer_-1" / "value_candidates.json",
+            untrained_activations=results / "baselines" / "untrained_lm" / "activations" / "layer_-1.safetensors",
+            untrained_index=results / "baselines" / "untrained_lm" / "activations" / "index.csv",
+            untrained_sae_dir=results / "baselines" / "untrained_lm" / "sae" / "layer_-1",
+            qa_accuracy=results / "lm" / "qa_accuracy.json", layer=-1, methods=methods)
+        loaded.method_tests = method_tests
+        return loaded
+
+    with pytest.raises(BiosaeError, match="the method tests are of layer 0, this evaluation of layer -1"):
+        evaluate(inputs(json.loads((results / "methods" / "tests" / "layer_0.json").read_text())), 24, [1.0, 2.0], 0)
+    without_das = {**tests, "methods": {k: v for k, v in tests["methods"].items() if k != "das"}}
+    with pytest.raises(BiosaeError, match="the method tests of layer -1 hold no 'das'"):
+        evaluate(inputs(without_das), 24, [1.0, 2.0], 0)
+    # ... and a run that compares fewer methods reads only those
+    assert list(evaluate(inputs(without_das, ("sae_slot", "probe")), 24, [1.0, 2.0], 0)["methods"]) == ["sae_slot", "probe"]

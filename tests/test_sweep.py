@@ -172,7 +172,8 @@ def test_figures_are_pngs_and_per_run_table_is_long(tmp_path):
 
 PER_RUN_RULES = ("evaluate",)
 PER_SEED_RULES = ("train_lm", "lm_qa_accuracy", "untrained_lm", "activations", "untrained_activations", "train_sae",
-                  "untrained_sae", "train_das", "train_unsupervised_sae")  # an LM's method jobs train every layer
+                  "untrained_sae", "train_das", "train_unsupervised_sae",
+                  "evaluate_methods")  # an LM's method jobs train (and test) every layer
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +306,8 @@ def test_adding_a_layer_reuses_every_trained_lm(tiny_sweep, tmp_path):
     run = copy_run(tiny_sweep.path, tmp_path / "run", layers=[*LAYERS, 0])
     layers = len(LAYERS) + 1
     expected = {"activations": 1, "untrained_activations": 1, "train_sae": 1, "untrained_sae": 1, "train_das": 1,
-                "train_unsupervised_sae": 1, **{rule: layers for rule in PER_RUN_RULES}, "aggregate": 1, "all": 1}
+                "train_unsupervised_sae": 1, "evaluate_methods": 1, **{rule: layers for rule in PER_RUN_RULES},
+                "aggregate": 1, "all": 1}
     expected["evaluate"] += 1  # seed 0's default run: its summary's layer profile gains layer 0
     assert planned_jobs(run) == expected
 

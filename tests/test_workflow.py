@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 DOWNSTREAM_OF_DATASET = {"dataset", "train_lm", "lm_qa_accuracy", "untrained_lm", "activations",
                          "untrained_activations", "train_sae", "untrained_sae", "train_das", "train_unsupervised_sae",
-                         "evaluate", "aggregate", "all"}
+                         "evaluate_methods", "evaluate", "aggregate", "all"}
 PROFILE = [0, 1, -1]  # every hook point of tiny_config's 2-block model: the default layer profile
 
 
@@ -43,12 +43,14 @@ def test_default_outputs_where_the_readme_says(tiny_pipeline):
                      *(f"methods/das/layer_{layer}/{name}" for layer in PROFILE
                        for name in ("cfg.json", "das.safetensors", "train_log.csv", "train_pairs.csv")),
                      *(f"methods/sae_unsupervised/layer_{layer}/{name}" for layer in PROFILE
-                       for name in ("cfg.json", "sae.safetensors"))):
+                       for name in ("cfg.json", "sae.safetensors")),
+                     *(f"methods/tests/layer_{layer}.json" for layer in PROFILE)):
         assert (results / relative).is_file(), relative
     assert sorted(p.name for p in (results / "activations").iterdir()) == sorted(
         ["index.csv", *(f"layer_{layer}.safetensors" for layer in PROFILE)])
     assert not list(tiny_pipeline.rglob("*.pkl")) and not list(tiny_pipeline.rglob("*.pt"))
-    for rule in ("dataset", "train_lm", "activations", "train_sae", "train_das", "train_unsupervised_sae", "evaluate"):
+    for rule in ("dataset", "train_lm", "activations", "train_sae", "train_das", "train_unsupervised_sae",
+                 "evaluate_methods", "evaluate"):
         assert (tiny_pipeline / "logs" / f"{rule}.log").is_file()
         assert (tiny_pipeline / "benchmarks" / f"{rule}.tsv").is_file()
 
@@ -137,7 +139,8 @@ def test_default_run_evaluates_every_layer_without_a_sweep_config(tiny_pipeline)
 
 
 def test_sae_change_reruns_only_the_sae_jobs_of_every_layer_and_what_follows(tiny_pipeline, tmp_path):
-    """One SAE job per LM trains every layer's SAE; every layer's evaluate follows."""
+    """One SAE job per LM trains every layer's SAE; every layer's evaluate follows. The other
+    methods' tests (evaluate_methods) don't depend on the SAE: they don't rerun."""
     run = copy_run(tiny_pipeline, tmp_path / "run")
     edit_config(run, "sae", "lambda_align", 2.0)
     layers = len(PROFILE)
@@ -151,7 +154,7 @@ def test_storage_dtype_change_recollects_activations_but_keeps_the_lms(tiny_pipe
     # one job per LM trains every layer's SAE, DAS and TopK SAE
     assert planned_jobs(run) == {"activations": 1, "untrained_activations": 1, "train_sae": 1,
                                  "untrained_sae": 1, "train_das": 1, "train_unsupervised_sae": 1,
-                                 "evaluate": layers, "aggregate": 1, "all": 1}
+                                 "evaluate_methods": 1, "evaluate": layers, "aggregate": 1, "all": 1}
 
 
 def test_one_layer_in_one_config_line(tiny_pipeline, tmp_path):
@@ -162,7 +165,7 @@ def test_one_layer_in_one_config_line(tiny_pipeline, tmp_path):
     assert planned_jobs(tmp_path) == {
         "dataset": 1, "train_lm": 1, "lm_qa_accuracy": 1, "untrained_lm": 1, "activations": 1,
         "untrained_activations": 1, "train_sae": 1, "untrained_sae": 1, "train_das": 1, "train_unsupervised_sae": 1,
-        "evaluate": 1, "all": 1}
+        "evaluate_methods": 1, "evaluate": 1, "all": 1}
     result = run_snakemake(tmp_path, "-n")
     assert "layer_-1.safetensors" in result.stdout and "layer_0.safetensors" not in result.stdout
     assert "results/sweep/" not in result.stdout
@@ -175,7 +178,7 @@ def test_das_change_reruns_only_das_and_evaluation(tiny_pipeline, tmp_path):
     config["methods"]["das"]["rank"] = 6
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     layers = len(PROFILE)
-    assert planned_jobs(run) == {"train_das": 1, "evaluate": layers, "aggregate": 1, "all": 1}
+    assert planned_jobs(run) == {"train_das": 1, "evaluate_methods": 1, "evaluate": layers, "aggregate": 1, "all": 1}
 
 
 def test_report_builds_with_figures_and_summary(tiny_pipeline, tmp_path):

@@ -1,4 +1,5 @@
-"""Snakemake adapter for stage 5: metrics.json, figures and summary.md."""
+"""Snakemake adapter for stage 5: the SAE's tests joined with the other methods' (evaluate_methods)
+into metrics.json, figures and summary.md."""
 
 import os
 
@@ -14,17 +15,12 @@ from biosae.lm.activations import transformer_blocks
 smk = snakemake  # noqa: F821
 with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
-    named = smk.input.keys()
     inputs = load_evaluation_inputs(
         model_dir=smk.input.model, activations=smk.input.activations, index=smk.input.index,
         sae_dir=os.path.dirname(smk.input.sae_cfg), candidates=smk.input.candidates,
         untrained_activations=smk.input.untrained_activations, untrained_index=smk.input.untrained_index,
         untrained_sae_dir=os.path.dirname(smk.input.untrained_sae_cfg), qa_accuracy=smk.input.qa_accuracy,
-        layer=smk.params.layer, methods=smk.params.methods,
-        das_dir=os.path.dirname(smk.input.das_weights) if "das_weights" in named else None,
-        das_log=smk.input.das_log if "das_log" in named else None,
-        unsupervised_sae_dir=(os.path.dirname(smk.input.unsupervised_sae_weights)
-                              if "unsupervised_sae_weights" in named else None),
+        layer=smk.params.layer, methods=smk.params.methods, method_tests=smk.input.method_tests,
     )
     section = smk.params.evaluate
     metrics = evaluate(inputs, section["max_prompts_per_cell"], section["swap_alphas"], smk.params.seed,

@@ -8,7 +8,7 @@ import time
 import torch
 from _common import profile_layer_files, rule_context
 
-from biosae.evaluation.evaluate import causal_sample
+from biosae.evaluation.method_tests import causal_sample
 from biosae.lm.activations import load_activation_table
 from biosae.lm.model import load_model_dir, pick_device
 from biosae.methods.das import DASConfig, prepare_das_prompts, save_das, train_das

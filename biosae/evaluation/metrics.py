@@ -30,6 +30,7 @@ metrics.json (results/eval/metrics.json), written by the evaluate stage. ``<cell
       "error_term": {<cell>: {"rule_probe_accuracy": float, "reconstruction_r2": float|null}},
           # biosae.evaluation.evaluate.error_term_diagnostics: the rule read from h - decode(z) alone
       "methods": {<method>: {                       # biosae.methods: every method, same prompts and tests
+                                                    # (all but sae_slot from the evaluate_methods job)
           "rank": int|null, "steerable": bool,       # subspace dimension; whether it has a steering edit
           "ablation": {<cell>: <ablation_matrix dict>},      # row k = the method's edit removing rule k
           "interchange": {<cell>: <interchange_result dict>},  # IIA on the shared pairs
