@@ -31,8 +31,9 @@ rule evaluate:
         seed=run_seed,
     # one thread: much of an evaluation is single-threaded (tables, figures, small edited passes),
     # so the profile's evaluations run two at a time on two cores in 15% less wall time than one
-    # at a time on both (measured: 146 s against 171 s for the default run's five). A run of the
-    # seed's hook alone pays for it: its one evaluation took 31 s on one thread, 25 s on two.
+    # at a time on both (measured at 2d9db82, when evaluate still tested every method: 146 s
+    # against 171 s for the default run's five). A run of the seed's hook alone paid for it: its
+    # one evaluation took 31 s on one thread, 25 s on two.
     threads: 1
     log:
         "logs/{run}evaluate.log",
