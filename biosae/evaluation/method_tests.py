@@ -21,6 +21,7 @@ from biosae.errors import BiosaeError
 from biosae.evaluation.interventions import PromptCache
 from biosae.lm.activations import encode_prompts
 from biosae.methods.comparison import (
+    CausalSample,
     CellPrompts,
     EditBatch,
     ablation_result,
@@ -53,14 +54,9 @@ def causal_sample(index, cell: str, max_prompts: int, seed: int) -> np.ndarray:
 
 
 @dataclass
-class CellSample:
+class CellSample(CausalSample):
     """What the causal tests of one cell need, at any layer: its sample, prefix cache and pairs."""
 
-    rows: np.ndarray           # rows of the activation index, in cache order
-    rules: np.ndarray          # asked rule per row
-    first: np.ndarray          # correct first answer token per row
-    person_tokens: np.ndarray  # [n, 6]: the row's person's first answer token per rule (-1: unknown)
-    cache: PromptCache         # prefix keys/values and clean residuals at every hook point
     pairs: InterchangePairs
 
     def at_layer(self, layer: int) -> CellPrompts:

@@ -28,14 +28,20 @@ from biosae.rules import RULES
 
 
 @dataclass
-class CellPrompts:
-    """The causal sample of one cell, its prefix cache and its clean predictions."""
+class CausalSample:
+    """The causal sample of one cell and its prefix cache, at no layer in particular."""
 
     rows: np.ndarray            # rows of the activation index, in cache order
     rules: np.ndarray           # asked rule per row
     first: np.ndarray           # correct first answer token per row
     person_tokens: np.ndarray   # [n, 6]: the row's person's first answer token per rule (-1: unknown)
-    cache: PromptCache
+    cache: PromptCache          # prefix keys/values and clean residuals at every hook point
+
+
+@dataclass
+class CellPrompts(CausalSample):
+    """A cell's causal sample at one hook layer, with its clean predictions (what every edit is scored against)."""
+
     layer: int
     clean_pred: np.ndarray | None = None
     clean_logprob: np.ndarray | None = None
