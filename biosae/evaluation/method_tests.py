@@ -158,6 +158,7 @@ def evaluate_methods(samples: dict[str, CellSample], layer: int, activations: to
     """
     from biosae.evaluation.baselines import LinearProbe
     from biosae.methods import build_methods
+    from biosae.methods.random_control import fit_random
 
     train = (index["split"] == "train").to_numpy()
     train_rules = index["rule_idx"].to_numpy()[train]
@@ -167,10 +168,9 @@ def evaluate_methods(samples: dict[str, CellSample], layer: int, activations: to
     methods = build_methods(tested, sae=None, train_activations=train_activations, train_rule_idx=train_rules,
                             seed=seed, probe=probe, das_basis=das_basis, unsupervised_sae=unsupervised_sae)
     if CONTROL_METHOD not in methods:
-        # the rank build_methods would give it beside the SAE's six slots
-        methods = {**methods, CONTROL_METHOD: build_methods([CONTROL_METHOD], sae=None,
-                                                            train_activations=train_activations,
-                                                            train_rule_idx=train_rules, seed=seed)[CONTROL_METHOD]}
+        # not compared, but tested all the same: one random direction per rule (the rank
+        # build_methods gives it when no method is wider)
+        methods[CONTROL_METHOD] = fit_random(train_activations.shape[1], len(RULES), seed)
     causal = causal_tests(samples, layer, activations, index, methods, alphas,
                           das_training_pairs=das_training_pairs, progress=progress)
     # samples holds every cell, in evaluation order
