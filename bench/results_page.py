@@ -216,6 +216,11 @@ def limiting_notes(results: dict) -> list[str]:
         notes.append(f"SAE-only rerun: jobs {sum(s['seconds'] for s in rerun['jobs']):.1f} s ("
                      + ", ".join(f"{s['stage']} {s['seconds']:.1f} s" for s in rerun["jobs"])
                      + f"), Snakemake start-up and DAG work {rerun['overhead_seconds']:.1f} s.")
+    floor = rerun.get("floor")
+    if floor and verdict("sae_rerun_fraction", rerun.get("fraction")) == "MISS":
+        notes.append(f"SAE-only rerun: training the two SAEs and the SAE's causal tests alone take {floor['fraction']:.1%} "
+                     "of the full run (section 6): the rest is job start-up, loading, prompt caches, correlational "
+                     "tests and figures.")
     if training and verdict("trainer_speedup", training["speedup"]) == "MISS":
         ours, hf = training["ours"], training["trainer"]
         notes.append(f"LM training: against the Trainer on our packed blocks, {training['steps']} steps took {ours['step_seconds']:.1f} s in our loop and "
@@ -441,4 +446,14 @@ def pipeline_section(p: dict | None, threads: int) -> list[str]:
                      f"Snakemake start-up and DAG work: {rerun['overhead_seconds']:.1f} s.")
     else:
         lines.append(f"SAE-only rerun not measured: {rerun.get('why', 'skipped')}.")
+    causal, floor = p.get("sae_causal"), rerun.get("floor")
+    if causal and floor:
+        per_layer = ", ".join(f"layer {layer} {seconds:.1f} s" for layer, seconds in causal["seconds"].items())
+        lines += ["", f"What any SAE-only rerun must compute, whatever its jobs: training the two SAEs (the longer of "
+                  f"the two jobs above, which run side by side) {floor['sae_training_seconds']:.1f} s, and the SAE's "
+                  f"causal tests at every layer (the LM's edited passes; in process at one thread, at most "
+                  f"{causal['prompts_per_cell']} prompts per cell: {per_layer}; the LM and prompt caches, "
+                  f"{causal['shared_seconds']:.1f} s, apart), {sum(causal['seconds'].values()):.1f} s, "
+                  f"{floor['causal_seconds']:.1f} s on {threads} cores: **{floor['seconds']:.1f} s = "
+                  f"{floor['fraction']:.1%}** of the full run."]
     return lines

@@ -13,9 +13,10 @@ load of a noisy shared machine:
                           per-layer files ÷ a plain batched forward pass
   5. dataset generation   write_dataset at 100,000 persons
   6. pipeline             the default Snakemake pipeline: wall time and peak memory per stage (its
-                          benchmark: files), in total, the rerun after changing one SAE λ, and
-                          everything after the LM run twice: with the layer profile, then with
-                          the seed's hook alone
+                          benchmark: files), in total, the rerun after changing one SAE λ (and
+                          what of it any rerun computes: the SAEs' training, the SAE's causal
+                          tests), and everything after the LM run twice: with the layer
+                          profile, then with the seed's hook alone
   7. evaluate             the seed hook's evaluation of that run, in-process: every configured
                           method against the SAE and the random control only
 
@@ -727,6 +728,69 @@ def measure_topk_layers(run_dir: Path) -> dict:
             "measured_epochs": measured.epochs, "batch_size": cfg.batch_size}
 
 
+def measure_sae_causal_layers(run_dir: Path) -> dict:
+    """In process, with the evaluate rule's one thread, on a finished run's files: the SAE's causal
+    tests (``sae_causal_metrics``: the LM's edited passes for the slot and decoder-direction
+    ablations, interchange and swap) at every layer of the profile, the LM loaded and every cell's
+    prompt cache built once and timed apart. Beside training the two SAEs, these passes are the
+    part of the SAE-only rerun that no arrangement of its jobs removes (a job per layer or one per
+    LM only moves start-up, loading, prompt caches and figures around)."""
+    from dataclasses import replace as replace_inputs
+
+    from biosae.evaluation.evaluate import load_evaluation_inputs, ordered_cells, sae_causal_metrics
+    from biosae.evaluation.method_tests import cell_samples
+    from biosae.lm.activations import load_activation_table
+    from biosae.sae.model import load_sae
+
+    config = validated(read_yaml(run_dir / "config.yaml"))
+    layers = profile_layers(config, config["model"]["n_layer"])
+    section, results = config["evaluate"], run_dir / "results"
+    activations, untrained = results / "activations", results / "baselines" / "untrained_lm"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        def shared():
+            first = layers[0]
+            inputs = load_evaluation_inputs(
+                model_dir=results / "lm" / "final", activations=activations / f"layer_{first}.safetensors",
+                index=activations / "index.csv", sae_dir=results / "sae" / f"layer_{first}",
+                candidates=results / "sae" / f"layer_{first}" / "value_candidates.json",
+                untrained_activations=untrained / "activations" / f"layer_{first}.safetensors",
+                untrained_index=untrained / "activations" / "index.csv",
+                untrained_sae_dir=untrained / "sae" / f"layer_{first}", qa_accuracy=results / "lm" / "qa_accuracy.json",
+                layer=first, methods=config["methods"]["names"])
+            samples = cell_samples(inputs.model, inputs.tokenizer, inputs.index, ordered_cells(inputs.index),
+                                   section["max_prompts_per_cell"], config["seed"])
+            return inputs, samples
+
+        shared_seconds, (inputs, samples) = seconds_of(shared)
+        seconds = {}
+        for layer in layers:
+            layer_inputs = replace_inputs(
+                inputs, layer=layer, sae=load_sae(results / "sae" / f"layer_{layer}"),
+                activations=load_activation_table(activations / f"layer_{layer}.safetensors", activations / "index.csv")[0])
+            seconds[layer], _ = seconds_of(sae_causal_metrics, layer_inputs, samples, section["swap_alphas"])
+    finally:
+        torch.set_num_threads(threads)
+    say(f"[pipeline] the SAE's causal tests in process: {sum(seconds.values()):.1f} s over {len(layers)} layers "
+        f"(LM and prompt caches {shared_seconds:.1f} s apart)")
+    return {"seconds": seconds, "shared_seconds": shared_seconds, "prompts_per_cell": section["max_prompts_per_cell"]}
+
+
+def rerun_floor(rerun: dict, causal: dict, wall: float, threads: int) -> dict | None:
+    """The SAE-only rerun's work that stays whatever its jobs: the two SAE trainings (their jobs in
+    the rerun, side by side on ``threads`` cores: the longer one) and the SAE's causal tests of
+    every layer spread over the cores, as a share of the full run."""
+    training = [stage["seconds"] for stage in rerun.get("jobs", [])
+                if stage["stage"].rsplit("/", 1)[-1] in ("train_sae", "untrained_sae")]
+    if not training or not causal:
+        return None
+    sae_seconds = max(training) if threads >= 2 else sum(training)
+    causal_seconds = sum(causal["seconds"].values()) / threads
+    return {"sae_training_seconds": sae_seconds, "causal_seconds": causal_seconds,
+            "seconds": sae_seconds + causal_seconds, "fraction": (sae_seconds + causal_seconds) / wall}
+
+
 def method_names(run_dir: Path) -> list[str]:
     return validated(read_yaml(run_dir / "config.yaml"))["methods"]["names"]
 
@@ -787,6 +851,7 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
     das_layers = das_layers_from_run(source) if "das" in method_names(source) else None
     method_tests_layers = method_tests_layers_from_run(source)
     rerun = measure_sae_rerun(run_dir, threads) if rerun else rerun_from_stages(stages)
+    sae_causal = measure_sae_causal_layers(source)
     # Where this bench ran the pipeline itself, ``source`` is the run the rerun changed (its λ
     # doubled): that changes nothing upstream of the SAEs, and both sides of the comparison use it.
     profile = (measure_profile_runs(source, stages, workdir, threads) if profile_runs
@@ -801,8 +866,13 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
         say(f"[pipeline] rerun after {rerun['change']}: {rerun['seconds']:.1f} s = {rerun['fraction']:.1%} of the full run")
     else:
         say(f"[pipeline] SAE-only rerun not measured: {rerun['why']}")
+    rerun["floor"] = rerun_floor(rerun, sae_causal, wall, threads)
+    if rerun["floor"]:
+        say(f"[pipeline] of it, the SAE trainings and the SAE's causal tests: {rerun['floor']['seconds']:.1f} s = "
+            f"{rerun['floor']['fraction']:.1%} of the full run")
     return {"stages": stages, "wall": wall, "wall_how": wall_how, "source": str(source), "ran_here": pipeline_dir is None,
-            "accuracy": accuracy, "rerun": rerun, "sae_layers": sae_layers, "topk_layers": topk_layers,
+            "accuracy": accuracy, "rerun": rerun, "sae_layers": sae_layers, "sae_causal": sae_causal,
+            "topk_layers": topk_layers,
             "das_layers": das_layers, "method_tests_layers": method_tests_layers, "profile_runs": profile}
 
 

@@ -121,6 +121,15 @@ def test_pipeline_figures_come_from_benchmark_files_and_the_training_log(tmp_pat
     assert estimate["estimated"] and not estimate["measured"]
     assert [s["stage"] for s in estimate["jobs"]] == ["sweep/seed_0/layer_0/evaluate", "evaluate"]
     assert estimate["seconds"] == pytest.approx(20.0)
+    # The rerun's floor: the longer of the two SAE jobs (side by side on 2 cores, one after the
+    # other on 1) and the SAE's causal tests of every layer spread over the cores.
+    jobs = [{"stage": "train_sae", "seconds": 30.0}, {"stage": "untrained_sae", "seconds": 34.0},
+            {"stage": "sweep/seed_0/layer_0/evaluate", "seconds": 25.0}]
+    causal = {"seconds": {0: 6.0, -1: 4.0}, "shared_seconds": 3.0, "prompts_per_cell": 24}
+    floor = bench.rerun_floor({"jobs": jobs}, causal, 400.0, 2)
+    assert floor["seconds"] == pytest.approx(34.0 + 5.0) and floor["fraction"] == pytest.approx(39.0 / 400.0)
+    assert bench.rerun_floor({"jobs": jobs}, causal, 400.0, 1)["seconds"] == pytest.approx(64.0 + 10.0)
+    assert bench.rerun_floor({"measured": False, "why": "not up to date"}, causal, 400.0, 2) is None
 
     log = tmp_path / "train_log.csv"
     monitor = [json.dumps({"train_exact": 0.5, "ood_person_exact": v}).replace('"', '""') for v in (0.4, 0.96, 0.99)]
@@ -157,6 +166,12 @@ def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path
     rerun_line = next(line for line in text.splitlines() if line.startswith("Rerun after"))
     assert "train_sae" in rerun_line and "untrained_sae" in rerun_line and "evaluate" in rerun_line
     assert "train_lm" not in rerun_line
+    # ... and what of it no arrangement of the jobs removes: the SAE trainings and the SAE's causal
+    # tests of every layer, timed in process; part of the rerun, so less than all of it
+    floor = re.search(r"causal tests at every layer .*?: layer 0 [\d.]+ s, layer 1 [\d.]+ s, layer -1 [\d.]+ s; .*"
+                      r"\*\*([\d.]+) s = [\d.]+%\*\* of the full run", text)
+    assert floor, text
+    assert float(floor.group(1)) < float(re.search(r"^Rerun after .*?\*\*([\d.]+) s = ", rerun_line).group(1))
     assert "### Minutes of training to 95%" in text
     # the per-LM jobs' layer-profile shares: TopK SAE in process, DAS from the job's own record
     assert re.search(r"TopK SAE training .* every layer at once \*\*[\d.]+ s\*\*", text)
