@@ -37,6 +37,12 @@ use rule activations as untrained_activations with:
             "results/{{lmrun}}baselines/untrained_lm/activations/layer_{layer}.safetensors", layer=PROFILE_LAYERS
         ),
         index="results/{lmrun}baselines/untrained_lm/activations/index.csv",
+    # one thread: on two cores a two-thread job waits until both are free, and the one-thread SAE
+    # and method jobs left one idle (in the default run, 38 s while the TopK SAE trained); this
+    # pass now runs beside them. The untrained LM's chain and evaluate_methods are the two paths
+    # every evaluate waits for: each gets a priority over the trained SAE, which is short.
+    threads: 1
+    priority: 10
     log:
         "logs/{lmrun}untrained_activations.log",
     benchmark:

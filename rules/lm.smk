@@ -55,6 +55,7 @@ rule untrained_lm:
         model=directory("results/{lmrun}baselines/untrained_lm/model"),
     params:
         seed=run_seed,
+    priority: 10  # the untrained LM's chain is a critical path (rules/activations.smk says why)
     log:
         "logs/{lmrun}untrained_lm.log",
     benchmark:

@@ -23,6 +23,9 @@ rule train_das:
     # one thread: a multi-threaded BLAS may reduce in another order from one process to the next,
     # and DAS's gradient steps would carry that into its subspace (local and SLURM runs must agree)
     threads: 1
+    # the critical path of the default run: train_das and train_unsupervised_sae feed
+    # evaluate_methods, the longest job after the LM, which every evaluate waits for
+    priority: 20
     log:
         "logs/{lmrun}train_das.log",
     benchmark:
@@ -48,6 +51,7 @@ rule train_unsupervised_sae:
         sae_unsupervised=config["methods"]["sae_unsupervised"],
         seed=run_seed,
     threads: 1
+    priority: 20  # critical path (train_das says why)
     log:
         "logs/{lmrun}train_unsupervised_sae.log",
     benchmark:
@@ -82,6 +86,7 @@ rule evaluate_methods:
         seed=run_seed,
     # one thread, as evaluate: the same edited passes give the same numbers in both jobs
     threads: 1
+    priority: 20  # critical path (train_das says why)
     log:
         "logs/{lmrun}evaluate_methods.log",
     benchmark:

@@ -49,6 +49,7 @@ use rule train_sae as untrained_sae with:
         sae=config["sae"],
         seed=run_seed,
         checkpoint_dir="results/{lmrun}baselines/untrained_lm/sae/checkpoint",
+    priority: 10  # the untrained LM's chain is a critical path (rules/activations.smk says why)
     log:
         "logs/{lmrun}untrained_sae.log",
     benchmark:
