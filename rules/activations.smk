@@ -15,6 +15,9 @@ rule activations:
         batch_size=config["activations"]["batch_size"],
         dtype=config["activations"]["dtype"],
     threads: 2
+    # the two-thread jobs after the LM go first: once a one-thread job runs beside nothing, a
+    # two-thread one can't start, and one core idles (with the untrained LM's chain first, 2 min)
+    priority: 30
     log:
         "logs/{lmrun}activations.log",
     benchmark:

@@ -35,6 +35,7 @@ rule lm_qa_accuracy:
     params:
         batch_size=config["activations"]["batch_size"],
     threads: 2
+    priority: 30  # before the one-thread jobs (rules/activations.smk says why)
     log:
         "logs/{lmrun}lm_qa_accuracy.log",
     benchmark:
