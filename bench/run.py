@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -73,7 +74,8 @@ SECTIONS = ("machine", "training", "activations", "dataset", "pipeline", "evalua
 RUN_LABELS = {"ours": "ours", "trainer_padded": "transformers.Trainer, a padded document per row:",
               "trainer": "transformers.Trainer on our packed blocks:"}
 BASELINE_METHODS = ("sae_slot", "random")  # the evaluate stage before the methods comparison
-SAE_RERUN_JOBS = {"train_sae", "untrained_sae", "evaluate", "aggregate", "all"}
+SAE_TRAINING_JOBS = {"train_sae", "untrained_sae"}  # the supervised SAE of the trained and the untrained LM
+SAE_RERUN_JOBS = SAE_TRAINING_JOBS | {"evaluate", "aggregate", "all"}
 
 
 @dataclass(frozen=True)
@@ -300,6 +302,17 @@ def train_with_hf_trainer_padded(config, texts, tokenizer, cfg: TrainingConfig, 
             "padded_tokens_per_s": sum(padded_tokens[skip:steps]) / max(timed, 1e-9),
             "padding_fraction": 1 - sum(corpus_tokens[:steps]) / sum(padded_tokens[:steps]),
             "call_tokens_per_s": sum(corpus_tokens[:steps]) / run["call_seconds"], "threads": run["threads"]}
+
+
+@contextmanager
+def one_thread():
+    """torch on one thread inside, as the rules run the SAE, method and evaluate jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def set_up_process(threads: int) -> None:
@@ -679,14 +692,10 @@ def measure_sae_layers(run_dir: Path) -> dict:
         [activations / f"layer_{layer}.safetensors" for layer in layers], activations / "index.csv",
         config["sae"]["max_train_rows"], config["seed"])
     cfg = sae_config(config["sae"], h[0].shape[1], candidates, config["seed"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         all_seconds, _ = seconds_of(train_sae_layers, h, rule_idx, value_target, cfg, progress=False)
         one_seconds, _ = seconds_of(train_sae_layers, [h[layers.index(seed_layer)]], rule_idx, value_target, cfg,
                                     progress=False)
-    finally:
-        torch.set_num_threads(threads)
     say(f"[pipeline] SAE training in process: {len(layers)} layers at once {all_seconds:.1f} s, "
         f"layer {seed_layer} alone {one_seconds:.1f} s")
     return {"layers": layers, "seed_layer": seed_layer, "all_seconds": all_seconds, "one_seconds": one_seconds,
@@ -713,19 +722,29 @@ def measure_topk_layers(run_dir: Path) -> dict:
                                  activations / "index.csv", max_rows, config["seed"])
     cfg = TopKSAEConfig(d_model=h.shape[2], seed=config["seed"], **section)
     measured = replace(cfg, epochs=min(cfg.epochs, TOPK_MEASURED_EPOCHS))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         all_seconds, _ = seconds_of(train_topk_sae_layers, h, measured)
         one_seconds, _ = seconds_of(train_topk_sae_layers, h[layers.index(seed_layer)][None], measured)
-    finally:
-        torch.set_num_threads(threads)
     scale = cfg.epochs / measured.epochs
     say(f"[pipeline] TopK SAE training in process ({measured.epochs} epochs, scaled x{scale:g}): {len(layers)} layers "
         f"at once {all_seconds * scale:.1f} s, layer {seed_layer} alone {one_seconds * scale:.1f} s")
     return {"layers": layers, "seed_layer": seed_layer, "all_seconds": all_seconds * scale,
             "one_seconds": one_seconds * scale, "rows": h.shape[1], "epochs": cfg.epochs,
             "measured_epochs": measured.epochs, "batch_size": cfg.batch_size}
+
+
+def run_evaluation_inputs(results: Path, layer: int, methods):
+    """A finished run's evaluation inputs at ``layer``, from its ``results/`` directory laid out as
+    the rules write it (the evaluate job's inputs, without the other methods' tests)."""
+    from biosae.evaluation.evaluate import load_evaluation_inputs
+
+    sae_dir, untrained = results / "sae" / f"layer_{layer}", results / "baselines" / "untrained_lm"
+    return load_evaluation_inputs(
+        model_dir=results / "lm" / "final", activations=results / "activations" / f"layer_{layer}.safetensors",
+        index=results / "activations" / "index.csv", sae_dir=sae_dir, candidates=sae_dir / "value_candidates.json",
+        untrained_activations=untrained / "activations" / f"layer_{layer}.safetensors",
+        untrained_index=untrained / "activations" / "index.csv", untrained_sae_dir=untrained / "sae" / f"layer_{layer}",
+        qa_accuracy=results / "lm" / "qa_accuracy.json", layer=layer, methods=methods)
 
 
 def measure_sae_causal_layers(run_dir: Path) -> dict:
@@ -735,9 +754,7 @@ def measure_sae_causal_layers(run_dir: Path) -> dict:
     prompt cache built once and timed apart. Beside training the two SAEs, these passes are the
     part of the SAE-only rerun that no arrangement of its jobs removes (a job per layer or one per
     LM only moves start-up, loading, prompt caches and figures around)."""
-    from dataclasses import replace as replace_inputs
-
-    from biosae.evaluation.evaluate import load_evaluation_inputs, ordered_cells, sae_causal_metrics
+    from biosae.evaluation.evaluate import ordered_cells, sae_causal_metrics
     from biosae.evaluation.method_tests import cell_samples
     from biosae.lm.activations import load_activation_table
     from biosae.sae.model import load_sae
@@ -745,20 +762,10 @@ def measure_sae_causal_layers(run_dir: Path) -> dict:
     config = validated(read_yaml(run_dir / "config.yaml"))
     layers = profile_layers(config, config["model"]["n_layer"])
     section, results = config["evaluate"], run_dir / "results"
-    activations, untrained = results / "activations", results / "baselines" / "untrained_lm"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    activations = results / "activations"
+    with one_thread():
         def shared():
-            first = layers[0]
-            inputs = load_evaluation_inputs(
-                model_dir=results / "lm" / "final", activations=activations / f"layer_{first}.safetensors",
-                index=activations / "index.csv", sae_dir=results / "sae" / f"layer_{first}",
-                candidates=results / "sae" / f"layer_{first}" / "value_candidates.json",
-                untrained_activations=untrained / "activations" / f"layer_{first}.safetensors",
-                untrained_index=untrained / "activations" / "index.csv",
-                untrained_sae_dir=untrained / "sae" / f"layer_{first}", qa_accuracy=results / "lm" / "qa_accuracy.json",
-                layer=first, methods=config["methods"]["names"])
+            inputs = run_evaluation_inputs(results, layers[0], config["methods"]["names"])
             samples = cell_samples(inputs.model, inputs.tokenizer, inputs.index, ordered_cells(inputs.index),
                                    section["max_prompts_per_cell"], config["seed"])
             return inputs, samples
@@ -766,12 +773,10 @@ def measure_sae_causal_layers(run_dir: Path) -> dict:
         shared_seconds, (inputs, samples) = seconds_of(shared)
         seconds = {}
         for layer in layers:
-            layer_inputs = replace_inputs(
+            layer_inputs = replace(
                 inputs, layer=layer, sae=load_sae(results / "sae" / f"layer_{layer}"),
                 activations=load_activation_table(activations / f"layer_{layer}.safetensors", activations / "index.csv")[0])
             seconds[layer], _ = seconds_of(sae_causal_metrics, layer_inputs, samples, section["swap_alphas"])
-    finally:
-        torch.set_num_threads(threads)
     say(f"[pipeline] the SAE's causal tests in process: {sum(seconds.values()):.1f} s over {len(layers)} layers "
         f"(LM and prompt caches {shared_seconds:.1f} s apart)")
     return {"seconds": seconds, "shared_seconds": shared_seconds, "prompts_per_cell": section["max_prompts_per_cell"]}
@@ -782,7 +787,7 @@ def rerun_floor(rerun: dict, causal: dict, wall: float, threads: int) -> dict | 
     the rerun, side by side on ``threads`` cores: the longer one) and the SAE's causal tests of
     every layer spread over the cores, as a share of the full run."""
     training = [stage["seconds"] for stage in rerun.get("jobs", [])
-                if stage["stage"].rsplit("/", 1)[-1] in ("train_sae", "untrained_sae")]
+                if stage["stage"].rsplit("/", 1)[-1] in SAE_TRAINING_JOBS]
     if not training or not causal:
         return None
     sae_seconds = max(training) if threads >= 2 else sum(training)
@@ -886,7 +891,7 @@ def measure_evaluate(run_dir: Path, workdir: Path) -> dict:
     then evaluate (the SAE's tests, the join) and its figures. Twice: with the config's methods and
     with the SAE and the random control only. Loading the files (the same for both) is timed
     apart; Snakemake's job start-ups are not in either."""
-    from biosae.evaluation.evaluate import answered_rules, evaluate, load_evaluation_inputs, ordered_cells
+    from biosae.evaluation.evaluate import answered_rules, evaluate, ordered_cells
     from biosae.evaluation.figures import write_figures
     from biosae.evaluation.method_tests import cell_samples, evaluate_methods, load_trained_methods
 
@@ -896,13 +901,7 @@ def measure_evaluate(run_dir: Path, workdir: Path) -> dict:
     sae_dir = results / "sae" / f"layer_{layer}"
 
     def load():
-        inputs = load_evaluation_inputs(
-            model_dir=results / "lm" / "final", activations=results / "activations" / f"layer_{layer}.safetensors",
-            index=results / "activations" / "index.csv", sae_dir=sae_dir, candidates=sae_dir / "value_candidates.json",
-            untrained_activations=results / "baselines" / "untrained_lm" / "activations" / f"layer_{layer}.safetensors",
-            untrained_index=results / "baselines" / "untrained_lm" / "activations" / "index.csv",
-            untrained_sae_dir=results / "baselines" / "untrained_lm" / "sae" / f"layer_{layer}",
-            qa_accuracy=results / "lm" / "qa_accuracy.json", layer=layer, methods=methods)
+        inputs = run_evaluation_inputs(results, layer, methods)
         trained = load_trained_methods(
             results / "methods" / "das" / f"layer_{layer}" if "das" in methods else None,
             results / "methods" / "sae_unsupervised" / f"layer_{layer}" if "sae_unsupervised" in methods else None)
