@@ -9,7 +9,7 @@ import torch
 
 from biosae.sae import training as sae_training
 from biosae.errors import BiosaeError
-from biosae.io import read_json, write_json
+from biosae.io import load_tensors, read_json, write_json
 from biosae.sae.model import (
     SAEConfig,
     SupervisedSAE,
@@ -393,3 +393,19 @@ def test_load_refuses_shape_mismatch_and_bad_config(tmp_path):
     write_json(cfg_path, {**data, "dropout": 0.1})
     with pytest.raises(BiosaeError, match="cfg.json: .*unknown key 'dropout'"):
         load_sae(tmp_path / "sae")
+
+
+# --- regression: training and the on-disk format stay as the fixture records them -------------------
+
+
+def test_training_reproduces_the_reference_weights_and_logs_bit_for_bit():
+    """Both SAEs, stacked over 3 layers and alone, train to exactly the weights and logs of
+    tests/data/make_sae_reference.py's fixture, saved under the same tensor names and shapes."""
+    from tests.data.make_sae_reference import REFERENCE_HISTORIES, REFERENCE_TENSORS, train_references
+
+    tensors, histories = train_references()
+    reference = load_tensors(REFERENCE_TENSORS)
+    assert sorted(tensors) == sorted(reference)
+    for name, tensor in reference.items():
+        assert tensors[name].dtype == tensor.dtype and torch.equal(tensors[name], tensor), name
+    assert histories == read_json(REFERENCE_HISTORIES)
