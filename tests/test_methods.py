@@ -16,10 +16,11 @@ from biosae.methods import METHOD_NAMES, build_methods
 from biosae.methods.das import DASConfig, interchange_accuracy, prepare_das_prompts, split_training_pairs, train_das
 from biosae.methods.diffmean import fit_diffmean
 from biosae.methods.pairs import evaluation_pairs
-from biosae.methods.unsupervised_sae import TopKSAEConfig, auroc_by_latent, train_topk_sae, train_topk_sae_layers
+from biosae.methods.unsupervised_sae import auroc_by_latent
 from biosae.lm.qa_accuracy import encode_rows
 from biosae.rules import RULES
 from biosae.sae.model import SAEConfig, SupervisedSAE
+from biosae.sae.topk import TopKSAEConfig, train_topk_sae, train_topk_sae_layers
 from biosae.lm.tokenization import train_word_tokenizer
 from tests.conftest import DATA
 
@@ -121,7 +122,7 @@ def test_topk_saes_of_several_layers_trained_together_equal_each_trained_alone()
             torch.testing.assert_close(model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
         torch.testing.assert_close(model.encode(h), alone.encode(h), rtol=1e-4, atol=1e-5)
     # the layers differ, so the models do too: each slice learned its own layer
-    assert not torch.allclose(together[0][0].W_dec, together[2][0].W_dec)
+    assert not torch.allclose(together[0][0].decoder_weight, together[2][0].decoder_weight)
 
 
 def _tiny_run(tiny_pipeline):

@@ -1,4 +1,5 @@
-"""Tests of biosae.sae.model (model, loss terms, checkpoints) and biosae.sae.training (training, resume)."""
+"""Tests of biosae.sae.model (model, loss terms, checkpoints) and biosae.sae.training (training, resume),
+and the training regression fixture of both SAEs (biosae.sae.model and biosae.sae.topk)."""
 
 import csv
 import math
@@ -22,7 +23,6 @@ from biosae.sae.model import (
     slot_entropy,
     value_loss,
 )
-from biosae.sae.layer_stack import LayerStackedSAE, stacked_sae_loss
 from biosae.sae.training import majority_value_baseline, temperature_at, train_sae, train_sae_layers, validation_split
 
 VOCAB = [3, 3, 3, 3, 3, 3]
@@ -130,8 +130,8 @@ def test_sae_loss_is_standardized_recon_plus_weighted_terms():
     model.mean.fill_(1.0)
     model.std.fill_(2.0)
     with torch.no_grad():
-        model.decoder.weight.zero_()
-        model.decoder.bias.zero_()
+        model.decoder_weight.zero_()
+        model.decoder_bias.zero_()
     h = torch.tensor([[3.0, 1.0], [1.0, 3.0], [1.0, 1.0]])  # standardized: rows e1, e2, 0
     rule, value = torch.tensor([0, 1, 2]), torch.tensor([1, 0, 1])
     losses = sae_loss(model, h, rule, value, None, cfg)
@@ -184,8 +184,11 @@ def test_value_logits_use_the_rule_head_gated_by_its_slot():
     logits = model.value_logits(h, z, rule)
     x = model.standardize(h)
     assert logits.shape == (4, 3)
-    assert torch.allclose(logits[1], model.value_heads[1](x[1] * z[1, 1]))
-    assert torch.allclose(logits[0, :2], model.value_heads[0](x[0] * z[0, 0]))
+    def head(k, row):  # rule k's value head, nn.Linear on the gated row
+        return (x[row] * z[row, k]) @ model.head_weights[k][0] + model.head_biases[k][0]
+
+    assert torch.allclose(logits[1], head(1, 1))
+    assert torch.allclose(logits[0, :2], head(0, 0))
     assert logits[0, 2] == float("-inf") and logits[2, 2] == float("-inf")
     assert model.value_predictions(h, rule).max() <= 2
 
@@ -234,7 +237,7 @@ def test_nan_activations_are_refused():
 
 def test_nan_loss_term_stops_training_with_its_name(monkeypatch):
     calls = {"n": 0}
-    real_loss = sae_training.stacked_sae_loss
+    real_loss = sae_training.sae_loss
 
     def poisoned(*args):
         calls["n"] += 1
@@ -243,7 +246,7 @@ def test_nan_loss_term_stops_training_with_its_name(monkeypatch):
             losses["indep"] = losses["indep"] * float("nan")
         return losses
 
-    monkeypatch.setattr(sae_training, "stacked_sae_loss", poisoned)
+    monkeypatch.setattr(sae_training, "sae_loss", poisoned)
     h, rule, value = synthetic()
     with pytest.raises(BiosaeError, match="loss term 'indep' is nan at epoch 1 step 2"):
         train_sae(h, rule, value, config(batch_size=32), progress=False)
@@ -304,19 +307,20 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
 
 
 def test_stacked_loss_of_each_layer_is_that_layers_sae_loss():
-    """The batched terms equal biosae.sae.model.sae_loss of each layer's slice, Gumbel noise included."""
+    """The loss of a stack of layers equals, layer by layer, the loss of each layer's slice on its
+    own batch, Gumbel noise included."""
     h, rule, value = synthetic(n_persons=8)
     torch.manual_seed(0)
-    stack = LayerStackedSAE(SupervisedSAE(config()), layers=2)
+    stack = SupervisedSAE(config(), layers=2)
     with torch.no_grad():  # layers that differ in data, standardization and weights
         stack.fit_standardization(torch.stack([h, 3 * h.flip(1)]))
         for parameter in stack.parameters():
             parameter[1].add_(0.1 * torch.randn_like(parameter[1]))
     batch = torch.stack([h[:40], 3 * h.flip(1)[:40]])
     torch.manual_seed(7)
-    stacked = stacked_sae_loss(stack, batch, rule[:40], value[:40], 0.5, config())
+    stacked = sae_loss(stack, batch, rule[:40], value[:40], 0.5, config())
     for layer in range(2):
-        model = stack.layer_sae(layer).train()
+        model = stack.layer(layer).train()
         torch.manual_seed(7)  # each layer alone draws the same noise
         alone = sae_loss(model, batch[layer], rule[:40], value[:40], 0.5, config())
         for name, term in alone.items():
@@ -342,7 +346,7 @@ def test_layers_trained_together_equal_each_trained_alone(tmp_path):
         for row, reference_row in zip(history, reference_history):
             assert row == pytest.approx(reference_row, rel=1e-4, abs=1e-6)
         assert len(log.read_text().splitlines()) == 1 + 3
-    assert not torch.allclose(together[0][0].encoder.weight, together[1][0].encoder.weight)
+    assert not torch.allclose(together[0][0].encoder_weight, together[1][0].encoder_weight)
 
 
 def test_bad_activations_of_one_layer_name_that_layer():

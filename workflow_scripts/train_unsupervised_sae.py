@@ -6,7 +6,7 @@ import os
 import torch
 from _common import profile_layer_files, rule_context
 
-from biosae.methods.unsupervised_sae import TopKSAEConfig, save_topk_sae, train_topk_sae_layers
+from biosae.sae.topk import TopKSAEConfig, save_topk_sae, train_topk_sae_layers
 from biosae.sae.inputs import load_training_layers
 
 smk = snakemake  # noqa: F821

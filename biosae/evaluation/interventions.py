@@ -23,7 +23,7 @@ import torch
 def slot_direction(sae, slot: int) -> torch.Tensor:
     """Unit vector along which slot ``slot`` moves h in activation space (decode is affine:
     mean + std * (W z + b), so the raw-space direction is std * W[:, slot])."""
-    direction = sae.std * sae.decoder.weight[:, slot]
+    direction = sae.slot_directions()[slot]
     return (direction / direction.norm()).detach().float()
 
 

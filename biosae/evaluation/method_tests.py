@@ -193,7 +193,7 @@ def load_trained_methods(das_dir=None, unsupervised_sae_dir=None) -> tuple[dict,
 
     from biosae.io import read_json
     from biosae.methods.das import das_fit_summary, load_das
-    from biosae.methods.unsupervised_sae import CFG_FILENAME as TOPK_CFG_FILENAME, load_topk_sae
+    from biosae.sae.topk import CFG_FILENAME as TOPK_CFG_FILENAME, load_topk_sae
 
     trained, fit = {}, {}
     if das_dir is not None:

@@ -5,11 +5,30 @@ point on the probability simplex (a soft slot assignment). Internally the model 
 standardized activation ``x = (h - mean) / std``; ``mean`` and ``std`` are buffers fitted on the
 training rows and saved with the weights, so a checkpoint needs nothing else to be applied.
 
+Layer axis: one :class:`SupervisedSAE` holds the SAEs of ``layers`` LM layers side by side, every
+parameter and buffer with a leading ``[L, ...]`` axis; a single layer's SAE is a stack of one. Every
+method takes a stack of batches ``[L, N, ...]`` and returns ``[L, ...]``, or, for a stack of one,
+also a plain batch ``[N, ...]`` and returns ``[...]``. Why: the SAE's training step is ~100 small
+tensor operations, so at the default sizes its time is per-operation overhead, not arithmetic (on
+2 CPU cores a step of 64 rows takes 7.6 ms, of five times as many rows 12.8 ms); with the layers of
+the layer profile on a leading axis each operation runs once for all of them, and training the
+whole profile costs little more than training one layer, on a CPU as on a GPU.
+
+Each layer's slice is exactly the SAE that layer gets on its own: the same initialization (the
+seed's, drawn once and copied to every layer), the same batches, the same Gumbel noise (drawn once
+per step and shared, as separate runs with one seed draw it), its own standardization, and its
+own loss, whose gradient reaches only its own slice (training sums the layers' totals for one
+backward pass). Adam is elementwise, so one optimizer steps every slice as a separate Adam would.
+Weights are stored ``[L, in, out]`` (nn.Linear's ``[out, in]`` transposed) so that the products
+and their gradients run on contiguous tensors: a transposed view in every step makes autograd copy
+each gradient, ~30% of the step.
+
 The loss terms are the seed's, each a small function below so that it can be checked by hand:
 recon (MSE in standardized space), sparse (entropy of z), align (slot CE against the rule), indep
 (``||Cov(z) - I||_F^2``, diagonal included) and value (CE of the value head of the row's rule).
 
-Checkpoints follow SAELens: ``cfg.json`` (the :class:`SAEConfig`) next to ``sae.safetensors``.
+Checkpoints follow SAELens: ``cfg.json`` (the :class:`SAEConfig`) next to ``sae.safetensors``,
+one layer's SAE in nn.Linear's layout (``encoder.weight`` ``[n_slots, d_model]``, ...).
 """
 
 from __future__ import annotations
@@ -95,40 +114,73 @@ class SAEConfig:
 
 
 class SupervisedSAE(nn.Module):
-    """Encoder Linear(d -> n_slots), decoder Linear(n_slots -> d), one value head Linear(d -> V_k) per slot."""
+    """Per layer: encoder d -> n_slots, decoder n_slots -> d, one value head d -> V_k per slot.
 
-    def __init__(self, cfg: SAEConfig):
+    ``encoder_weight`` ``[L, d, n_slots]``, ``decoder_weight`` ``[L, n_slots, d]``,
+    ``head_weights[k]`` ``[L, d, V_k]``, each with its bias ``[L, out]``; ``mean``/``std`` ``[L, d]``.
+    """
+
+    def __init__(self, cfg: SAEConfig, layers: int = 1):
         super().__init__()
+        if layers < 1:
+            raise BiosaeError(f"SAE: a stack needs at least one layer, got {layers}")
         self.cfg = cfg
-        self.register_buffer("mean", torch.zeros(cfg.d_model))
-        self.register_buffer("std", torch.ones(cfg.d_model))
-        self.encoder = nn.Linear(cfg.d_model, cfg.n_slots)
-        self.decoder = nn.Linear(cfg.n_slots, cfg.d_model)
-        self.value_heads = nn.ModuleList(nn.Linear(cfg.d_model, size) for size in cfg.value_vocab_sizes)
+        self.layers = layers
+        self.register_buffer("mean", torch.zeros(layers, cfg.d_model))
+        self.register_buffer("std", torch.ones(layers, cfg.d_model))
+        # The seed's initialization is nn.Linear's, drawn in this order from the global RNG.
+        encoder = nn.Linear(cfg.d_model, cfg.n_slots)
+        decoder = nn.Linear(cfg.n_slots, cfg.d_model)
+        heads = [nn.Linear(cfg.d_model, size) for size in cfg.value_vocab_sizes]
+        self.encoder_weight = _stacked_weight(encoder, layers)
+        self.encoder_bias = stacked_parameter(encoder.bias, layers)
+        self.decoder_weight = _stacked_weight(decoder, layers)
+        self.decoder_bias = stacked_parameter(decoder.bias, layers)
+        self.head_weights = nn.ParameterList(_stacked_weight(head, layers) for head in heads)
+        self.head_biases = nn.ParameterList(stacked_parameter(head.bias, layers) for head in heads)
+
+    def _stack(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` as a stack of batches ``[L, N, ...]``; a plain batch only for a stack of one."""
+        if tensor.dim() == 2:
+            if self.layers != 1:
+                raise BiosaeError(f"SAE: a batch of shape {tuple(tensor.shape)} for a stack of {self.layers} "
+                                  f"layers (expected [{self.layers}, N, ...])")
+            return tensor.unsqueeze(0)
+        return tensor
+
+    @staticmethod
+    def _like(given: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """``result`` without its layer axis when ``given`` was a plain batch."""
+        return result.squeeze(0) if given.dim() == 2 else result
 
     @torch.no_grad()
     def fit_standardization(self, h: torch.Tensor) -> None:
-        """Set ``mean``/``std`` to the per-dimension statistics of ``h`` (std floored at STD_FLOOR)."""
-        self.mean.copy_(h.mean(dim=0))
-        self.std.copy_(h.std(dim=0, unbiased=False).clamp_min(STD_FLOOR))
+        """Each layer's ``mean``/``std``: the per-dimension statistics of its rows of ``h`` (std
+        floored at STD_FLOOR)."""
+        h = self._stack(h)
+        self.mean.copy_(h.mean(dim=1))
+        self.std.copy_(h.std(dim=1, unbiased=False).clamp_min(STD_FLOOR))
 
     def standardize(self, h: torch.Tensor) -> torch.Tensor:
-        return (h - self.mean) / self.std
+        return self._like(h, (self._stack(h) - self.mean.unsqueeze(1)) / self.std.unsqueeze(1))
 
     def slot_logits(self, h: torch.Tensor) -> torch.Tensor:
         """``[N, n_slots]`` slot logits of raw activations ``h``."""
-        return self.encoder(self.standardize(h))
+        return self._like(h, _linear(self.standardize(self._stack(h)), self.encoder_weight, self.encoder_bias))
 
     def slots_from_logits(self, logits: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """Gumbel-softmax soft sample at ``temperature``; with None, the deterministic eval-mode z.
 
         The eval-mode z is ``softmax(logits / temp_end)``: the noiseless counterpart of the sample
         the model saw at the end of training, so evaluation sees the sharpness it was trained for,
-        and the same ``h`` always gives the same ``z`` (interventions are reproducible).
+        and the same ``h`` always gives the same ``z`` (interventions are reproducible). The sample
+        draws one ``[N, n_slots]`` Gumbel noise shared by every layer, the noise each layer draws
+        when trained alone (F.gumbel_softmax's draw).
         """
         if temperature is None:
             return torch.softmax(logits / self.cfg.temp_end, dim=-1)
-        return F.gumbel_softmax(logits, tau=temperature, hard=False, dim=-1)
+        noise = gumbel_noise(logits.shape[-2], logits.shape[-1], logits.device)
+        return torch.softmax((logits + noise) / temperature, dim=-1)
 
     def encode(self, h: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """``[N, n_slots]`` slot weights summing to 1 per row; random only when ``temperature`` is given."""
@@ -136,7 +188,8 @@ class SupervisedSAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstruction of ``z`` in the raw activation space (``mean + std * decoder(z)``)."""
-        return self.mean + self.std * self.decoder(z)
+        decoded = _linear(self._stack(z), self.decoder_weight, self.decoder_bias)
+        return self._like(z, self.mean.unsqueeze(1) + self.std.unsqueeze(1) * decoded)
 
     def forward(
         self,
@@ -162,6 +215,28 @@ class SupervisedSAE(nn.Module):
             return self.decode(z_new)
         return h + (self.decode(z_new) - self.decode(z))
 
+    def slot_directions(self, layer: int = 0) -> torch.Tensor:
+        """``[n_slots, d]``: how a unit of each slot moves h in raw activation space (decode is
+        affine, ``mean + std * (W z + b)``, so slot k's direction is ``std * W[:, k]``)."""
+        return self.std[layer] * self.decoder_weight[layer]
+
+    def standardized_value_logits(self, x: torch.Tensor, z: torch.Tensor, rule_idx: torch.Tensor) -> torch.Tensor:
+        """:meth:`value_logits` of the standardized activation ``x``."""
+        given = x
+        x, z = self._stack(x), self._stack(z)
+        layers, rows, _ = x.shape
+        gated = x * z.gather(2, rule_idx.view(1, rows, 1).expand(layers, rows, 1))
+        # Rows grouped by rule (one sort), each head run once on its contiguous block: no boolean
+        # mask, index_put or host sync per head. The same function as masking rows per head.
+        order = torch.argsort(rule_idx, stable=True)
+        counts = torch.bincount(rule_idx, minlength=len(self.head_weights)).tolist()
+        width = max(self.cfg.value_vocab_sizes)
+        blocks = [
+            F.pad(_linear(block, weight, bias), (0, width - weight.shape[2]), value=float("-inf"))
+            for weight, bias, block in zip(self.head_weights, self.head_biases, gated[:, order].split(counts, dim=1))
+        ]
+        return self._like(given, torch.cat(blocks, dim=1)[:, torch.argsort(order)])
+
     def value_logits(self, h: torch.Tensor, z: torch.Tensor, rule_idx: torch.Tensor) -> torch.Tensor:
         """``[N, max(value_vocab_sizes)]`` logits of each row's rule head, padded with -inf.
 
@@ -170,30 +245,45 @@ class SupervisedSAE(nn.Module):
         answers), gated by the row's weight on its rule's slot. Padding is -inf so that softmax,
         cross-entropy and argmax never pick a candidate the rule doesn't have.
         """
-        x = self.standardize(h)
-        gated = x * z.gather(1, rule_idx.unsqueeze(-1))
-        # Rows grouped by rule (one sort), each head run once on its contiguous block: no boolean
-        # mask, index_put or host sync per head. The same function as masking rows per head.
-        order = torch.argsort(rule_idx, stable=True)
-        counts = torch.bincount(rule_idx, minlength=len(self.value_heads)).tolist()
-        width = max(self.cfg.value_vocab_sizes)
-        blocks = [
-            F.pad(head(rows), (0, width - head.out_features), value=float("-inf"))
-            for head, rows in zip(self.value_heads, gated[order].split(counts))
-        ]
-        return torch.cat(blocks)[torch.argsort(order)]
+        return self.standardized_value_logits(self.standardize(h), z, rule_idx)
 
     @torch.no_grad()
     def value_predictions(self, h: torch.Tensor, rule_idx: torch.Tensor) -> torch.Tensor:
         """LongTensor ``[N]``: each row's predicted candidate index within its rule (eval-mode z)."""
         return self.value_logits(h, self.encode(h), rule_idx).argmax(dim=-1)
 
+    def layer(self, layer: int) -> "SupervisedSAE":
+        """Layer ``layer``'s slice as an SAE of its own (a stack of one; a copy, in eval mode)."""
+        model = SupervisedSAE(self.cfg)
+        model.load_state_dict({name: tensor[layer : layer + 1] for name, tensor in self.state_dict().items()})
+        return model.to(self.mean.device).eval()
+
+
+def stacked_parameter(tensor: torch.Tensor, layers: int) -> nn.Parameter:
+    """``layers`` copies of ``tensor`` on a new leading axis, as one trainable parameter."""
+    return nn.Parameter(tensor.detach().unsqueeze(0).repeat(layers, *([1] * tensor.dim())))
+
+
+def _stacked_weight(linear: nn.Linear, layers: int) -> nn.Parameter:
+    """``[L, in, out]``: ``layers`` copies of nn.Linear's ``[out, in]`` weight, transposed once."""
+    return stacked_parameter(linear.weight.t().contiguous(), layers)
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Per-layer ``nn.Linear``: x ``[L, B, in]``, weight ``[L, in, out]``, bias ``[L, out]``."""
+    return torch.baddbmm(bias.unsqueeze(1), x, weight)
+
+
+def gumbel_noise(rows: int, n_slots: int, device) -> torch.Tensor:
+    """``[rows, n_slots]`` Gumbel(0, 1) noise from the global RNG, drawn as F.gumbel_softmax draws it."""
+    return -torch.empty(rows, n_slots, device=device).exponential_().log()
+
 
 # --- loss terms -------------------------------------------------------------------------------
 
 
 # Each term takes a batch ``[N, ...]`` and returns a scalar, or a stack of batches ``[L, N, ...]``
-# (every layer of the profile, biosae.sae.layer_stack) and returns ``[L]``: one definition for both.
+# (every layer of the profile) and returns ``[L]``: one definition for both.
 
 
 def reconstruction_loss(x: torch.Tensor, x_recon: torch.Tensor) -> torch.Tensor:
@@ -246,34 +336,53 @@ def sae_loss(
 ) -> dict[str, torch.Tensor]:
     """The seed's loss on one batch: keys recon, sparse, align, indep, value and total.
 
-    ``z`` is a Gumbel-softmax sample at ``temperature`` (the deterministic eval-mode z when None);
-    the same ``z`` feeds the reconstruction, the entropy, the covariance and the value gate.
-    ``total = sum(lambda_term * term)`` with the lambdas of ``cfg``. Training computes these
-    terms for every layer of the profile at once (biosae.sae.layer_stack.stacked_sae_loss, tested
-    equal to this, layer by layer); this one-layer form is the definition.
+    ``h`` is a batch ``[B, d]`` (terms are scalars) or, for every layer of ``model`` at once, a
+    stack of batches ``[L, B, d]`` (terms are ``[L]``). ``z`` is a Gumbel-softmax sample at
+    ``temperature`` (the deterministic eval-mode z when None); the same ``z`` feeds the
+    reconstruction, the entropy, the covariance and the value gate. ``total = sum(lambda_term *
+    term)`` with the lambdas of ``cfg``.
     """
+    given = h
+    h = model._stack(h)
     x = model.standardize(h)
-    logits = model.encoder(x)
+    logits = _linear(x, model.encoder_weight, model.encoder_bias)
     z = model.slots_from_logits(logits, temperature)
+    x_recon = _linear(z, model.decoder_weight, model.decoder_bias)
+    # built before the entropy: the backward pass sums z's gradients in the order of this graph,
+    # and the weights that training gives depend on it (tests/data/make_sae_reference.py)
+    indep = independence_loss(z)
     terms = {
-        "recon": reconstruction_loss(x, model.decoder(z)),
+        "recon": reconstruction_loss(x, x_recon),
         "sparse": slot_entropy(z),
         "align": alignment_loss(logits, rule_idx),
-        "indep": independence_loss(z),
-        "value": value_loss(model.value_logits(h, z, rule_idx), value_target),
+        "indep": indep,
+        "value": value_loss(model.standardized_value_logits(x, z, rule_idx), value_target),
     }
     terms["total"] = sum(getattr(cfg, f"lambda_{name}") * terms[name] for name in LOSS_TERMS)
-    return terms
+    return {name: term.squeeze(0) if given.dim() == 2 else term for name, term in terms.items()}
 
 
 # --- checkpoints ------------------------------------------------------------------------------
+
+
+def _checkpoint_tensors(model: SupervisedSAE) -> dict[str, torch.Tensor]:
+    """The tensors of a one-layer ``model`` under their checkpoint names and shapes (nn.Linear's
+    ``[out, in]`` weights): views of the model's own, so loading copies into them."""
+    if model.layers != 1:
+        raise BiosaeError(f"SAE checkpoint: holds one layer's SAE, got a stack of {model.layers} (take .layer(i))")
+    tensors = {"mean": model.mean[0], "std": model.std[0],
+               "encoder.weight": model.encoder_weight[0].t(), "encoder.bias": model.encoder_bias[0],
+               "decoder.weight": model.decoder_weight[0].t(), "decoder.bias": model.decoder_bias[0]}
+    for k, (weight, bias) in enumerate(zip(model.head_weights, model.head_biases)):
+        tensors[f"value_heads.{k}.weight"], tensors[f"value_heads.{k}.bias"] = weight[0].t(), bias[0]
+    return tensors
 
 
 def save_sae(directory, model: SupervisedSAE) -> None:
     """Write ``cfg.json`` and ``sae.safetensors`` (every parameter and buffer), each atomically."""
     directory = Path(directory)
     write_json(directory / CFG_FILENAME, model.cfg.to_dict())
-    save_tensors(directory / WEIGHTS_FILENAME, model.state_dict(), metadata={"format": "biosae.SupervisedSAE"})
+    save_tensors(directory / WEIGHTS_FILENAME, _checkpoint_tensors(model), metadata={"format": "biosae.SupervisedSAE"})
 
 
 def load_sae(directory) -> SupervisedSAE:
@@ -291,7 +400,8 @@ def load_sae(directory) -> SupervisedSAE:
         message = str(error)
         raise BiosaeError(message if message.startswith(str(cfg_path)) else f"{cfg_path}: {message}") from None
     model = SupervisedSAE(cfg)
-    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    targets = _checkpoint_tensors(model)
+    expected = {name: tuple(tensor.shape) for name, tensor in targets.items()}
     tensors = load_tensors(weights_path, expected_shapes=expected)
     extra = sorted(set(tensors) - set(expected))
     if extra:
@@ -299,6 +409,7 @@ def load_sae(directory) -> SupervisedSAE:
     bad = [name for name, tensor in tensors.items() if not torch.isfinite(tensor).all()]
     if bad:
         raise BiosaeError(f"{weights_path}: tensor {bad[0]!r} contains nan or inf")
-    model.load_state_dict(tensors)
+    with torch.no_grad():
+        for name, target in targets.items():
+            target.copy_(tensors[name])
     return model.eval()
-

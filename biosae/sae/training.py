@@ -1,7 +1,7 @@
 """Training of the supervised SAE: split, standardize, anneal, step, log, checkpoint — in that order.
 
 Every layer of an LM's layer profile is trained in one call (:func:`train_sae_layers`, the layers
-stacked as in biosae/sae/layer_stack.py); :func:`train_sae` is the one-layer case.
+stacked on the SAE's layer axis, biosae.sae.model); :func:`train_sae` is the one-layer case.
 
 Determinism: one seed (``cfg.seed``) fixes the model's initialization, the validation split, each
 epoch's batch order and the Gumbel noise, so two runs on the same CPU and data give identical
@@ -28,8 +28,7 @@ from tqdm.auto import tqdm
 
 from biosae.errors import BiosaeError
 from biosae.io import atomic_directory, existing_version, load_tensors, read_json, save_tensors, write_json, write_text
-from biosae.sae.layer_stack import LayerStackedSAE, stacked_sae_loss
-from biosae.sae.model import LOSS_TERMS, SAEConfig, SupervisedSAE
+from biosae.sae.model import LOSS_TERMS, SAEConfig, SupervisedSAE, sae_loss
 
 LOG_COLUMNS = (
     "epoch",
@@ -43,8 +42,8 @@ LOG_COLUMNS = (
 )
 CHECKPOINT_TENSORS = "state.safetensors"
 CHECKPOINT_STATE = "state.json"
-# A checkpoint of the default profile (5 layers: weights and Adam moments, 18 MB) took 0.04-0.10 s
-# to write; after every epoch that was 4-10 s of a ~67 s training. A kill loses at most this much.
+# A checkpoint of the default profile (5 layers: weights and Adam moments, 18 MB) takes 0.04-0.10 s
+# to write: 4-10 s of a ~67 s training if written after every epoch. A kill loses at most this much.
 CHECKPOINT_EVERY_S = 30.0
 
 
@@ -243,10 +242,10 @@ def train_sae_layers(
 ) -> list[tuple[SupervisedSAE, list[dict]]]:
     """Train one :class:`SupervisedSAE` per entry of ``activations`` (each ``[N, d]``: one layer's
     rows, the same rows in the same order for every layer; or one ``[L, N, d]`` tensor, which
-    is used without a copy), all at once as a
-    :class:`~biosae.sae.layer_stack.LayerStackedSAE`; return (model in eval mode, log rows) per layer.
+    is used without a copy), all at once as one :class:`SupervisedSAE` with a layer axis; return
+    (that layer's model, a stack of one in eval mode; its log rows) per layer.
 
-    Each layer's SAE is the one it would get trained alone (layer_stack's docstring says why).
+    Each layer's SAE is the one it would get trained alone (biosae.sae.model's docstring says why).
     ``rule_idx[i]`` is row i's rule (its target slot), ``value_target[i]`` its answer's candidate
     index within that rule. A seeded, rule-stratified ``cfg.validation_fraction`` of rows is held
     out; each layer's ``mean``/``std`` come from its other rows. Adam at ``cfg.lr``; the Gumbel
@@ -286,10 +285,10 @@ def train_sae_layers(
     majority_accuracy = _accuracy(majority, value_val)
 
     # The seed's initialization, drawn once and copied to every layer (what each layer would draw alone).
-    model = LayerStackedSAE(SupervisedSAE(cfg), count).to(device)
+    model = SupervisedSAE(cfg, count).to(device)
     model.fit_standardization(h_train)
-    # fused: one kernel per parameter and step; on the CPU, foreach still runs ~7 ops per tensor
-    # (measured: the default SAE trains in ~20 s instead of ~27 s).
+    # fused: one kernel per parameter and step, where foreach runs ~7 ops per tensor on the CPU
+    # (the default SAE trains in ~20 s instead of ~27 s).
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     done, histories = _resume(checkpoint_dir, model, optimizer, fingerprint) if checkpoint_dir else (0, [])
     histories = histories or [[] for _ in range(count)]
@@ -302,7 +301,7 @@ def train_sae_layers(
         model.train()
         sums = torch.zeros(len(LOSS_TERMS) + 1, count, dtype=torch.float64, device=device)
         for step, batch in enumerate(_epoch_batches(train_rows, cfg.batch_size, cfg.seed, epoch), start=1):
-            losses = stacked_sae_loss(model, h[:, batch], rule_idx[batch], value_target[batch], temperature, cfg)
+            losses = sae_loss(model, h[:, batch], rule_idx[batch], value_target[batch], temperature, cfg)
             _check_finite(losses, epoch, step, layer_names)
             optimizer.zero_grad(set_to_none=True)
             # each layer's total reaches only its own parameters: one backward for all layers
@@ -342,4 +341,4 @@ def train_sae_layers(
     bad = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
     if bad:
         raise BiosaeError(f"SAE training: parameter {bad[0]!r} is nan or inf after training")
-    return [(model.layer_sae(layer), history) for layer, history in enumerate(histories)]
+    return [(model.layer(layer), history) for layer, history in enumerate(histories)]

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from biosae.io import load_tensors, save_tensors
-from biosae.methods.unsupervised_sae import TopKSAEConfig, save_topk_sae, train_topk_sae, train_topk_sae_layers
 from biosae.sae.model import SAEConfig, save_sae
+from biosae.sae.topk import TopKSAEConfig, save_topk_sae, train_topk_sae, train_topk_sae_layers
 from biosae.sae.training import train_sae, train_sae_layers
 
 REFERENCE_TENSORS = Path(__file__).with_name("sae_reference.safetensors")
