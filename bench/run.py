@@ -709,8 +709,8 @@ def measure_topk_layers(run_dir: Path) -> dict:
     """In process, like :func:`measure_sae_layers`: the TopK SAE of every profile layer at once
     (the train_unsupervised_sae job), then of the seed's hook alone, each over at most
     ``TOPK_MEASURED_EPOCHS`` epochs, scaled to the config's (every epoch runs the same batches)."""
-    from biosae.sae.topk import TopKSAEConfig, train_topk_sae_layers
     from biosae.sae.inputs import load_training_layers
+    from biosae.sae.topk import TopKSAEConfig, train_topk_sae_layers
 
     config = validated(read_yaml(run_dir / "config.yaml"))
     section = dict(config["methods"]["sae_unsupervised"])

@@ -23,6 +23,7 @@ from biosae.sae.model import (
     slot_entropy,
     value_loss,
 )
+from biosae.sae.topk import TopKSAE, TopKSAEConfig, load_topk_sae, save_topk_sae
 from biosae.sae.training import majority_value_baseline, temperature_at, train_sae, train_sae_layers, validation_split
 
 VOCAB = [3, 3, 3, 3, 3, 3]
@@ -355,6 +356,41 @@ def test_bad_activations_of_one_layer_name_that_layer():
     bad[3, 1] = float("inf")
     with pytest.raises(BiosaeError, match=r"activations of layer 2 contain nan or inf in 1 rows \(first: row 3\)"):
         train_sae_layers([h, bad], rule, value, config(), progress=False, layer_names=["layer 0", "layer 2"])
+
+
+def test_a_stack_takes_stacked_batches_and_saves_one_layer_at_a_time(tmp_path):
+    torch.manual_seed(0)
+    stack = SupervisedSAE(config(), layers=2)
+    h = torch.randn(2, 10, 32) * 3
+    stack.fit_standardization(h)
+    assert stack.slot_logits(h).shape == (2, 10, 6) and stack(h).shape == (2, 10, 32)
+    with pytest.raises(BiosaeError, match=r"a batch of shape \(10, 32\) for a stack of 2 layers"):
+        stack.encode(h[0])
+    with pytest.raises(BiosaeError, match="holds one layer's SAE, got a stack of 2"):
+        save_sae(tmp_path / "sae", stack)
+    save_sae(tmp_path / "sae", stack.layer(1))
+    loaded = load_sae(tmp_path / "sae")
+    torch.testing.assert_close(loaded.slot_logits(h[1]), stack.slot_logits(h)[1])
+    assert torch.equal(loaded.slot_directions(), stack.slot_directions(1))
+    assert torch.equal(loaded.std, stack.std[1:]) and torch.equal(loaded.mean, stack.mean[1:])
+
+
+def test_topk_stack_takes_stacked_batches_and_saves_one_layer_at_a_time(tmp_path):
+    cfg = TopKSAEConfig(d_model=12, n_latents=20, k=4)
+    stack = TopKSAE(cfg, layers=3)
+    h = torch.randn(3, 9, 12, generator=torch.Generator().manual_seed(0))
+    stack.fit_standardization(h * 2 + 1)
+    f = stack.encode(h)
+    assert f.shape == (3, 9, 20) and int((f > 0).sum(dim=-1).max()) <= 4
+    with pytest.raises(BiosaeError, match=r"a batch of shape \(9, 12\) for a stack of 3 layers"):
+        stack.pre_activations(h[0])
+    with pytest.raises(BiosaeError, match="holds one layer's SAE, got a stack of 3"):
+        save_topk_sae(tmp_path / "topk", stack)
+    save_topk_sae(tmp_path / "topk", stack.layer(2), {"history": [{"epoch": 1}]})
+    assert read_json(tmp_path / "topk" / "cfg.json")["history"] == [{"epoch": 1}]
+    loaded = load_topk_sae(tmp_path / "topk")
+    torch.testing.assert_close(loaded.pre_activations(h[2]), stack.pre_activations(h)[2])
+    assert torch.equal(loaded.raw_decoder_directions(), stack.raw_decoder_directions(2))
 
 
 # --- save / load --------------------------------------------------------------------------------

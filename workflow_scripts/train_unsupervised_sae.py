@@ -6,8 +6,8 @@ import os
 import torch
 from _common import profile_layer_files, rule_context
 
-from biosae.sae.topk import TopKSAEConfig, save_topk_sae, train_topk_sae_layers
 from biosae.sae.inputs import load_training_layers
+from biosae.sae.topk import TopKSAEConfig, save_topk_sae, train_topk_sae_layers
 
 smk = snakemake  # noqa: F821
 with rule_context(smk) as log:
