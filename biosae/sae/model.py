@@ -5,23 +5,10 @@ point on the probability simplex (a soft slot assignment). Internally the model 
 standardized activation ``x = (h - mean) / std``; ``mean`` and ``std`` are buffers fitted on the
 training rows and saved with the weights, so a checkpoint needs nothing else to be applied.
 
-Layer axis: one :class:`SupervisedSAE` holds the SAEs of ``layers`` LM layers side by side, every
-parameter and buffer with a leading ``[L, ...]`` axis; a single layer's SAE is a stack of one. Every
-method takes a stack of batches ``[L, N, ...]`` and returns ``[L, ...]``, or, for a stack of one,
-also a plain batch ``[N, ...]`` and returns ``[...]``. Why: the SAE's training step is ~100 small
-tensor operations, so at the default sizes its time is per-operation overhead, not arithmetic (on
-2 CPU cores a step of 64 rows takes 7.6 ms, of five times as many rows 12.8 ms); with the layers of
-the layer profile on a leading axis each operation runs once for all of them, and training the
-whole profile costs little more than training one layer, on a CPU as on a GPU.
-
-Each layer's slice is exactly the SAE that layer gets on its own: the same initialization (the
-seed's, drawn once and copied to every layer), the same batches, the same Gumbel noise (drawn once
-per step and shared, as separate runs with one seed draw it), its own standardization, and its
-own loss, whose gradient reaches only its own slice (training sums the layers' totals for one
-backward pass). Adam is elementwise, so one optimizer steps every slice as a separate Adam would.
-Weights are stored ``[L, in, out]`` (nn.Linear's ``[out, in]`` transposed) so that the products
-and their gradients run on contiguous tensors: a transposed view in every step makes autograd copy
-each gradient, ~30% of the step.
+Layer axis (biosae.sae.layer_axis): one :class:`SupervisedSAE` holds the SAEs of ``layers`` LM
+layers, each parameter and buffer ``[L, ...]``; a single layer's SAE is a stack of one, and its
+methods also take the plain shapes above. Training draws one Gumbel noise per step, shared by
+every layer: the noise each layer draws when trained alone.
 
 The loss terms are the seed's, each a small function below so that it can be checked by hand:
 recon (MSE in standardized space), sparse (entropy of z), align (slot CE against the rule), indep
@@ -43,10 +30,10 @@ from torch import nn
 
 from biosae.errors import BiosaeError
 from biosae.io import load_tensors, read_json, save_tensors, write_json
+from biosae.sae.layer_axis import LayerStack, stacked_parameter
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae.safetensors"
-STD_FLOOR = 1e-6  # a constant activation dimension must not divide by zero when standardized
 LOG_FLOOR = 1e-12  # z log z at z = 0 is 0; the floor keeps log finite without changing the value
 
 
@@ -113,7 +100,7 @@ class SAEConfig:
             raise BiosaeError(f"SAE config: bad value ({error})") from None
 
 
-class SupervisedSAE(nn.Module):
+class SupervisedSAE(LayerStack):
     """Per layer: encoder d -> n_slots, decoder n_slots -> d, one value head d -> V_k per slot.
 
     ``encoder_weight`` ``[L, d, n_slots]``, ``decoder_weight`` ``[L, n_slots, d]``,
@@ -121,13 +108,7 @@ class SupervisedSAE(nn.Module):
     """
 
     def __init__(self, cfg: SAEConfig, layers: int = 1):
-        super().__init__()
-        if layers < 1:
-            raise BiosaeError(f"SAE: a stack needs at least one layer, got {layers}")
-        self.cfg = cfg
-        self.layers = layers
-        self.register_buffer("mean", torch.zeros(layers, cfg.d_model))
-        self.register_buffer("std", torch.ones(layers, cfg.d_model))
+        super().__init__(cfg, layers)
         # The seed's initialization is nn.Linear's, drawn in this order from the global RNG.
         encoder = nn.Linear(cfg.d_model, cfg.n_slots)
         decoder = nn.Linear(cfg.n_slots, cfg.d_model)
@@ -139,34 +120,9 @@ class SupervisedSAE(nn.Module):
         self.head_weights = nn.ParameterList(_stacked_weight(head, layers) for head in heads)
         self.head_biases = nn.ParameterList(stacked_parameter(head.bias, layers) for head in heads)
 
-    def _stack(self, tensor: torch.Tensor) -> torch.Tensor:
-        """``tensor`` as a stack of batches ``[L, N, ...]``; a plain batch only for a stack of one."""
-        if tensor.dim() == 2:
-            if self.layers != 1:
-                raise BiosaeError(f"SAE: a batch of shape {tuple(tensor.shape)} for a stack of {self.layers} "
-                                  f"layers (expected [{self.layers}, N, ...])")
-            return tensor.unsqueeze(0)
-        return tensor
-
-    @staticmethod
-    def _like(given: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
-        """``result`` without its layer axis when ``given`` was a plain batch."""
-        return result.squeeze(0) if given.dim() == 2 else result
-
-    @torch.no_grad()
-    def fit_standardization(self, h: torch.Tensor) -> None:
-        """Each layer's ``mean``/``std``: the per-dimension statistics of its rows of ``h`` (std
-        floored at STD_FLOOR)."""
-        h = self._stack(h)
-        self.mean.copy_(h.mean(dim=1))
-        self.std.copy_(h.std(dim=1, unbiased=False).clamp_min(STD_FLOOR))
-
-    def standardize(self, h: torch.Tensor) -> torch.Tensor:
-        return self._like(h, (self._stack(h) - self.mean.unsqueeze(1)) / self.std.unsqueeze(1))
-
     def slot_logits(self, h: torch.Tensor) -> torch.Tensor:
         """``[N, n_slots]`` slot logits of raw activations ``h``."""
-        return self._like(h, _linear(self.standardize(self._stack(h)), self.encoder_weight, self.encoder_bias))
+        return self.shaped_like(h, _linear(self.standardize(self.stacked(h)), self.encoder_weight, self.encoder_bias))
 
     def slots_from_logits(self, logits: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """Gumbel-softmax soft sample at ``temperature``; with None, the deterministic eval-mode z.
@@ -188,8 +144,8 @@ class SupervisedSAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstruction of ``z`` in the raw activation space (``mean + std * decoder(z)``)."""
-        decoded = _linear(self._stack(z), self.decoder_weight, self.decoder_bias)
-        return self._like(z, self.mean.unsqueeze(1) + self.std.unsqueeze(1) * decoded)
+        decoded = _linear(self.stacked(z), self.decoder_weight, self.decoder_bias)
+        return self.shaped_like(z, self.mean.unsqueeze(1) + self.std.unsqueeze(1) * decoded)
 
     def forward(
         self,
@@ -223,7 +179,7 @@ class SupervisedSAE(nn.Module):
     def standardized_value_logits(self, x: torch.Tensor, z: torch.Tensor, rule_idx: torch.Tensor) -> torch.Tensor:
         """:meth:`value_logits` of the standardized activation ``x``."""
         given = x
-        x, z = self._stack(x), self._stack(z)
+        x, z = self.stacked(x), self.stacked(z)
         layers, rows, _ = x.shape
         gated = x * z.gather(2, rule_idx.view(1, rows, 1).expand(layers, rows, 1))
         # Rows grouped by rule (one sort), each head run once on its contiguous block: no boolean
@@ -235,7 +191,7 @@ class SupervisedSAE(nn.Module):
             F.pad(_linear(block, weight, bias), (0, width - weight.shape[2]), value=float("-inf"))
             for weight, bias, block in zip(self.head_weights, self.head_biases, gated[:, order].split(counts, dim=1))
         ]
-        return self._like(given, torch.cat(blocks, dim=1)[:, torch.argsort(order)])
+        return self.shaped_like(given, torch.cat(blocks, dim=1)[:, torch.argsort(order)])
 
     def value_logits(self, h: torch.Tensor, z: torch.Tensor, rule_idx: torch.Tensor) -> torch.Tensor:
         """``[N, max(value_vocab_sizes)]`` logits of each row's rule head, padded with -inf.
@@ -251,17 +207,6 @@ class SupervisedSAE(nn.Module):
     def value_predictions(self, h: torch.Tensor, rule_idx: torch.Tensor) -> torch.Tensor:
         """LongTensor ``[N]``: each row's predicted candidate index within its rule (eval-mode z)."""
         return self.value_logits(h, self.encode(h), rule_idx).argmax(dim=-1)
-
-    def layer(self, layer: int) -> "SupervisedSAE":
-        """Layer ``layer``'s slice as an SAE of its own (a stack of one; a copy, in eval mode)."""
-        model = SupervisedSAE(self.cfg)
-        model.load_state_dict({name: tensor[layer : layer + 1] for name, tensor in self.state_dict().items()})
-        return model.to(self.mean.device).eval()
-
-
-def stacked_parameter(tensor: torch.Tensor, layers: int) -> nn.Parameter:
-    """``layers`` copies of ``tensor`` on a new leading axis, as one trainable parameter."""
-    return nn.Parameter(tensor.detach().unsqueeze(0).repeat(layers, *([1] * tensor.dim())))
 
 
 def _stacked_weight(linear: nn.Linear, layers: int) -> nn.Parameter:
@@ -343,7 +288,7 @@ def sae_loss(
     term)`` with the lambdas of ``cfg``.
     """
     given = h
-    h = model._stack(h)
+    h = model.stacked(h)
     x = model.standardize(h)
     logits = _linear(x, model.encoder_weight, model.encoder_bias)
     z = model.slots_from_logits(logits, temperature)
@@ -368,8 +313,7 @@ def sae_loss(
 def _checkpoint_tensors(model: SupervisedSAE) -> dict[str, torch.Tensor]:
     """The tensors of a one-layer ``model`` under their checkpoint names and shapes (nn.Linear's
     ``[out, in]`` weights): views of the model's own, so loading copies into them."""
-    if model.layers != 1:
-        raise BiosaeError(f"SAE checkpoint: holds one layer's SAE, got a stack of {model.layers} (take .layer(i))")
+    model.require_one_layer("SAE checkpoint")
     tensors = {"mean": model.mean[0], "std": model.std[0],
                "encoder.weight": model.encoder_weight[0].t(), "encoder.bias": model.encoder_bias[0],
                "decoder.weight": model.decoder_weight[0].t(), "decoder.bias": model.decoder_bias[0]}

@@ -5,15 +5,9 @@ Architecture (Gao et al. 2024, TopK): on standardized activations ``x = (h - mea
 ``f = TopK(ReLU(W_enc (x - b_dec) + b_enc))``, ``x_hat = W_dec f + b_dec``, decoder directions
 kept at unit norm; loss MSE(x, x_hat); Adam. Trained on the train cell only, like every method.
 
-Layer axis: one :class:`TopKSAE` holds the SAEs of ``layers`` LM layers side by side, every
-parameter and buffer with a leading ``[L, ...]`` axis; a single layer's SAE is a stack of one. Its
-methods take a stack of batches ``[L, N, d]``, or, for a stack of one, also a plain batch ``[N,
-d]``. Why: the TopK SAE's step is a dozen small operations (~15 ms a step at the default sizes on
-one thread, of which ~2 ms is arithmetic), so the profile's layers share each operation instead of
-a job each. Each layer's slice is the SAE that layer gets alone: the seed's initialization, the
-same batches, its own standardization, TopK and loss, whose gradient reaches only its own slice;
-Adam is elementwise. Weights are stored ``[L, in, out]`` so that the products run on contiguous
-tensors.
+Layer axis (biosae.sae.layer_axis): one :class:`TopKSAE` holds the SAEs of ``layers`` LM layers,
+each parameter and buffer ``[L, ...]``; a single layer's SAE is a stack of one, and its methods
+also take a plain batch ``[N, d]``.
 
 Why not SAELens: it would add a dependency tree for what is ~40 lines here (model and loop),
 and its training runner expects a model and a token stream, not a fixed table of activations.
@@ -34,11 +28,10 @@ from torch import nn
 
 from biosae.errors import BiosaeError
 from biosae.io import load_tensors, read_json, save_tensors, write_json
-from biosae.sae.model import stacked_parameter
+from biosae.sae.layer_axis import LayerStack, stacked_parameter
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae.safetensors"
-STD_FLOOR = 1e-6  # a constant activation dimension must not divide by zero when standardized
 # Rows per chunk when a log epoch measures the whole train set: bounds the [L, rows, n_latents]
 # latents at scale (1M rows x 512 latents would be 2 GB a layer).
 _MEASURE_ROWS = 8192
@@ -59,46 +52,22 @@ class TopKSAEConfig:
             raise BiosaeError(f"unsupervised SAE config: k must be in 1..n_latents ({self.n_latents}), got {self.k}")
 
 
-class TopKSAE(nn.Module):
+class TopKSAE(LayerStack):
     """Per layer: ``encoder_weight`` ``[L, d, n_latents]``, ``encoder_bias`` ``[L, n_latents]``,
     ``decoder_weight`` ``[L, n_latents, d]`` (row j is latent j's unit direction), ``decoder_bias``
     ``[L, d]``; ``mean``/``std`` ``[L, d]``."""
 
     def __init__(self, cfg: TopKSAEConfig, layers: int = 1):
-        super().__init__()
-        self.cfg = cfg
-        self.layers = layers
+        super().__init__(cfg, layers)
         # The seed's initialization, the same for every layer: unit-norm random decoder directions,
         # the encoder tied to them (Gao et al.), zero biases.
         generator = torch.Generator().manual_seed(cfg.seed)
         decoder = torch.randn(cfg.d_model, cfg.n_latents, generator=generator)
         decoder = decoder / decoder.norm(dim=0, keepdim=True)  # [d, n]: column j is latent j's direction
-        self.register_buffer("mean", torch.zeros(layers, cfg.d_model))
-        self.register_buffer("std", torch.ones(layers, cfg.d_model))
         self.encoder_weight = stacked_parameter(decoder, layers)
         self.encoder_bias = stacked_parameter(torch.zeros(cfg.n_latents), layers)
         self.decoder_weight = stacked_parameter(decoder.T, layers)
         self.decoder_bias = stacked_parameter(torch.zeros(cfg.d_model), layers)
-
-    def _stack(self, tensor: torch.Tensor) -> torch.Tensor:
-        """``tensor`` as a stack of batches ``[L, N, ...]``; a plain batch only for a stack of one."""
-        if tensor.dim() == 2:
-            if self.layers != 1:
-                raise BiosaeError(f"TopK SAE: a batch of shape {tuple(tensor.shape)} for a stack of {self.layers} "
-                                  f"layers (expected [{self.layers}, N, ...])")
-            return tensor.unsqueeze(0)
-        return tensor
-
-    @torch.no_grad()
-    def fit_standardization(self, h: torch.Tensor) -> None:
-        """Each layer's ``mean``/``std``: the per-dimension statistics of its rows of ``h``."""
-        h = self._stack(h)
-        self.mean.copy_(h.mean(dim=1))
-        self.std.copy_(h.std(dim=1, unbiased=False).clamp_min(STD_FLOOR))
-
-    def standardize(self, h: torch.Tensor) -> torch.Tensor:
-        """``[L, N, d]`` standardized activations of raw ``h`` ``[L, N, d]`` (or ``[N, d]``)."""
-        return (self._stack(h) - self.mean.unsqueeze(1)) / self.std.unsqueeze(1)
 
     def standardized_pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """``[L, N, n_latents]``: ``W_enc (x - b_dec) + b_enc`` of standardized ``x`` ``[L, N, d]``."""
@@ -116,14 +85,12 @@ class TopKSAE(nn.Module):
         return torch.baddbmm(self.decoder_bias.unsqueeze(1), f, self.decoder_weight)
 
     def pre_activations(self, h: torch.Tensor) -> torch.Tensor:
-        """``[N, n_latents]`` pre-activations of raw activations ``h`` (``[L, N, n_latents]`` for a stack)."""
-        pre = self.standardized_pre_activations(self.standardize(h))
-        return pre.squeeze(0) if h.dim() == 2 else pre
+        """``[N, n_latents]`` pre-activations of raw activations ``h`` ``[N, d]``."""
+        return self.shaped_like(h, self.standardized_pre_activations(self.standardize(self.stacked(h))))
 
     def encode(self, h: torch.Tensor) -> torch.Tensor:
-        """``[N, n_latents]`` latents of raw activations ``h`` (``[L, N, n_latents]`` for a stack)."""
-        f = self.encode_standardized(self.standardize(h))
-        return f.squeeze(0) if h.dim() == 2 else f
+        """``[N, n_latents]`` latents of raw activations ``h`` ``[N, d]``."""
+        return self.shaped_like(h, self.encode_standardized(self.standardize(self.stacked(h))))
 
     def raw_decoder_directions(self, layer: int = 0) -> torch.Tensor:
         """``[n_latents, d]``: how a unit of each latent moves h in raw activation space."""
@@ -133,13 +100,6 @@ class TopKSAE(nn.Module):
     def normalize_decoder(self) -> None:
         """Unit-norm decoder directions: the latent's size lives in f."""
         self.decoder_weight.div_(self.decoder_weight.norm(dim=-1, keepdim=True).clamp_min(1e-8))
-
-    @torch.no_grad()
-    def layer(self, layer: int) -> "TopKSAE":
-        """Layer ``layer``'s slice as an SAE of its own (a stack of one; a copy, in eval mode)."""
-        model = TopKSAE(self.cfg)
-        model.load_state_dict({name: tensor[layer : layer + 1] for name, tensor in self.state_dict().items()})
-        return model.to(self.mean.device).eval()
 
 
 def train_topk_sae_layers(train_activations, cfg: TopKSAEConfig, progress=None) -> list[tuple[TopKSAE, list[dict]]]:
@@ -206,9 +166,7 @@ def train_topk_sae(train_activations: torch.Tensor, cfg: TopKSAEConfig, progress
 def _checkpoint_tensors(model: TopKSAE) -> dict[str, torch.Tensor]:
     """The tensors of a one-layer ``model`` under their checkpoint names and shapes: views of the
     model's own, so loading copies into them."""
-    if model.layers != 1:
-        raise BiosaeError(f"TopK SAE checkpoint: holds one layer's SAE, got a stack of {model.layers} "
-                          "(take .layer(i))")
+    model.require_one_layer("TopK SAE checkpoint")
     return {"mean": model.mean[0], "std": model.std[0], "W_dec": model.decoder_weight[0].t(),
             "W_enc": model.encoder_weight[0].t(), "b_enc": model.encoder_bias[0], "b_dec": model.decoder_bias[0]}
 
