@@ -1,5 +1,5 @@
 # One job per LM trains the supervised SAE of every layer of the profile at once, the layers
-# stacked on the SAE's layer axis (biosae/sae/layer_axis.py): the SAE's step is overhead-bound, so the
+# stacked on a leading axis (biosae/sae/layer_axis.py): the SAE's step is overhead-bound, so the
 # whole profile costs little more than one layer. Each layer's SAE is the one it would get alone.
 # Like the activations, the layers are in the output names only (results/<lm>/sae/layer_<L>/),
 # and the input is the activation index: its job writes every layer's file with it, and the
