@@ -7,8 +7,7 @@ training rows and saved with the weights, so a checkpoint needs nothing else to 
 
 Layer axis (biosae.sae.layer_axis): one :class:`SupervisedSAE` holds the SAEs of ``layers`` LM
 layers, each parameter and buffer ``[L, ...]``; a single layer's SAE is a stack of one, and its
-methods also take the plain shapes above. Training draws one Gumbel noise per step, shared by
-every layer: the noise each layer draws when trained alone.
+methods also take the plain shapes above.
 
 The loss terms are the seed's, each a small function below so that it can be checked by hand:
 recon (MSE in standardized space), sparse (entropy of z), align (slot CE against the rule), indep

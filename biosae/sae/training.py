@@ -1,7 +1,7 @@
 """Training of the supervised SAE: split, standardize, anneal, step, log, checkpoint — in that order.
 
 Every layer of an LM's layer profile is trained in one call (:func:`train_sae_layers`, the layers
-stacked on the SAE's layer axis, biosae.sae.model); :func:`train_sae` is the one-layer case.
+stacked on the SAE's layer axis, biosae.sae.layer_axis); :func:`train_sae` is the one-layer case.
 
 Determinism: one seed (``cfg.seed``) fixes the model's initialization, the validation split, each
 epoch's batch order and the Gumbel noise, so two runs on the same CPU and data give identical
@@ -245,7 +245,7 @@ def train_sae_layers(
     is used without a copy), all at once as one :class:`SupervisedSAE` with a layer axis; return
     (that layer's model, a stack of one in eval mode; its log rows) per layer.
 
-    Each layer's SAE is the one it would get trained alone (biosae.sae.model's docstring says why).
+    Each layer's SAE is the one it would get trained alone (biosae.sae.layer_axis says why).
     ``rule_idx[i]`` is row i's rule (its target slot), ``value_target[i]`` its answer's candidate
     index within that rule. A seeded, rule-stratified ``cfg.validation_fraction`` of rows is held
     out; each layer's ``mean``/``std`` come from its other rows. Adam at ``cfg.lr``; the Gumbel
