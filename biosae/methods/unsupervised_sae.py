@@ -7,10 +7,12 @@ Architecture (Gao et al. 2024, TopK): on standardized activations ``x = (h - mea
 unit norm; loss MSE(x, x_hat); Adam. Trained on the train cell only, like every method.
 
 Per rule r, the chosen latent ``j_r`` is the one whose pre-activation best separates rule-r rows
-from the others on the train cell (highest AUROC). Edits, error term kept:
-- ablation of rule r: latent ``j_r`` set to 0, i.e. ``h - std * W_dec[:, j_r] * f_{j_r}(h)``;
-- interchange and steering: the subspace edits of biosae.methods.base.SubspaceMethod on the span
-  of the chosen latents' decoder directions (in raw activation space, ``std * W_dec[:, j_r]``);
+from the others on the train cell (highest AUROC). As a method it is a subspace
+(biosae.methods.base.SubspaceMethod) whose ablation is the latent's, error term kept:
+- ablation of rule r: latent ``j_r`` set to 0, i.e. ``h - std * W_dec[:, j_r] * f_{j_r}(h)``
+  (its ablation direction is the latent's raw decoder direction, its amount the latent);
+- interchange and steering: on the span of the chosen latents' decoder directions (in raw
+  activation space, ``std * W_dec[:, j_r]``);
 - read-out: ``argmax_r`` of the chosen latents' pre-activations (never all-zero ties).
 
 Why not SAELens: it would add a dependency tree for what is ~40 lines here (model and loop),
@@ -28,7 +30,7 @@ from torch import nn
 
 from biosae.errors import BiosaeError
 from biosae.io import load_tensors, read_json, save_tensors, write_json
-from biosae.methods.base import Edit, SubspaceMethod, class_means
+from biosae.methods.base import FitInputs, SubspaceMethod, class_means
 from biosae.rules import RULES
 from biosae.sae.layer_stack import stacked_parameter
 
@@ -248,24 +250,23 @@ class UnsupervisedSAEMethod(SubspaceMethod):
         super().__init__("sae_unsupervised", basis=directions, ablation_directions=directions, rule_means=means,
                          steerable=True)
         self.model, self.latents = model, list(latents)
+        # decode(f with f_j = 0) + error term = h - f_j(h) * (raw decoder direction j)
+        self.ablation_directions = directions
 
-    def ablation_edit(self, rule: int) -> Edit:
-        latent = self.latents[rule]
-        direction = self.model.raw_decoder_directions().detach()[latent]
+    def ablation_amount(self, h: torch.Tensor, rule: int) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.encode(h.float())[:, self.latents[rule]]
 
-        def edit(h: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                activation = self.model.encode(h.float())[:, latent]
-            return h - activation[:, None] * direction  # decode(f with f_j = 0) + error term
-
-        return edit
-
-    @torch.no_grad()
-    def read_out(self, h: torch.Tensor) -> np.ndarray:
-        return self.model.pre_activations(h.float())[:, self.latents].argmax(dim=1).numpy()
+    def rule_scores(self, h: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.pre_activations(h.float())[:, self.latents]
 
 
-def fit_unsupervised_method(model: TopKSAE, train_activations: torch.Tensor, train_rule_idx) -> UnsupervisedSAEMethod:
+def fit_unsupervised_method(inputs: FitInputs) -> UnsupervisedSAEMethod:
+    """The trained TopK SAE (``inputs.unsupervised_sae``) with its latent per rule."""
+    if inputs.unsupervised_sae is None:
+        raise BiosaeError("method sae_unsupervised: no trained unsupervised SAE given")
+    model, train_activations, train_rule_idx = inputs.unsupervised_sae, inputs.train_activations, inputs.train_rule_idx
     latents, _ = choose_latents(model, train_activations, train_rule_idx)
     return UnsupervisedSAEMethod(model, latents, class_means(train_activations, train_rule_idx))
 
