@@ -317,14 +317,13 @@ def train_language_model(
     monitor=None,
     log_every: int = 10,
     progress: bool = True,
-    stop_after_steps: int | None = None,
 ) -> dict:
     """Train on packed ``texts`` and save a Hugging Face directory (safetensors + tokenizer).
 
     ``monitor(model) -> dict`` is called after every epoch (e.g. QA accuracy on a sample of the
     train and unseen-person cells); its figures go into the log. A checkpoint is written after
     every epoch (and every ``checkpoint_every_steps``); a rerun with the same config resumes
-    from it. ``stop_after_steps`` simulates an interruption (tests).
+    from it.
     """
     from tqdm import tqdm
 
@@ -397,9 +396,6 @@ def train_language_model(
             if end_of_epoch or (every and step % every == 0):
                 state["step"] = step
                 save_checkpoint(checkpoint_dir, model, optimizer, state)
-            if stop_after_steps is not None and step >= stop_after_steps:
-                bar.close()
-                return {"interrupted_at_step": step}
     bar.close()
 
     model.eval()
