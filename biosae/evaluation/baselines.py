@@ -65,7 +65,7 @@ class BagOfWordsClassifier:
             raise ValueError(f"{len(texts)} texts but {len(full_names)} full names")
         if question_words is None:
             question_words = [question_words_without_name(text, name) for text, name in zip(texts, full_names)]
-        # one scatter for all rows: assigning row by row took ~1 s over a run's 42,000 questions
+        # one scatter for all rows: assigning row by row costs ~1 s over a run's 42,000 questions
         rows, columns = [], []
         for row, kept in enumerate(question_words):
             present = {self.vocabulary[w] for w in kept if w in self.vocabulary}

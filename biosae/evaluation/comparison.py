@@ -12,6 +12,8 @@
 - detection: the method's read-out names the asked rule (all rows of the cell);
 - faithfulness: on the rows where the LM answers another attribute of the same person than the
   one asked, the share where the method's read-out names the attribute the LM answered.
+
+Each method's edits and read-out come from biosae.evaluation.edits.
 """
 
 from __future__ import annotations

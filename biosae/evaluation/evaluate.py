@@ -168,7 +168,7 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: Lin
 
 def sae_causal_metrics(inputs: EvaluationInputs, samples: dict, alphas, progress=None) -> dict:
     """The SAE's causal tests on every cell's sample: its slots as a method (ablation, interchange,
-    steering at the alpha the train cell picks) and the legacy sections, the slot swap at every
+    steering at the alpha the train cell picks) and the SAE's own sections: the slot swap at every
     alpha and the ablation of each slot's decoder direction."""
     directions = [project_out(slot_direction(inputs.sae, k)) for k in range(len(RULES))]
     causal = causal_tests(samples, inputs.layer, inputs.activations, inputs.index,

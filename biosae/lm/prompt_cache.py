@@ -85,8 +85,8 @@ class PromptCache:
         edit of ``edits_for_rows`` (each a function of a group's row indices that returns the edit;
         None: clean). Each group runs once per chunk of edits, its rows repeated
         once per edit in one forward call: on a small model the per-call overhead, not the
-        arithmetic, bounds these passes (measured: ~80 single-edit passes per cell took ~25 ms a call
-        on the tiny test model). Equal to one pass per edit (tests/test_interventions.py)."""
+        arithmetic, bounds these passes (~80 single-edit passes per cell, ~25 ms a call on the
+        tiny test model). Equal to one pass per edit (tests/test_interventions.py)."""
         from transformers import DynamicCache  # only the generic path needs transformers
 
         for group, (index, last, cache, length) in enumerate(self.groups):

@@ -30,9 +30,8 @@ def _one_thread():
 
     A multi-threaded BLAS may split a product differently from one call to the next (MKL adjusts
     its threads to the machine's load), so the last bits of a float64 product can differ between
-    two runs; on a probe whose rows sit near its decision boundary, that once moved one prompt in
-    216 (CI: 0.9167 against 0.9213, the same pipeline locally and on SLURM). These fits take well
-    under a second on one thread.
+    two runs, enough to move a prompt that sits near the probe's decision boundary from one rule
+    to another. These fits take well under a second on one thread.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
