@@ -14,8 +14,12 @@ from pathlib import Path
 
 import jsonschema
 
+from biosae.dataset.entities import load_entity_pools
+from biosae.dataset.question_templates import check_training_keys
+from biosae.dataset.questions import load_question_files
 from biosae.errors import BiosaeError
 from biosae.io import read_yaml
+from biosae.lm.layers import ALL_LAYERS, block_count
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -160,14 +164,10 @@ def check_semantics(config: dict) -> None:
         raise BiosaeError(f"config key methods.sae_unsupervised.k: {methods['sae_unsupervised']['k']} active latents "
                           f"is more than n_latents {methods['sae_unsupervised']['n_latents']}")
 
-    from biosae.dataset.question_templates import check_training_keys
-
     check_training_keys(dataset.get("train_templates"), dataset.get("train_template_idx"))
     for key in ("entities_dir", "templates_dir", "qa_templates_dir"):
         if not Path(dataset[key]).is_dir():
             raise BiosaeError(f"config key dataset.{key}: directory {dataset[key]!r} not found")
-    from biosae.dataset.entities import load_entity_pools
-
     capacity = load_entity_pools(dataset["entities_dir"]).max_unique_names
     if dataset["num_persons"] > capacity:
         raise BiosaeError(
@@ -180,8 +180,6 @@ def check_semantics(config: dict) -> None:
             f"config key dataset.test_fraction: {dataset['test_fraction']} of {dataset['num_persons']} persons "
             f"leaves no train or no test persons"
         )
-    from biosae.dataset.questions import load_question_files
-
     for index, path in enumerate(config["evaluate"]["extra_questions"]):
         if not Path(path).is_file():
             raise BiosaeError(f"config key evaluate.extra_questions: file {path!r} not found")
@@ -195,8 +193,6 @@ def check_semantics(config: dict) -> None:
 def check_layers(config: dict) -> None:
     """Every layer named (activations.layer, sweep.layers) is a hook point of the model, and no
     hook point is named twice (-1 and n_layer are both the last block's output)."""
-    from biosae.lm.layers import ALL_LAYERS, block_count
-
     # Validation never downloads: a hub model not yet cached is checked when the workflow plans
     # its jobs (rules/common.smk fetches its config.json to count the layers).
     n_layer = block_count(config["model"], download=False)

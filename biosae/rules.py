@@ -19,7 +19,3 @@ OOD_CELLS = ("ood_template", "ood_person", "ood_both")
 
 # The shipped biography-wording set, evaluated as two cells of its own.
 HARD_CELLS = ("hard_seen_person", "hard_unseen_person")
-
-
-def rule_index(name: str) -> int:
-    return RULES.index(name)

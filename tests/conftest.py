@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -74,6 +75,30 @@ def copy_run(source: Path, target: Path, **sweep) -> Path:
         config["sweep"].update(sweep)
         (target / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return target
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def interrupted_after(steps: int, train):
+    """Run ``train()``, a call of biosae.lm.model.train_language_model, as a job killed after
+    ``steps`` optimizer steps: the next step raises before it starts. Returns
+    ``{"interrupted_at_step": steps}``, or what ``train()`` returns if it finishes first."""
+    import biosae.lm.model as lm_model
+
+    learning_rate = lm_model.learning_rate
+
+    def killed_at(step, *args, **kwargs):
+        if step >= steps:
+            raise _Interrupted(step)
+        return learning_rate(step, *args, **kwargs)
+
+    with mock.patch.object(lm_model, "learning_rate", killed_at):
+        try:
+            return train()
+        except _Interrupted as stop:
+            return {"interrupted_at_step": stop.args[0]}
 
 
 @pytest.fixture

@@ -8,20 +8,25 @@ import torch
 
 from biosae.lm.activations import answer_position_pass
 from biosae.dataset.build import DatasetConfig, build_dataset
-from biosae.evaluation.interventions import (
-    PromptCache,
-    edited_predictions,
-    project_out,
-    random_directions,
-    slot_ablation,
-    slot_direction,
-    slot_swap,
-)
+from biosae.evaluation.edits import ablation_edit, project_out, slot_direction, steering_edit
 from biosae.lm.model import build_scratch_model
+from biosae.lm.prompt_cache import PromptCache, edited_predictions
 from biosae.lm.qa_accuracy import encode_rows
 from biosae.sae.model import SAEConfig, SupervisedSAE
 from biosae.lm.tokenization import train_word_tokenizer
+from biosae.methods.random_control import random_directions
+from biosae.methods.sae_slot import SaeSlotMethod
 from tests.conftest import DATA
+
+
+def slot_ablation(sae, slot: int):
+    """The supervised SAE's ablation of ``slot``, as the evaluation derives it."""
+    return ablation_edit(SaeSlotMethod(sae), slot)
+
+
+def slot_swap(sae, source_slots, target_slot: int, alpha: float):
+    """The supervised SAE's steering (slot swap), as the evaluation derives it."""
+    return steering_edit(SaeSlotMethod(sae), source_slots, target_slot, alpha)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +154,7 @@ def test_swap_moves_weight_from_source_to_target(setup):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_several_edits_in_one_call_equal_one_pass_each(setup, llama_setup, family):
-    from biosae.evaluation.interventions import edited_predictions_many
+    from biosae.lm.prompt_cache import edited_predictions_many
 
     model, tokenizer, prompts, first, sae, rules = setup if family == "gpt2" else llama_setup
     cache = PromptCache(model, prompts, batch_size=7)

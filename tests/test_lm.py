@@ -24,7 +24,7 @@ from biosae.lm.model import (
 )
 from biosae.lm.qa_accuracy import encode_rows, score_answers
 from biosae.lm.tokenization import train_word_tokenizer
-from tests.conftest import DATA
+from tests.conftest import DATA, interrupted_after
 
 MODEL = dict(n_layer=2, n_embd=32, n_head=2, block_size=64, init="scratch")
 
@@ -120,8 +120,8 @@ def test_resume_after_interruption_gives_the_same_model(data, tmp_path):
     train_language_model(full, tokenizer, texts, cfg, tmp_path / "a", tmp_path / "ck_a", tmp_path / "a.csv",
                          progress=False)
     interrupted = build_scratch_model(tokenizer, MODEL, seed=0)
-    out = train_language_model(interrupted, tokenizer, texts, cfg, tmp_path / "b", tmp_path / "ck_b",
-                               tmp_path / "b.csv", progress=False, stop_after_steps=7)
+    out = interrupted_after(7, lambda: train_language_model(interrupted, tokenizer, texts, cfg, tmp_path / "b",
+                                                            tmp_path / "ck_b", tmp_path / "b.csv", progress=False))
     assert out == {"interrupted_at_step": 7} and not (tmp_path / "b").exists()
     state = json.loads((tmp_path / "ck_b" / "state.json").read_text())
     assert state["step"] == 6  # the last checkpoint before the interruption
@@ -165,8 +165,8 @@ def test_resume_refuses_a_checkpoint_of_another_corpus_of_the_same_size(data, tm
     assert [len(d) for d in tokenize_documents(tokenizer, other)] == [len(d) for d in tokenize_documents(tokenizer, texts)]
     cfg = TrainingConfig(epochs=1, batch_size=4, lr=1e-3, precision="fp32", block_size=64, checkpoint_every_steps=1)
     first = build_scratch_model(tokenizer, MODEL, seed=0)
-    assert train_language_model(first, tokenizer, texts, cfg, tmp_path / "a", tmp_path / "ck", tmp_path / "a.csv",
-                                progress=False, stop_after_steps=3) == {"interrupted_at_step": 3}
+    assert interrupted_after(3, lambda: train_language_model(first, tokenizer, texts, cfg, tmp_path / "a", tmp_path / "ck",
+                                                             tmp_path / "a.csv", progress=False)) == {"interrupted_at_step": 3}
     # The other corpus, rerun on that checkpoint, must train from step 0 like a fresh run does.
     for name, checkpoint in (("b", tmp_path / "ck"), ("fresh", tmp_path / "ck_fresh")):
         model = build_scratch_model(tokenizer, MODEL, seed=0)

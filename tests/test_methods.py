@@ -9,13 +9,15 @@ import torch
 
 from biosae.lm.activations import answer_position_pass
 from biosae.dataset.build import DatasetConfig, build_dataset
+from biosae.evaluation.edits import ablation_edit, interchange_edit, steering_edit
 from biosae.evaluation.method_tests import causal_sample
-from biosae.evaluation.interventions import PromptCache, edited_predictions
 from biosae.lm.model import build_scratch_model
-from biosae.methods import METHOD_NAMES, build_methods
+from biosae.lm.prompt_cache import PromptCache, edited_predictions
+from biosae.methods.base import FitInputs
 from biosae.methods.das import DASConfig, interchange_accuracy, prepare_das_prompts, split_training_pairs, train_das
 from biosae.methods.diffmean import fit_diffmean
 from biosae.methods.pairs import evaluation_pairs
+from biosae.methods.registry import build_methods, method_names
 from biosae.methods.unsupervised_sae import auroc_by_latent
 from biosae.lm.qa_accuracy import encode_rows
 from biosae.rules import RULES
@@ -24,12 +26,14 @@ from biosae.sae.topk import TopKSAEConfig, train_topk_sae, train_topk_sae_layers
 from biosae.lm.tokenization import train_word_tokenizer
 from tests.conftest import DATA
 
+METHOD_NAMES = method_names()
+
 
 def test_diffmean_directions_are_the_analytic_mean_differences():
     rng = np.random.default_rng(0)
     rules = np.repeat(np.arange(6), 5)
     h = torch.from_numpy(rng.normal(size=(30, 8))).float()
-    method = fit_diffmean(h, rules)
+    method = fit_diffmean(FitInputs(h, rules))
     means = np.stack([h.numpy()[rules == r].mean(axis=0) for r in range(6)])
     for r in range(6):
         expected = means[r] - np.delete(means, r, axis=0).mean(axis=0)
@@ -37,7 +41,7 @@ def test_diffmean_directions_are_the_analytic_mean_differences():
     # six directions summing to zero span five dimensions
     assert method.rank == 5
     # steering A -> B adds exactly alpha * (mu_B - mu_A): the span holds every class-mean difference
-    edit = method.steering_edit(torch.tensor([0, 3]), 2, 2.0)
+    edit = steering_edit(method, torch.tensor([0, 3]), 2, 2.0)
     moved = edit(h[:2])
     np.testing.assert_allclose((moved - h[:2]).numpy(), 2.0 * (means[2] - means[[0, 3]]), atol=1e-4)
 
@@ -46,8 +50,8 @@ def test_diffmean_ablation_removes_only_its_direction():
     rng = np.random.default_rng(1)
     rules = np.repeat(np.arange(6), 4)
     h = torch.from_numpy(rng.normal(size=(24, 6))).float()
-    method = fit_diffmean(h, rules)
-    edited = method.ablation_edit(3)(h)
+    method = fit_diffmean(FitInputs(h, rules))
+    edited = ablation_edit(method, 3)(h)
     unit = method.directions[3] / method.directions[3].norm()
     assert torch.allclose(edited @ unit, torch.zeros(24), atol=1e-5)
     assert torch.allclose(edited - h, -(h @ unit)[:, None] * unit, atol=1e-5)
@@ -75,18 +79,18 @@ def test_interchange_with_the_base_as_source_changes_no_answer_for_every_method(
     sae = SupervisedSAE(SAEConfig(d_model=32, value_vocab_sizes=[3] * 6)).eval()
     unsupervised, _ = train_topk_sae(h, TopKSAEConfig(d_model=32, n_latents=24, k=4, epochs=3, batch_size=16))
     basis = torch.linalg.qr(torch.randn(32, 6))[0].T
-    methods = build_methods(METHOD_NAMES, sae=sae, train_activations=h, train_rule_idx=rules, seed=0,
-                            das_basis=basis, unsupervised_sae=unsupervised)
+    methods = build_methods(METHOD_NAMES, FitInputs(h, rules, seed=0, sae=sae, das_basis=basis,
+                                                    unsupervised_sae=unsupervised))
     assert list(methods) == list(METHOD_NAMES)
     cache = PromptCache(model, prompts, batch_size=16)
     clean, clean_logprob = edited_predictions(cache, first, 1)
     for name, method in methods.items():
-        predicted, logprob = edited_predictions(cache, first, 1, lambda idx, m=method: m.interchange_edit(h[idx]))
+        predicted, logprob = edited_predictions(cache, first, 1, lambda idx, m=method: interchange_edit(m, h[idx]))
         assert np.array_equal(predicted, clean), name
         np.testing.assert_allclose(logprob, clean_logprob, atol=1e-4, err_msg=name)
         # and an interchange from other prompts does change the activations it edits
         other = h[torch.arange(len(h)).roll(1)]
-        assert not torch.allclose(method.interchange_edit(other)(h), h, atol=1e-6), name
+        assert not torch.allclose(interchange_edit(method, other)(h), h, atol=1e-6), name
 
 
 def test_auroc_matches_the_pairwise_definition():

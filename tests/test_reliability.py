@@ -33,7 +33,7 @@ import torch
 from biosae.config import SCHEMA_PATH, validate_config
 from biosae.errors import BiosaeError
 from biosae.io import atomic_directory, atomic_path, load_tensors, read_yaml, save_tensors
-from tests.conftest import DATA, REPO, run_snakemake, tiny_config, write_config
+from tests.conftest import DATA, REPO, interrupted_after, run_snakemake, tiny_config, write_config
 
 # ------------------------------------------------------------------------------------------------
 # Helpers
@@ -573,7 +573,7 @@ def lm_training(tokenizer_dir: Path, tmp_path: Path, **cfg_changes):
 @pytest.mark.parametrize("corruption", ["pickle", "bad_json", "wrong_shapes"])
 def test_lm_checkpoint_refuses_corrupt_state(tiny_lm, tmp_path, corruption):
     _, run = lm_training(tiny_lm, tmp_path)
-    assert run(stop_after_steps=2) == {"interrupted_at_step": 2}
+    assert interrupted_after(2, run) == {"interrupted_at_step": 2}
     checkpoint, marker = tmp_path / "checkpoint", tmp_path / "marker"
     if corruption == "pickle":
         plant_pickle(checkpoint / "state.safetensors", marker)

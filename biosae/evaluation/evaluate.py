@@ -16,16 +16,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from biosae.errors import BiosaeError
 from biosae.evaluation import metrics as M
 from biosae.evaluation.baselines import BagOfWordsClassifier, LinearProbe, chance_accuracy
-from biosae.errors import BiosaeError
-from biosae.evaluation.interventions import project_out, slot_direction
+from biosae.evaluation.comparison import readout_tests
+from biosae.evaluation.edits import project_out, slot_direction
 from biosae.evaluation.method_tests import SAE_METHOD, causal_tests, cell_samples
-from biosae.methods.comparison import readout_tests
+from biosae.io import read_json
+from biosae.lm.activations import load_activation_table
+from biosae.lm.model import load_model_dir, pick_device
 from biosae.methods.pairs import person_answer_tokens
 from biosae.methods.sae_slot import SaeSlotMethod
 from biosae.rules import EVALUATION_CELLS, HARD_CELLS, RULES
 from biosae.sae.inputs import value_targets
+from biosae.sae.model import load_sae
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ class EvaluationInputs:
     untrained_activations: torch.Tensor
     untrained_index: object
     qa_accuracy: dict  # lm_qa_accuracy.json of the LM stage (exact match)
-    method_names: tuple = ("sae_slot", "random")  # biosae.methods.METHOD_NAMES, in report order
+    method_names: tuple = ("sae_slot", "random")  # config methods.names (biosae.methods.registry), in report order
     # the other methods' tests at this layer (biosae.evaluation.method_tests.evaluate_methods)
     method_tests: dict = field(default_factory=dict)
 
@@ -54,11 +58,6 @@ def load_evaluation_inputs(*, model_dir, activations, index, sae_dir, candidates
     """Everything one evaluation reads, from the files of a run (the evaluate rule's inputs; the
     benchmark times evaluate in-process from the same files). ``method_tests``: the JSON file of
     the other methods' tests at this layer (rule evaluate_methods); None: set them before evaluating."""
-    from biosae.io import read_json
-    from biosae.lm.activations import load_activation_table
-    from biosae.lm.model import load_model_dir, pick_device
-    from biosae.sae.model import load_sae
-
     model, tokenizer = load_model_dir(model_dir, pick_device())
     trained, table = load_activation_table(activations, index)
     untrained, untrained_table = load_activation_table(untrained_activations, untrained_index)
@@ -169,7 +168,7 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: Lin
 
 def sae_causal_metrics(inputs: EvaluationInputs, samples: dict, alphas, progress=None) -> dict:
     """The SAE's causal tests on every cell's sample: its slots as a method (ablation, interchange,
-    steering at the alpha the train cell picks) and the legacy sections, the slot swap at every
+    steering at the alpha the train cell picks) and the SAE's own sections: the slot swap at every
     alpha and the ablation of each slot's decoder direction."""
     directions = [project_out(slot_direction(inputs.sae, k)) for k in range(len(RULES))]
     causal = causal_tests(samples, inputs.layer, inputs.activations, inputs.index,

@@ -8,8 +8,9 @@ profile first, then the seed's reading at ``activations.layer``.
 
 from __future__ import annotations
 
+from biosae.evaluation.markdown import markdown_table
+from biosae.evaluation.method_summary import held_out_cells, method_scores
 from biosae.evaluation.metrics import N_RULES
-from biosae.methods.summary import held_out_cells, method_scores
 from biosae.rules import HARD_CELLS
 
 
@@ -61,8 +62,6 @@ def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_l
                       _number(row["faithfulness"]),
                       *[f"{_number((scores.get(m) or {}).get('selectivity'))} / {_number((scores.get(m) or {}).get('iia'))}"
                         for m in methods]])
-    from biosae.evaluation.report import markdown_table
-
     lines = [
         "## Layer profile (every hook point, default seed)",
         "",

@@ -13,14 +13,13 @@ once for every layer and method (:func:`cell_samples`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from biosae.errors import BiosaeError
-from biosae.evaluation.interventions import PromptCache
-from biosae.lm.activations import encode_prompts
-from biosae.methods.comparison import (
+from biosae.evaluation.comparison import (
     CausalSample,
     CellPrompts,
     EditBatch,
@@ -33,7 +32,16 @@ from biosae.methods.comparison import (
     steering_edits,
     steering_result,
 )
+from biosae.io import read_json
+from biosae.lm.activations import encode_prompts
+from biosae.lm.prompt_cache import PromptCache
+from biosae.methods.base import FitInputs
+from biosae.methods.das import das_fit_summary, load_das
 from biosae.methods.pairs import InterchangePairs, evaluation_pairs, person_answer_tokens
+from biosae.methods.probe import LinearProbe
+from biosae.methods.random_control import fit_random
+from biosae.methods.registry import build_methods
+from biosae.sae.topk import CFG_FILENAME as TOPK_CFG_FILENAME, load_topk_sae
 from biosae.rules import RULES
 
 SAE_METHOD = "sae_slot"  # tested inside evaluate, beside its SAE's other tests
@@ -156,21 +164,18 @@ def evaluate_methods(samples: dict[str, CellSample], layer: int, activations: to
     ``answered_rule``: per row, which of the person's attributes the LM answered
     (biosae.evaluation.evaluate.answered_rules). ``fit``: method -> what its training reported.
     """
-    from biosae.evaluation.baselines import LinearProbe
-    from biosae.methods import build_methods
-    from biosae.methods.random_control import fit_random
-
     train = (index["split"] == "train").to_numpy()
     train_rules = index["rule_idx"].to_numpy()[train]
     train_activations = activations[torch.from_numpy(train.copy())]
     tested = [name for name in names if name != SAE_METHOD]
     probe = LinearProbe().fit(train_activations.numpy(), train_rules) if "probe" in tested else None
-    methods = build_methods(tested, sae=None, train_activations=train_activations, train_rule_idx=train_rules,
-                            seed=seed, probe=probe, das_basis=das_basis, unsupervised_sae=unsupervised_sae)
+    inputs = FitInputs(train_activations, train_rules, seed, probe=probe, das_basis=das_basis,
+                       unsupervised_sae=unsupervised_sae)
+    methods = build_methods(tested, inputs)
     if CONTROL_METHOD not in methods:
         # not compared, but tested all the same: one random direction per rule (the rank
         # build_methods gives it when no method is wider)
-        methods[CONTROL_METHOD] = fit_random(train_activations.shape[1], len(RULES), seed)
+        methods[CONTROL_METHOD] = fit_random(FitInputs(train_activations, train_rules, seed, rank=len(RULES)))
     causal = causal_tests(samples, layer, activations, index, methods, alphas,
                           das_training_pairs=das_training_pairs, progress=progress)
     # samples holds every cell, in evaluation order
@@ -189,12 +194,6 @@ def evaluate_methods(samples: dict[str, CellSample], layer: int, activations: to
 def load_trained_methods(das_dir=None, unsupervised_sae_dir=None) -> tuple[dict, dict]:
     """One layer's trained methods, as :func:`evaluate_methods`' keyword arguments (a directory
     None: that method is not compared), and what each one's training reported (metrics.json's ``fit``)."""
-    from pathlib import Path
-
-    from biosae.io import read_json
-    from biosae.methods.das import das_fit_summary, load_das
-    from biosae.sae.topk import CFG_FILENAME as TOPK_CFG_FILENAME, load_topk_sae
-
     trained, fit = {}, {}
     if das_dir is not None:
         trained["das_basis"], das_cfg, trained["das_training_pairs"] = load_das(das_dir)

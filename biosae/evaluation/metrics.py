@@ -315,7 +315,7 @@ def faithfulness(readout, answered_rule) -> dict:
     """Share of rows where a method's read-out names the attribute the LM answered.
 
     Only rows where the LM answered another attribute of the same person than the one asked are
-    given (biosae.methods.comparison.readout_tests). {"rate": float|null, "n": int}.
+    given (biosae.evaluation.comparison.readout_tests). {"rate": float|null, "n": int}.
     """
     readout = np.asarray(readout).reshape(-1)
     answered = np.asarray(answered_rule).reshape(-1)

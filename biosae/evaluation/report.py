@@ -10,11 +10,14 @@ whose metrics a run did not produce is left out; a missing number is shown as "�
 
 from __future__ import annotations
 
-from biosae.io import write_text
-from biosae.evaluation.metrics import ABLATION_MODES, answered_instead, expected_results, headline_margins
 from biosae.evaluation.layer_profile import profile_section
-from biosae.methods.summary import methods_section
+from biosae.evaluation.markdown import format_number, markdown_table
+from biosae.evaluation.method_summary import methods_section
+from biosae.evaluation.metrics import ABLATION_MODES, answered_instead, expected_results, headline_margins
+from biosae.io import write_text
 from biosae.rules import RULES
+
+__all__ = ["format_number", "markdown_table", "render_summary", "write_summary"]
 
 # Below this LM answer accuracy a cell gets an asked-vs-answered finding.
 LOW_LM_ACCURACY = 0.9
@@ -22,18 +25,8 @@ LOW_LM_ACCURACY = 0.9
 FINDING_MIN_RATE = 0.1
 
 
-def format_number(value, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def _signed(value) -> str:
     return "–" if value is None else f"{value:+.3f}"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
 
 
 def _cells(metrics: dict) -> list[str]:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from biosae.errors import BiosaeError
-from biosae.lm.qa_accuracy import right_padded, takes_logits_to_keep
+from biosae.io import atomic_path, load_tensors
+from biosae.lm.qa_accuracy import encode_rows, right_padded, takes_logits_to_keep
 
 
 def transformer_blocks(model) -> torch.nn.ModuleList:
@@ -188,8 +189,6 @@ INDEX_COLUMNS = ("row", "person_id", "full_name", "rule_idx", "rule_name", "temp
 
 def encode_prompts(tokenizer, rows: list[dict]) -> tuple[list[list[int]], np.ndarray]:
     """Prompt ids (formatted exactly as in LM training) and each answer's first token id."""
-    from biosae.lm.qa_accuracy import encode_rows
-
     encoded = encode_rows(tokenizer, rows)
     return encoded.prompt_ids, np.array([a[0] for a in encoded.answer_ids], dtype=np.int64)
 
@@ -288,8 +287,6 @@ def write_activation_files(model, tokenizer, rows: list[dict], layer_paths: dict
     """Every layer of ``layer_paths`` ({layer: path}) from one forward pass per batch, one
     safetensors file per layer in ``dtype``, plus the index table; each written atomically.
     Returns the index."""
-    from biosae.io import atomic_path
-
     if dtype not in STORAGE_DTYPES:
         raise BiosaeError(f"activations.dtype: {dtype!r} is not one of {', '.join(STORAGE_DTYPES)}")
     if not rows:
@@ -316,22 +313,8 @@ def write_activation_files(model, tokenizer, rows: list[dict], layer_paths: dict
     return index
 
 
-def save_activation_table(activations: torch.Tensor, index, tensor_path, index_path, layer: int, model_dir,
-                          dtype: str = "float32") -> None:
-    """One layer's table held in memory, written as ``write_activation_files`` writes it."""
-    from biosae.io import atomic_path, save_tensors
-
-    save_tensors(tensor_path, {"activations": activations.to(STORAGE_DTYPES[dtype][2])},
-                 metadata={"layer": str(layer), "model": str(model_dir), "rows": str(len(index)), "dtype": dtype,
-                           "hook": HOOK_DESCRIPTION})
-    with atomic_path(index_path) as tmp:
-        index.to_csv(tmp, index=False)
-
-
 def load_activation_table(tensor_path, index_path):
     import pandas as pd
-
-    from biosae.io import load_tensors
 
     activations = load_tensors(tensor_path)
     if "activations" not in activations:

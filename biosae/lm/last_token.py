@@ -13,9 +13,9 @@ At the last block's output (the seed's hook) that is ``ln_f`` and the unembeddin
 
 Several edits of the same prompts run as one batch ``[E, B, d]`` whose queries attend to the
 prefix's keys by broadcasting. The generic path (a whole-model pass through Hugging Face's
-cache, in biosae.evaluation.interventions) repeats the prefix once per edit and concatenates it
-with the new token at every block: profiled on the default evaluate, those copies took a third
-of the causal tests.
+cache, in biosae.lm.prompt_cache) repeats the prefix once per edit and concatenates it
+with the new token at every block: on the default evaluate, those copies take a third of the
+causal tests' time.
 
 Only GPT-2-family models (transformers' ``GPT2LMHeadModel``, scratch or pretrained) take this
 path, because the attention is written out here; other architectures use the generic one.

@@ -1,52 +1,81 @@
-"""The interface every localization method implements, and the shared subspace featurizer.
+"""What a localization method is: the contract every method fulfils, and what it is fitted from.
 
-A localization method (MIB's "featurizer") says where the rule variable ("which attribute is
-asked") lives in the residual stream at the hook layer. Every method provides the same edits, so
-that ablation, interchange and steering are written once (biosae.methods.comparison) and every
-method is scored on the same prompts:
+A localization method (MIB's "featurizer", its ``model_units``) says where the rule variable
+("which attribute is asked") lives in the residual stream at the hook layer. It says only that:
+ablation, interchange, steering, detection and faithfulness are derived from it once, in the
+evaluation (biosae.evaluation.edits, biosae.evaluation.comparison), so that every method is
+tested the same way on the same prompts. A method is one of two kinds:
 
-- ``ablation_edit(rule)``: remove what the method says carries rule ``rule``;
-- ``interchange_edit(source_h)``: give each base prompt the source prompt's value of the variable
-  (``source_h[i]`` is the activation of row i's source at the hook layer);
-- ``steering_edit(source_rules, target_rule, alpha)``: push rule-A prompts towards rule B
-  (additive methods only; None otherwise);
-- ``read_out(h)``: the rule the method reads from each activation (None if it has no read-out).
+- :class:`FeaturizerMethod`: ``features(h)`` and ``inverse(features)``, with the error term
+  ``h - inverse(features(h))`` kept by every edit, and ``rule_features``, the feature that carries
+  each rule (the supervised SAE: its slots);
+- :class:`SubspaceMethod`, a linear method: the orthonormal basis of its subspace, one ablation
+  direction per rule, the train cell's class means (for steering) and read-out weights
+  (DiffMean, the probe, DAS, the TopK SAE's chosen latents, the random control).
 
-An edit is a function ``h [N, d] -> h' [N, d]`` on raw activations (float32).
+Either gives ``rule_scores(h)`` when it has a read-out: detection and faithfulness read its argmax.
+A method is fitted by a function of one :class:`FitInputs` (biosae.methods.registry names them).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from biosae.rules import RULES
 
-Edit = Callable[[torch.Tensor], torch.Tensor]
 # Singular values below this fraction of the largest are dropped from a method's span: DiffMean's
 # six directions sum to zero, so they span only five dimensions.
 RANK_TOLERANCE = 1e-6
 
 
+@dataclass
+class FitInputs:
+    """What a method's fit function may use: the train cell's activations at the hook layer and
+    their asked rules, the seed, and the trained artifacts (None where not given)."""
+
+    train_activations: torch.Tensor  # [N, d], the train cell's rows
+    train_rule_idx: np.ndarray       # [N], the asked rule of each row
+    seed: int = 0
+    sae: object = None               # the supervised SAE (biosae.sae.model.SupervisedSAE)
+    das_basis: torch.Tensor | None = None  # [k, d], the trained DAS subspace
+    unsupervised_sae: object = None  # the trained TopK SAE (biosae.methods.unsupervised_sae.TopKSAE)
+    probe: object = None             # a LinearProbe fitted on the same rows already, or None
+    rank: int | None = None          # a control's rank (biosae.methods.registry.build_methods)
+
+
 class LocalizationMethod:
-    """Base class: a name, and the four operations above."""
+    """Base class: a name, a rank, whether it steers, and its read-out."""
 
     name: str = ""
     steerable: bool = False
 
-    def ablation_edit(self, rule: int) -> Edit:
+    @property
+    def rank(self) -> int:
         raise NotImplementedError
 
-    def interchange_edit(self, source_h: torch.Tensor) -> Edit:
+    def rule_scores(self, h: torch.Tensor) -> torch.Tensor | None:
+        """[N, 6]: how strongly each activation reads as each rule (the read-out is the argmax);
+        None: the method has no read-out."""
+        return None
+
+
+class FeaturizerMethod(LocalizationMethod):
+    """A method given by features of the activation: ``features(h)`` [N, m] and
+    ``inverse(features)`` [N, d]; ``rule_features[r]`` is the feature that carries rule r."""
+
+    rule_features: list[int]
+
+    def features(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def steering_edit(self, source_rules: torch.Tensor, target_rule: int, alpha: float) -> Edit | None:
-        return None
+    def inverse(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
-    def read_out(self, h: torch.Tensor) -> np.ndarray | None:
-        return None
+    def rule_scores(self, h: torch.Tensor) -> torch.Tensor | None:
+        return self.features(h.float())[:, self.rule_features]
 
 
 def orthonormal_basis(vectors: torch.Tensor) -> torch.Tensor:
@@ -68,25 +97,17 @@ def class_means(activations: torch.Tensor, rule_idx) -> torch.Tensor:
     return torch.stack([h[rules == r].mean(dim=0) for r in range(len(RULES))]).float()
 
 
-def project_out(direction: torch.Tensor) -> Edit:
-    """Remove the component of h along a unit ``direction`` (the seed's direction ablation)."""
-    def edit(h: torch.Tensor) -> torch.Tensor:
-        return h - (h @ direction)[:, None] * direction
-
-    return edit
-
-
 class SubspaceMethod(LocalizationMethod):
-    """A method given by directions in activation space (DiffMean, probe, DAS, random).
+    """A method given by directions in activation space.
 
-    - ``basis`` [k, d], orthonormal rows: the subspace the variable lives in. Interchange replaces
-      the base's component in it with the source's: ``h + (h_src - h) B^T B``.
-    - ``ablation_directions`` [6, d], unit rows: ablating rule r projects its direction out.
-    - ``rule_means`` [6, d] (optional): the train cell's class means. Steering A -> B adds
-      ``alpha * (mu_B - mu_A) B^T B``, the move from the rule-A mean to the rule-B mean within the
-      method's subspace (for DiffMean that is exactly ``alpha * (mu_B - mu_A)``).
-    - ``readout_weights`` [6, d] and ``readout_bias`` [6] (optional): the read-out is
-      ``argmax(h W^T + b)``.
+    - ``basis`` [k, d], orthonormal rows: the subspace the variable lives in (interchange swaps
+      the component in it);
+    - ``ablation_directions`` [6, d], unit rows: ablating rule r removes ``ablation_amount(h, r)``
+      times rule r's direction;
+    - ``rule_means`` [6, d] (optional): the train cell's class means; steering moves between them
+      within the subspace;
+    - ``readout_weights`` [6, d] and ``readout_bias`` [6] (optional): the read-out scores
+      ``h W^T + b``.
     """
 
     def __init__(self, name: str, basis: torch.Tensor, ablation_directions: torch.Tensor,
@@ -104,35 +125,15 @@ class SubspaceMethod(LocalizationMethod):
     def rank(self) -> int:
         return int(self.basis.shape[0])
 
-    def project(self, h: torch.Tensor) -> torch.Tensor:
-        """The component of ``h`` in the method's subspace."""
-        return (h @ self.basis.T) @ self.basis
+    def ablation_amount(self, h: torch.Tensor, rule: int) -> torch.Tensor:
+        """[N]: how much of rule ``rule``'s ablation direction each row holds, the amount that
+        ablation removes: the orthogonal projection on the unit direction."""
+        return h @ self.ablation_directions[rule]
 
-    def ablation_edit(self, rule: int) -> Edit:
-        return project_out(self.ablation_directions[rule])
-
-    def interchange_edit(self, source_h: torch.Tensor) -> Edit:
-        source = source_h.float()
-
-        def edit(h: torch.Tensor) -> torch.Tensor:
-            return h + self.project(source - h)
-
-        return edit
-
-    def steering_edit(self, source_rules: torch.Tensor, target_rule: int, alpha: float) -> Edit | None:
-        if not self.steerable:
-            return None
-        shift = self.project(self.rule_means[target_rule][None, :] - self.rule_means[source_rules])
-
-        def edit(h: torch.Tensor) -> torch.Tensor:
-            return h + alpha * shift
-
-        return edit
-
-    def read_out(self, h: torch.Tensor) -> np.ndarray | None:
+    def rule_scores(self, h: torch.Tensor) -> torch.Tensor | None:
         if self.readout_weights is None:
             return None
         logits = h.float() @ self.readout_weights.T
         if self.readout_bias is not None:
             logits = logits + self.readout_bias
-        return logits.argmax(dim=1).numpy()
+        return logits

@@ -5,12 +5,12 @@ as MIB's code does). Interchange: ``h + (h_src - h) R^T R``, the base's componen
 replaced with the source's. Training: interchange on train-cell pairs (base: person P asked rule A;
 source: person Q != P asked rule B != A), cross-entropy towards P's rule-B first answer token, the
 LM frozen; the edit sits at the hook layer, answer position, and only the answer token is run, on
-cached prompt prefixes (biosae.evaluation.interventions.PromptCache), so a step costs one token per pair.
+cached prompt prefixes (biosae.lm.prompt_cache.PromptCache), so a step costs one token per pair.
 
 A six-valued variable needs k >= 5: rank 1 can't hold it. Per-rule ablation (DAS has one
 subspace for the whole variable) projects out rule r's DiffMean direction within the subspace.
-No pair used for training is ever scored: the train cell's scored bases (biosae.evaluation.evaluate's
-causal sample) are excluded from the training pool, and evaluate checks it.
+No pair used for training is ever scored: the train cell's scored bases (the evaluation's causal
+sample, biosae.evaluation.method_tests) are excluded from the training pool, and evaluate checks it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from torch import nn
 
 from biosae.errors import BiosaeError
 from biosae.io import atomic_path, load_tensors, read_json, save_tensors, write_json
-from biosae.methods.base import SubspaceMethod, class_means
+from biosae.lm.activations import encode_prompts
+from biosae.lm.prompt_cache import PromptCache, edited_predictions
+from biosae.methods.base import FitInputs, SubspaceMethod, class_means
 from biosae.methods.diffmean import diffmean_directions
 from biosae.methods.pairs import InterchangePairs, draw_pairs, target_tokens
 
@@ -105,8 +107,6 @@ def interchange_accuracy(model, tokenizer, index, activations, layer: int, pairs
     """Share of pairs where the LM, given the source's value, answers the base person's source-rule
     attribute. ``edit_for_sources(source_h) -> edit``. ``cache``: the bases' PromptCache, when
     built already (:class:`DASPrompts`)."""
-    from biosae.evaluation.interventions import edited_predictions
-
     bases, sources, targets = _pair_tensors(index, pairs)
     if len(bases) == 0:
         return None
@@ -118,9 +118,6 @@ def interchange_accuracy(model, tokenizer, index, activations, layer: int, pairs
 
 
 def _bases_cache(model, tokenizer, index, bases, batch_size: int = 256, for_training: bool = False):
-    from biosae.evaluation.interventions import PromptCache
-    from biosae.lm.activations import encode_prompts
-
     prompts, _ = encode_prompts(tokenizer, index.iloc[bases].to_dict("records"))
     return PromptCache(model, prompts, batch_size=batch_size, for_training=for_training)
 
@@ -218,8 +215,11 @@ class DASMethod(SubspaceMethod):
         super().__init__("das", basis=basis, ablation_directions=projected)
 
 
-def das_method(basis: torch.Tensor, train_activations: torch.Tensor, train_rule_idx) -> DASMethod:
-    return DASMethod(basis, class_means(train_activations, train_rule_idx))
+def fit_das(inputs: FitInputs) -> DASMethod:
+    """The trained subspace (``inputs.das_basis``, :func:`load_das`) as a method."""
+    if inputs.das_basis is None:
+        raise BiosaeError("method das: no trained DAS subspace given")
+    return DASMethod(inputs.das_basis, class_means(inputs.train_activations, inputs.train_rule_idx))
 
 
 def save_das(directory, subspace: DASSubspace, cfg: DASConfig, history: list[dict], training: InterchangePairs,

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import torch
 
-from biosae.evaluation.interventions import random_directions
-from biosae.methods.base import SubspaceMethod
+from biosae.methods.base import FitInputs, SubspaceMethod
 from biosae.rules import RULES
 
 
-def fit_random(d_model: int, rank: int, seed: int) -> SubspaceMethod:
+def random_directions(d_model: int, count: int, seed: int) -> torch.Tensor:
+    """[count, d_model]: seeded random unit vectors."""
+    generator = torch.Generator().manual_seed(seed)
+    directions = torch.randn(count, d_model, generator=generator)
+    return directions / directions.norm(dim=1, keepdim=True)
+
+
+def fit_random(inputs: FitInputs) -> SubspaceMethod:
+    """``inputs.rank``: the subspace's rank (biosae.methods.registry.build_methods sets it)."""
+    d_model, seed = inputs.train_activations.shape[1], inputs.seed
     ablation = random_directions(d_model, len(RULES), seed=seed + 7919)
     generator = torch.Generator().manual_seed(seed + 104729)
-    subspace = torch.randn(min(rank, d_model), d_model, generator=generator)
+    subspace = torch.randn(min(inputs.rank, d_model), d_model, generator=generator)
     return SubspaceMethod("random", basis=subspace, ablation_directions=ablation)

@@ -1,40 +1,46 @@
-"""``sae_slot``: the supervised 6-slot SAE as a localization method, error term kept.
+"""``sae_slot``: the supervised 6-slot SAE as a localization method, a featurizer.
+
+Its features are the slot weights ``z = encode(h)`` and its inverse is the decoder; slot r
+carries rule r. So (biosae.evaluation.edits), error term kept:
 
 - ablation of rule r: slot r's weight set to 0 (``z'_r = 0``);
 - interchange: the base takes the source's slot weights, ``decode(z_src) + (h - decode(z))``;
 - steering A -> B: the AlignSAE-style swap, ``z'_A = 0, z'_B = alpha``;
-- read-out: the argmax slot.
+- read-out: the argmax slot logit.
 The decoder-direction ablation stays in metrics.json's ``ablation.direction`` section.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from biosae.evaluation.interventions import slot_ablation, slot_swap
-from biosae.methods.base import Edit, LocalizationMethod
+from biosae.errors import BiosaeError
+from biosae.methods.base import FeaturizerMethod, FitInputs
 
 
-class SaeSlotMethod(LocalizationMethod):
+class SaeSlotMethod(FeaturizerMethod):
     name = "sae_slot"
     steerable = True
 
     def __init__(self, sae):
         self.sae = sae
-        self.rank = sae.cfg.n_slots
+        self.rule_features = list(range(sae.cfg.n_slots))
 
-    def ablation_edit(self, rule: int) -> Edit:
-        return slot_ablation(self.sae, rule)
+    @property
+    def rank(self) -> int:
+        return self.sae.cfg.n_slots
 
-    def interchange_edit(self, source_h: torch.Tensor) -> Edit:
-        with torch.no_grad():
-            source_z = self.sae.encode(source_h.float())
-        return lambda h: self.sae(h, z_edit=source_z, error_term=True)
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        return self.sae.encode(h)
 
-    def steering_edit(self, source_rules: torch.Tensor, target_rule: int, alpha: float) -> Edit:
-        return slot_swap(self.sae, source_rules, target_rule, alpha)
+    def inverse(self, features: torch.Tensor) -> torch.Tensor:
+        return self.sae.decode(features)
 
-    @torch.no_grad()
-    def read_out(self, h: torch.Tensor) -> np.ndarray:
-        return self.sae.slot_logits(h.float()).argmax(dim=-1).numpy()
+    def rule_scores(self, h: torch.Tensor) -> torch.Tensor:
+        return self.sae.slot_logits(h.float())
+
+
+def fit_sae_slot(inputs: FitInputs) -> SaeSlotMethod:
+    if inputs.sae is None:
+        raise BiosaeError("method sae_slot: no trained supervised SAE given")
+    return SaeSlotMethod(inputs.sae)

@@ -33,7 +33,7 @@ from biosae.errors import BiosaeError
 from biosae.io import read_json, read_yaml
 from biosae.evaluation.layer_profile import mean_of_present
 from biosae.evaluation.metrics import ANSWERED_NONE
-from biosae.methods.summary import lookup
+from biosae.evaluation.method_summary import lookup
 from biosae.evaluation.report import markdown_table
 from biosae.rules import HARD_CELLS
 

@@ -1,16 +1,9 @@
-"""Causal tests inside the LM's forward pass, at the activation hook point, error term kept.
+"""The LM's answer-position passes with an edit at a hook point, on cached prompt prefixes.
 
-Every SAE edit is h' = decode(z') + (h - decode(z)) (SupervisedSAE.forward with
-``error_term=True``): with a nearly one-hot z the reconstruction is one of ~6 vectors, so all
-person-specific information lives in the error term and splicing in the bare reconstruction
-would destroy every answer (Marks et al. 2024; SAELens ``use_error_term``).
-
-Edits, for slot k:
-- slot ablation: z'_k = 0;
-- direction ablation: project slot k's decoder direction (in activation space) out of h, for
-  every prompt whatever its rule;
-- random-direction control: the same projection for a random unit direction (one per k);
-- swap A -> B: z'_A = 0, z'_B = alpha, for a rule-A prompt.
+Every causal test (ablation, interchange, steering) and DAS's training edit the residual stream
+at the last prompt token. :class:`PromptCache` runs each prompt's prefix once and every edited
+pass on the last token alone; :func:`edited_predictions` reads the LM's first answer token and the
+correct token's log-prob from such a pass. An edit is a function ``h [N, d] -> h' [N, d]``.
 """
 
 from __future__ import annotations
@@ -18,48 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
-
-def slot_direction(sae, slot: int) -> torch.Tensor:
-    """Unit vector along which slot ``slot`` moves h in activation space (decode is affine:
-    mean + std * (W z + b), so the raw-space direction is std * W[:, slot])."""
-    direction = sae.slot_directions()[slot]
-    return (direction / direction.norm()).detach().float()
-
-
-def random_directions(d_model: int, count: int, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    directions = torch.randn(count, d_model, generator=generator)
-    return directions / directions.norm(dim=1, keepdim=True)
-
-
-def project_out(direction: torch.Tensor):
-    def edit(h: torch.Tensor) -> torch.Tensor:
-        return h - (h @ direction)[:, None] * direction
-
-    return edit
-
-
-def slot_ablation(sae, slot: int):
-    def z_edit(z):
-        z = z.clone()
-        z[:, slot] = 0.0
-        return z
-
-    return lambda h: sae(h, z_edit=z_edit, error_term=True)
-
-
-def slot_swap(sae, source_slots: torch.Tensor, target_slot: int, alpha: float):
-    """Move each row from its own slot (its rule) to ``target_slot`` with weight ``alpha``."""
-    rows = torch.arange(len(source_slots))
-
-    def z_edit(z):
-        z = z.clone()
-        z[rows, source_slots] = 0.0
-        z[:, target_slot] = alpha
-        return z
-
-    return lambda h: sae(h, z_edit=z_edit, error_term=True)
+from biosae.lm.activations import residual_hook, resolve_layer
+from biosae.lm.last_token import Gpt2LastToken
+from biosae.lm.qa_accuracy import takes_logits_to_keep
 
 
 class PromptCache:
@@ -84,9 +38,6 @@ class PromptCache:
             self._build(model, prompt_ids, batch_size)
 
     def _build(self, model, prompt_ids, batch_size):
-        from biosae.lm.last_token import Gpt2LastToken
-        from biosae.lm.qa_accuracy import takes_logits_to_keep
-
         self.model = model
         self.tail = Gpt2LastToken(model) if Gpt2LastToken.supports(model) else None
         device = next(model.parameters()).device
@@ -116,8 +67,6 @@ class PromptCache:
 
     def _tail_logits(self, group: int, layer: int, edits: list) -> torch.Tensor:
         """GPT-2 path: logits [E, B, vocab] of group ``group``, one row block per edit (None: clean)."""
-        from biosae.lm.activations import resolve_layer
-
         prefix, residuals = self._resumable[group]
         hook = resolve_layer(self.model, layer)
         clean = residuals[hook]
@@ -136,11 +85,9 @@ class PromptCache:
         edit of ``edits_for_rows`` (each a function of a group's row indices that returns the edit;
         None: clean). Each group runs once per chunk of edits, its rows repeated
         once per edit in one forward call: on a small model the per-call overhead, not the
-        arithmetic, bounds these passes (measured: ~80 single-edit passes per cell took ~25 ms a call
-        on the tiny test model). Equal to one pass per edit (tests/test_interventions.py)."""
-        from transformers import DynamicCache
-
-        from biosae.lm.activations import residual_hook
+        arithmetic, bounds these passes (~80 single-edit passes per cell, ~25 ms a call on the
+        tiny test model). Equal to one pass per edit (tests/test_interventions.py)."""
+        from transformers import DynamicCache  # only the generic path needs transformers
 
         for group, (index, last, cache, length) in enumerate(self.groups):
             rows = len(index)
@@ -172,8 +119,6 @@ class PromptCache:
     def group_logits(self, group: int, layer: int, edit) -> torch.Tensor:
         """Next-token logits ``[B, vocab]`` of group ``group`` with ``edit`` applied, autograd on
         (for training an intervention through the frozen LM). The prefix cache is restored after."""
-        from biosae.lm.activations import residual_hook
-
         if self.tail is not None:
             return self._tail_logits(group, layer, [edit])[0].float()
         index, last, cache, length = self.groups[group]

@@ -12,6 +12,8 @@
 - detection: the method's read-out names the asked rule (all rows of the cell);
 - faithfulness: on the rows where the LM answers another attribute of the same person than the
   one asked, the share where the method's read-out names the attribute the LM answered.
+
+Each method's edits and read-out come from biosae.evaluation.edits.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import numpy as np
 import torch
 
 from biosae.evaluation import metrics as M
-from biosae.evaluation.interventions import PromptCache, edited_predictions, edited_predictions_many
+from biosae.evaluation.edits import ablation_edit, interchange_edit, read_out, steering_edit
+from biosae.lm.prompt_cache import PromptCache, edited_predictions, edited_predictions_many
 from biosae.methods.pairs import InterchangePairs
 from biosae.rules import RULES
 
@@ -63,7 +66,7 @@ class CellPrompts(CausalSample):
 
 def ablation_edits(method) -> list:
     """Six edit builders (rows -> edit), edit k removing rule k."""
-    return [lambda idx, edit=method.ablation_edit(k): edit for k in range(len(RULES))]
+    return [lambda idx, edit=ablation_edit(method, k): edit for k in range(len(RULES))]
 
 
 def ablation_result(cell: CellPrompts, predicted: np.ndarray, logprob: np.ndarray) -> dict:
@@ -74,7 +77,7 @@ def ablation_result(cell: CellPrompts, predicted: np.ndarray, logprob: np.ndarra
 def steering_edits(cell: CellPrompts, method, alpha: float) -> list:
     """Six edit builders, edit B moving every prompt from its own rule to rule B with strength alpha."""
     source = torch.tensor(cell.rules)
-    return [lambda idx, target=target: method.steering_edit(source[idx], target, float(alpha))
+    return [lambda idx, target=target: steering_edit(method, source[idx], target, float(alpha))
             for target in range(len(RULES))]
 
 
@@ -99,7 +102,7 @@ def _pair_sources(cell: CellPrompts, pairs: InterchangePairs) -> np.ndarray:
 def interchange_edits(cell: CellPrompts, method, pairs: InterchangePairs, activations: torch.Tensor) -> list:
     """One edit builder: each base row takes its source's value of the variable."""
     source_h = activations[torch.from_numpy(_pair_sources(cell, pairs))].float()
-    return [lambda idx: method.interchange_edit(source_h[torch.from_numpy(idx)])]
+    return [lambda idx: interchange_edit(method, source_h[torch.from_numpy(idx)])]
 
 
 def interchange_result(cell: CellPrompts, predicted: np.ndarray, pairs: InterchangePairs, index) -> dict:
@@ -156,7 +159,7 @@ def readout_tests(methods: dict, activations: torch.Tensor, index, cells: list[s
     rules = index["rule_idx"].to_numpy()
     split = index["split"].to_numpy()
     other_attribute = (answered_rule != rules) & (answered_rule < len(RULES))
-    readouts = {name: method.read_out(activations) for name, method in methods.items()}
+    readouts = {name: read_out(method, activations) for name, method in methods.items()}
     per_method = {name: {"detection": {}, "faithfulness": {}} for name in methods}
     reference = {}
     for cell in cells:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from biosae.methods import METHOD_NAMES
+from biosae.evaluation.markdown import markdown_table
+from biosae.methods.registry import method_names
 
 
 def _number(value, digits: int = 3) -> str:
@@ -81,7 +82,8 @@ def methods_section(metrics: dict, cells: list[str]) -> list[str]:
     methods = metrics.get("methods") or {}
     if not methods:
         return []
-    order = [n for n in METHOD_NAMES if n in methods] + [n for n in methods if n not in METHOD_NAMES]
+    known = method_names()
+    order = [n for n in known if n in methods] + [n for n in methods if n not in known]
     reference = metrics.get("faithfulness_reference") or {}
     rows = []
     for cell in cells:
@@ -119,13 +121,13 @@ def methods_section(metrics: dict, cells: list[str]) -> list[str]:
         "the LM answered another attribute of the same person, the share where the read-out names the attribute "
         "it answered.",
         "",
-        *_table(["cell", "method", "ablation selectivity", "IIA", "leaked", "unchanged", "steering", "detection",
+        *markdown_table(["cell", "method", "ablation selectivity", "IIA", "leaked", "unchanged", "steering", "detection",
                  "faithfulness"], rows),
     ]
     if reference_rows:
         lines += ["", "Faithfulness references (same rows): chance = the agreement of a read-out independent of the "
                   "answer (from the SAE read-out's and the answers' frequencies); the untrained-LM SAE's slot.", "",
-                  *_table(["cell", "n", "chance", "1/6", "untrained-LM SAE"], reference_rows)]
+                  *markdown_table(["cell", "n", "chance", "1/6", "untrained-LM SAE"], reference_rows)]
     if fits:
         lines += ["", "Training of the fitted methods (DAS: IIA on train-cell pairs and on held-out train-cell "
                   "persons; unsupervised SAE: explained variance on the train cell):", "", *fits]
@@ -133,9 +135,3 @@ def methods_section(metrics: dict, cells: list[str]) -> list[str]:
               "committed script writes the edited vector into the last token's input embedding, not into layer L, "
               "and decodes without the error term."]
     return lines
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    from biosae.evaluation.report import markdown_table
-
-    return markdown_table(header, rows)
