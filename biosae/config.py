@@ -20,6 +20,7 @@ from biosae.dataset.questions import load_question_files
 from biosae.errors import BiosaeError
 from biosae.io import read_yaml
 from biosae.lm.layers import ALL_LAYERS, block_count
+from biosae.methods.registry import method_entries
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -157,6 +158,7 @@ def check_semantics(config: dict) -> None:
     if model["init"] == "scratch" and model["n_embd"] % model["n_head"]:
         raise BiosaeError(f"config key model.n_embd: {model['n_embd']} is not divisible by model.n_head {model['n_head']}")
     methods = config["methods"]
+    method_entries(methods["names"])  # an unknown name: one line listing the registered ones
     if model["init"] == "scratch" and methods["das"]["rank"] > model["n_embd"]:
         raise BiosaeError(f"config key methods.das.rank: {methods['das']['rank']} is above the activations' width "
                           f"model.n_embd {model['n_embd']}")

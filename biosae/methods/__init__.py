@@ -3,8 +3,7 @@
 One room per method. A method says only what it is (biosae.methods.base: a featurizer, or a
 subspace); the evaluation derives every test from that (biosae.evaluation.edits,
 biosae.evaluation.comparison), so that every method is tested the same way on the same prompts.
-Adding a method is one module and its line in biosae.methods.registry, and its name in the
-config schema's ``methods.names`` enum (docs/adding-a-method.md).
+Adding a method is one module and its line in biosae.methods.registry (docs/adding-a-method.md).
 
 - ``sae_slot``          the supervised 6-slot SAE (biosae.sae.model), error term kept
 - ``diffmean``          AxBench's difference of class means

@@ -1,57 +1,65 @@
 """The localization methods by name: one registry line each.
 
-The config's ``methods.names`` resolves here (schemas/config.schema.yaml lists the same names, so
-that a config is checked before any job runs; tests/test_method_plugin.py keeps the two equal).
-An entry names the method's fit function, which takes one :class:`~biosae.methods.base.FitInputs`
-and returns what the method is (biosae.methods.base); the evaluation derives its tests from that.
-:func:`register_method` adds one at runtime too (docs/adding-a-method.md).
+The config's ``methods.names`` resolves here (biosae.config checks it before any job runs). An
+entry names the method's fit function as ``"module:function"``, imported only when the method is
+fitted, so that checking a config needs no torch; the function takes one
+:class:`~biosae.methods.base.FitInputs` and returns what the method is (biosae.methods.base), and
+the evaluation derives its tests from that. :func:`register_method` adds one at runtime too
+(docs/adding-a-method.md).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from biosae.errors import BiosaeError
-from biosae.methods.base import FitInputs, LocalizationMethod
-from biosae.methods.das import fit_das
-from biosae.methods.diffmean import fit_diffmean
-from biosae.methods.probe import fit_probe
-from biosae.methods.random_control import fit_random
-from biosae.methods.sae_slot import fit_sae_slot
-from biosae.methods.unsupervised_sae import fit_unsupervised_method
 from biosae.rules import RULES
+
+if TYPE_CHECKING:
+    from biosae.methods.base import FitInputs, LocalizationMethod
+
+FitFunction = Callable[["FitInputs"], "LocalizationMethod"]
 
 
 @dataclass(frozen=True)
 class MethodEntry:
     name: str
-    fit: Callable[[FitInputs], LocalizationMethod]
+    # the fit function, or where to import it from: "package.module:function"
+    fit_function: FitFunction | str
     # Its artifact comes from a training job of its own (rules/methods.smk), not from evaluate.
     trained: bool = False
     # A control: fitted after the compared methods, at the largest rank among them
     # (FitInputs.rank), so that it is never smaller than what it controls for.
     control: bool = False
 
+    @property
+    def fit(self) -> FitFunction:
+        if not isinstance(self.fit_function, str):
+            return self.fit_function
+        module, _, function = self.fit_function.partition(":")
+        return getattr(importlib.import_module(module), function)
+
 
 REGISTRY: dict[str, MethodEntry] = {}
 
 
-def register_method(name: str, fit: Callable[[FitInputs], LocalizationMethod], *, trained: bool = False,
-                    control: bool = False) -> MethodEntry:
-    """Make ``name`` a method that ``methods.names`` (and :func:`build_methods`) can name."""
+def register_method(name: str, fit: FitFunction | str, *, trained: bool = False, control: bool = False) -> MethodEntry:
+    """Make ``name`` a method that ``methods.names`` (and :func:`build_methods`) can name; ``fit`` is
+    the fit function or ``"package.module:function"``."""
     if name in REGISTRY:
         raise BiosaeError(f"method {name!r} is registered already")
     REGISTRY[name] = MethodEntry(name, fit, trained, control)
     return REGISTRY[name]
 
 
-register_method("sae_slot", fit_sae_slot)
-register_method("diffmean", fit_diffmean)
-register_method("probe", fit_probe)
-register_method("das", fit_das, trained=True)
-register_method("sae_unsupervised", fit_unsupervised_method, trained=True)
-register_method("random", fit_random, control=True)
+register_method("sae_slot", "biosae.methods.sae_slot:fit_sae_slot")
+register_method("diffmean", "biosae.methods.diffmean:fit_diffmean")
+register_method("probe", "biosae.methods.probe:fit_probe")
+register_method("das", "biosae.methods.das:fit_das", trained=True)
+register_method("sae_unsupervised", "biosae.methods.unsupervised_sae:fit_unsupervised_method", trained=True)
+register_method("random", "biosae.methods.random_control:fit_random", control=True)
 
 
 def method_names() -> tuple[str, ...]:
