@@ -11,15 +11,15 @@ rule evaluate:
         sae_log=sae_file("train_log.csv"),
         untrained_activations=untrained_activation_file,
         untrained_index=untrained_activation_index,
-        untrained_sae_cfg=sae_file("cfg.json", "baselines/untrained_lm/"),
-        untrained_sae_weights=sae_file("sae.safetensors", "baselines/untrained_lm/"),
+        untrained_sae_cfg=sae_file("cfg.json", layout.UNTRAINED_LM),
+        untrained_sae_weights=sae_file("sae.safetensors", layout.UNTRAINED_LM),
         method_tests=method_tests_file,
         profile=profile_metrics,
     output:
-        metrics=report("results/{run}eval/metrics.json", caption="../report/metrics.rst", category="Evaluation"),
-        summary=report("results/{run}eval/summary.md", caption="../report/summary.rst", category="Evaluation"),
+        metrics=report(layout.eval_metrics("{run}"), caption="../report/metrics.rst", category="Evaluation"),
+        summary=report(layout.eval_summary("{run}"), caption="../report/summary.rst", category="Evaluation"),
         figures=report(
-            directory("results/{run}eval/figures"),
+            directory(layout.eval_figures("{run}")),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Figures",
@@ -36,9 +36,9 @@ rule evaluate:
     # one evaluation took 31 s on one thread, 25 s on two.
     threads: 1
     log:
-        "logs/{run}evaluate.log",
+        layout.log("{run}", "evaluate"),
     benchmark:
-        "benchmarks/{run}evaluate.tsv"
+        layout.benchmark("{run}", "evaluate")
     resources:
         mem_mb=4000,
         runtime=60,
