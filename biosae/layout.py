@@ -112,9 +112,14 @@ DATASET_FILES = {
 }
 
 
+def dataset_dir() -> str:
+    """The dataset: the files of :data:`DATASET_FILES`."""
+    return f"{RESULTS}/dataset"
+
+
 def dataset_file(key: str) -> str:
-    """``results/dataset/<file>`` for a key of :data:`DATASET_FILES`."""
-    return f"{RESULTS}/dataset/{DATASET_FILES[key]}"
+    """One file of the dataset, by its key in :data:`DATASET_FILES`."""
+    return f"{dataset_dir()}/{DATASET_FILES[key]}"
 
 
 # ------------------------------------------------------------------------------------------------
