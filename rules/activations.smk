@@ -16,7 +16,7 @@ rule activations:
         dtype=config["activations"]["dtype"],
     threads: 2
     # the two-thread jobs after the LM go first: once a one-thread job runs beside nothing, a
-    # two-thread one can't start, and one core idles (with the untrained LM's chain first, 2 min)
+    # two-thread one can't start, and one core idles
     priority: 30
     log:
         layout.log("{lmrun}", "activations"),
@@ -38,10 +38,10 @@ use rule activations as untrained_activations with:
     output:
         layers=per_layer(lambda layer: layout.activation_file("{lmrun}", layer, layout.UNTRAINED_LM)),
         index=layout.activation_index("{lmrun}", layout.UNTRAINED_LM),
-    # one thread: on two cores a two-thread job waits until both are free, and the one-thread SAE
-    # and method jobs left one idle (in the default run, 38 s while the TopK SAE trained); this
-    # pass now runs beside them. The untrained LM's chain and evaluate_methods are the two paths
-    # every evaluate waits for: each gets a priority over the trained SAE, which is short.
+    # one thread: on two cores a two-thread job waits until both are free, which leaves a core idle
+    # while a one-thread SAE or method job runs; on one thread this pass runs beside them. The
+    # untrained LM's chain and evaluate_methods are the two paths every evaluate waits for: each
+    # gets a priority over the trained SAE, which is short.
     threads: 1
     priority: 10
     log:

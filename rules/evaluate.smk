@@ -30,10 +30,8 @@ rule evaluate:
         layer=run_layer,
         seed=run_seed,
     # one thread: much of an evaluation is single-threaded (tables, figures, small edited passes),
-    # so the profile's evaluations run two at a time on two cores in 15% less wall time than one
-    # at a time on both (measured at 2d9db82, when evaluate still tested every method: 146 s
-    # against 171 s for the default run's five). A run of the seed's hook alone paid for it: its
-    # one evaluation took 31 s on one thread, 25 s on two.
+    # so the profile's evaluations run two at a time on two cores in less wall time than one at a
+    # time on both; a run of the seed's hook alone, with one evaluation, pays a little for it.
     threads: 1
     log:
         layout.log("{run}", "evaluate"),

@@ -1,4 +1,4 @@
-"""The question-diversity study (issue 15): one finished run per training-question setting, read
+"""The question-diversity study: one finished run per training-question setting, read
 into one table of what the held-out hard wordings show.
 
 Each setting is a working directory of its own (``biosae.layout.study_dir(setting)``; every run
@@ -13,7 +13,7 @@ this reads (paths from biosae.layout)
   seed's hook and at the layer where selectivity peaks.
 
 Every causal and read-out figure is a mean over the two hard cells, because the hard wordings are
-what the study is about; the pass bars are the issue's: LM ≥ 0.80 on unseen persons, bag-of-words
+what the study is about; the pass bars: LM ≥ 0.80 on unseen persons, bag-of-words
 ≤ 0.30 and SAE slot accuracy ≥ 0.80 in that setting.
 
     python -m biosae.studies.question_study seed=. NOUNS_DIR NOUNS_VERBS_DIR
