@@ -438,8 +438,8 @@ def pipeline_section(p: Pipeline | None, threads: int) -> list[str]:
     das = p.das_layers
     if das:
         per_layer = ", ".join(f"layer {layer} {seconds:.1f} s" for layer, seconds in das.seconds.items())
-        lines += [f"DAS, from the run's own `train_das` job's work, done again in process layer by layer as the job "
-                  f"does it (1 thread as the rule, on this run's LM and activations; the LM's loading in neither): "
+        lines += [f"DAS, from the run's own `train_das` job done again in process, layer by layer as the job runs "
+                  f"(1 thread as the rule, on this run's LM and activations; the LM's loading in neither): "
                   f"{per_layer}; the prompts and caches every layer shares {das.shared_seconds:.1f} s. The other "
                   f"layers' seconds are the profile's share of the job.", ""]
     tests = p.method_tests_layers
