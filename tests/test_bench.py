@@ -110,8 +110,8 @@ def test_pipeline_figures_come_from_benchmark_files_and_the_training_log(tmp_pat
     # The other layers' SAEs train inside the LM's two SAE jobs: their in-process share leaves the base.
     sae_layers = LayerTraining(all_seconds=4.0, one_seconds=1.5)
     assert layer_profile_ratio(Pipeline(stages=stages, sae_layers=sae_layers)) == pytest.approx(110.0 / (105.0 - 5.0))
-    # ... and so do the other layers' TopK SAEs (in-process difference) and DAS (the job's own
-    # per-layer seconds; the shared prompts stay with the seed hook)
+    # ... and so do the other layers' TopK SAEs (in-process difference) and DAS (the job's work
+    # timed per layer in process; the shared prompts stay with the seed hook)
     topk_layers = LayerTraining(all_seconds=3.0, one_seconds=2.0)
     das_layers = LayerSeconds(seconds={"0": 2.0, "-1": 1.5}, shared_seconds=0.5, seed_layer=-1)
     assert layer_profile_ratio(Pipeline(stages=stages, sae_layers=sae_layers, topk_layers=topk_layers,
