@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from biosae import layout
 from biosae.lm.activations import load_activation_table
 from biosae.config import load_config
 from biosae.evaluation.method_tests import causal_sample
@@ -33,13 +34,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     config = load_config(args.run_dir / "config.yaml")
-    results = args.run_dir / "results"
-    model, tokenizer = load_model_dir(results / "lm" / "final", pick_device())
+    run_dir = args.run_dir
+    model, tokenizer = load_model_dir(run_dir / layout.lm_final(""), pick_device())
     layers = args.layers or [config["activations"]["layer"]]
     rows = []
     for layer in layers:
-        activations, index = load_activation_table(results / "activations" / f"layer_{layer}.safetensors",
-                                                   results / "activations" / "index.csv")
+        activations, index = load_activation_table(run_dir / layout.activation_file("", layer),
+                                                   run_dir / layout.activation_index(""))
         scored = causal_sample(index, "train", config["evaluate"]["max_prompts_per_cell"], config["seed"])
         for rank in args.ranks:
             settings = {**config["methods"]["das"], "rank": rank}

@@ -7,21 +7,21 @@
 rule activations:
     input:
         unpack(question_inputs),
-        model="results/{lmrun}lm/final",
+        model=layout.lm_final("{lmrun}"),
     output:
-        layers=expand("results/{{lmrun}}activations/layer_{layer}.safetensors", layer=PROFILE_LAYERS),
-        index="results/{lmrun}activations/index.csv",
+        layers=per_layer(lambda layer: layout.activation_file("{lmrun}", layer)),
+        index=layout.activation_index("{lmrun}"),
     params:
         batch_size=config["activations"]["batch_size"],
         dtype=config["activations"]["dtype"],
     threads: 2
     # the two-thread jobs after the LM go first: once a one-thread job runs beside nothing, a
-    # two-thread one can't start, and one core idles (with the untrained LM's chain first, 2 min)
+    # two-thread one can't start, and one core idles
     priority: 30
     log:
-        "logs/{lmrun}activations.log",
+        layout.log("{lmrun}", "activations"),
     benchmark:
-        "benchmarks/{lmrun}activations.tsv"
+        layout.benchmark("{lmrun}", "activations")
     resources:
         mem_mb=4000,
         runtime=30,
@@ -34,19 +34,17 @@ rule activations:
 use rule activations as untrained_activations with:
     input:
         unpack(question_inputs),
-        model="results/{lmrun}baselines/untrained_lm/model",
+        model=layout.untrained_lm("{lmrun}"),
     output:
-        layers=expand(
-            "results/{{lmrun}}baselines/untrained_lm/activations/layer_{layer}.safetensors", layer=PROFILE_LAYERS
-        ),
-        index="results/{lmrun}baselines/untrained_lm/activations/index.csv",
-    # one thread: on two cores a two-thread job waits until both are free, and the one-thread SAE
-    # and method jobs left one idle (in the default run, 38 s while the TopK SAE trained); this
-    # pass now runs beside them. The untrained LM's chain and evaluate_methods are the two paths
-    # every evaluate waits for: each gets a priority over the trained SAE, which is short.
+        layers=per_layer(lambda layer: layout.activation_file("{lmrun}", layer, layout.UNTRAINED_LM)),
+        index=layout.activation_index("{lmrun}", layout.UNTRAINED_LM),
+    # one thread: on two cores a two-thread job waits until both are free, which leaves a core idle
+    # while a one-thread SAE or method job runs; on one thread this pass runs beside them. The
+    # untrained LM's chain and evaluate_methods are the two paths every evaluate waits for: each
+    # gets a priority over the trained SAE, which is short.
     threads: 1
     priority: 10
     log:
-        "logs/{lmrun}untrained_activations.log",
+        layout.log("{lmrun}", "untrained_activations"),
     benchmark:
-        "benchmarks/{lmrun}untrained_activations.tsv"
+        layout.benchmark("{lmrun}", "untrained_activations")

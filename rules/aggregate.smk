@@ -1,13 +1,17 @@
 rule aggregate:
     input:
         metrics=sweep_metrics(),
-        model="results/lm/final",
+        model=layout.lm_final(""),
     output:
-        summary_csv=report("results/aggregate/summary.csv", caption="../report/aggregate_csv.rst", category="Sweep"),
-        per_run_csv="results/aggregate/per_run.csv",
-        summary=report("results/aggregate/summary.md", caption="../report/aggregate_summary.rst", category="Sweep"),
+        summary_csv=report(
+            layout.aggregate_file("summary.csv"), caption="../report/aggregate_csv.rst", category="Sweep"
+        ),
+        per_run_csv=layout.aggregate_file("per_run.csv"),
+        summary=report(
+            layout.aggregate_file("summary.md"), caption="../report/aggregate_summary.rst", category="Sweep"
+        ),
         figures=report(
-            directory("results/aggregate/figures"),
+            directory(layout.aggregate_file("figures")),
             patterns=["{name}.png"],
             caption="../report/aggregate_figures.rst",
             category="Sweep",
@@ -16,9 +20,9 @@ rule aggregate:
         sweep=config["sweep"],
         runs=sweep_runs(),
     log:
-        "logs/aggregate.log",
+        layout.log("", "aggregate"),
     benchmark:
-        "benchmarks/aggregate.tsv"
+        layout.benchmark("", "aggregate")
     resources:
         mem_mb=2000,
         runtime=10,

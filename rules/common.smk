@@ -1,10 +1,10 @@
-# Path helpers and input functions shared by the stage files. The default run (config seed,
-# activations.layer) writes to the flat paths of the README; the other runs of the layer profile
-# and of other seeds nest under results/sweep/seed_<s>/[layer_<l>/]. The empty-or-nested prefix
-# is a wildcard. Activations are per LM ({lmrun}), one file per layer of the profile.
+# Input functions shared by the stage files. Every path comes from biosae/layout.py: the default
+# run (config seed, activations.layer) at the flat paths, the other runs of the layer profile and
+# of other seeds under a prefix, which is a wildcard ({lmrun} per LM, {run} per seed and layer).
 
 from pathlib import Path
 
+from biosae import layout
 from biosae.lm.layers import block_count, profile_layers
 
 DEFAULT_SEED = config["seed"]
@@ -13,49 +13,48 @@ PROFILE_LAYERS = profile_layers(config, block_count(config["model"]))
 
 
 wildcard_constraints:
-    lmrun=r"(sweep/seed_\d+/)?",
-    run=r"(sweep/seed_\d+/layer_-?\d+/)?",
+    lmrun=layout.LM_PREFIX_PATTERN,
+    run=layout.RUN_PREFIX_PATTERN,
 
 
 def lm_prefix(seed):
-    return "" if seed == DEFAULT_SEED else f"sweep/seed_{seed}/"
+    return layout.lm_prefix(seed, DEFAULT_SEED)
 
 
 def run_prefix(seed, layer):
-    if (seed, layer) == (DEFAULT_SEED, DEFAULT_LAYER):
-        return ""
-    return f"sweep/seed_{seed}/layer_{layer}/"
+    return layout.run_prefix(seed, layer, DEFAULT_SEED, DEFAULT_LAYER)
 
 
-import re
-
-SEED_PATTERN = re.compile(r"seed_(\d+)")
-LAYER_PATTERN = re.compile(r"layer_(-?\d+)")
+def per_layer(path_of_layer):
+    """A job's output for every layer of the profile: ``path_of_layer(layer)`` of each."""
+    return [path_of_layer(layer) for layer in PROFILE_LAYERS]
 
 
 def run_seed(wildcards):
     """The training seed a {run} or {lmrun} prefix stands for."""
     prefix = getattr(wildcards, "run", None) or getattr(wildcards, "lmrun", None) or ""
-    match = SEED_PATTERN.search(prefix)
-    return int(match.group(1)) if match else DEFAULT_SEED
+    return layout.seed_of(prefix, DEFAULT_SEED)
 
 
 def run_layer(wildcards):
-    match = LAYER_PATTERN.search(wildcards.run)
-    return int(match.group(1)) if match else DEFAULT_LAYER
+    return layout.layer_of(wildcards.run, DEFAULT_LAYER)
+
+
+def run_lm(wildcards):
+    """The LM prefix of a (seed, layer) run."""
+    return lm_prefix(run_seed(wildcards))
 
 
 def lm_checkpoint_dir(wildcards):
-    """Resume state of a killed LM job: not an output, so Snakemake never deletes it."""
-    return f"results/{wildcards.lmrun}lm/checkpoint"
+    return layout.lm_checkpoint(wildcards.lmrun)
 
 
-def sae_file(name, lm_part=""):
+def sae_file(name, lm=layout.TRAINED_LM):
     """Input function: file ``name`` of a (seed, layer) run's SAE, trained with its LM's other
-    layers in one job (rules/sae.smk); ``lm_part`` "baselines/untrained_lm/" for the untrained LM's."""
+    layers in one job (rules/sae.smk); ``lm`` layout.UNTRAINED_LM for the untrained LM's."""
 
     def path(wildcards):
-        return f"results/{lm_prefix(run_seed(wildcards))}{lm_part}sae/layer_{run_layer(wildcards)}/{name}"
+        return layout.sae_file(run_lm(wildcards), run_layer(wildcards), name, lm)
 
     return path
 
@@ -80,41 +79,36 @@ def sweep_runs():
 
 
 def sweep_metrics():
-    return [f"results/{run_prefix(seed, layer)}eval/metrics.json" for seed, layer in sweep_combinations()]
+    return [layout.eval_metrics(run_prefix(seed, layer)) for seed, layer in sweep_combinations()]
 
 
 def activation_file(wildcards):
     """A (seed, layer) run's activations: its layer's file of its LM's activations job."""
-    return f"results/{lm_prefix(run_seed(wildcards))}activations/layer_{run_layer(wildcards)}.safetensors"
+    return layout.activation_file(run_lm(wildcards), run_layer(wildcards))
 
 
 def activation_index(wildcards):
-    return f"results/{lm_prefix(run_seed(wildcards))}activations/index.csv"
+    return layout.activation_index(run_lm(wildcards))
 
 
 def untrained_activation_file(wildcards):
-    prefix = lm_prefix(run_seed(wildcards))
-    return f"results/{prefix}baselines/untrained_lm/activations/layer_{run_layer(wildcards)}.safetensors"
+    return layout.activation_file(run_lm(wildcards), run_layer(wildcards), layout.UNTRAINED_LM)
 
 
 def untrained_activation_index(wildcards):
-    return f"results/{lm_prefix(run_seed(wildcards))}baselines/untrained_lm/activations/index.csv"
+    return layout.activation_index(run_lm(wildcards), layout.UNTRAINED_LM)
 
 
 def lm_dir(wildcards):
-    return f"results/{lm_prefix(run_seed(wildcards))}lm/final"
+    return layout.lm_final(run_lm(wildcards))
 
 
 def lm_qa_accuracy(wildcards):
-    return f"results/{lm_prefix(run_seed(wildcards))}lm/qa_accuracy.json"
+    return layout.lm_qa_accuracy(run_lm(wildcards))
 
 
 def lm_train_log(wildcards):
-    return f"results/{lm_prefix(run_seed(wildcards))}lm/train_log.csv"
-
-
-def untrained_lm_dir(wildcards):
-    return f"results/{lm_prefix(run_seed(wildcards))}baselines/untrained_lm/model"
+    return layout.lm_train_log(run_lm(wildcards))
 
 
 def data_files(directory, pattern):
@@ -134,21 +128,18 @@ def dataset_inputs():
 
 def question_files():
     """Every QA file whose rows get activations and are evaluated, each row's cell in its 'split'."""
-    files = {
-        "qa_train": "results/dataset/qa_train.jsonl",
-        "qa_test": "results/dataset/qa_test.jsonl",
-    }
+    files = {"qa_train": layout.dataset_file("qa_train"), "qa_test": layout.dataset_file("qa_test")}
     if config["evaluate"]["hard_questions"]:
-        files["qa_hard"] = "results/dataset/qa_hard.jsonl"
+        files["qa_hard"] = layout.dataset_file("qa_hard")
     for index, path in enumerate(config["evaluate"]["extra_questions"]):
         files[f"extra_{index}"] = path
     return files
 
 
 def all_targets():
-    targets = ["results/lm/qa_accuracy.json", *sweep_metrics()]
+    targets = [layout.lm_qa_accuracy(""), *sweep_metrics()]
     if is_sweep():
-        targets.append("results/aggregate/summary.csv")
+        targets.append(layout.aggregate_file("summary.csv"))
     return targets
 
 
@@ -158,27 +149,26 @@ def trained_method_inputs(wildcards):
     reads each other layer's beside them (rules/methods.smk)."""
     names = config["methods"]["names"]
     files = {}
-    methods = f"results/{wildcards.lmrun}methods"
-    layer = f"layer_{DEFAULT_LAYER}"
+    lmrun = wildcards.lmrun
     if "das" in names:
-        files["das_cfg"] = f"{methods}/das/{layer}/cfg.json"
-        files["das_weights"] = f"{methods}/das/{layer}/das.safetensors"
-        files["das_pairs"] = f"{methods}/das/{layer}/train_pairs.csv"
-        files["das_log"] = f"{methods}/das/{layer}/train_log.csv"
+        files["das_cfg"] = layout.das_file(lmrun, DEFAULT_LAYER, "cfg.json")
+        files["das_weights"] = layout.das_file(lmrun, DEFAULT_LAYER, "das.safetensors")
+        files["das_pairs"] = layout.das_file(lmrun, DEFAULT_LAYER, "train_pairs.csv")
+        files["das_log"] = layout.das_file(lmrun, DEFAULT_LAYER, "train_log.csv")
     if "sae_unsupervised" in names:
-        files["unsupervised_sae_cfg"] = f"{methods}/sae_unsupervised/{layer}/cfg.json"
-        files["unsupervised_sae_weights"] = f"{methods}/sae_unsupervised/{layer}/sae.safetensors"
+        files["unsupervised_sae_cfg"] = layout.topk_sae_file(lmrun, DEFAULT_LAYER, "cfg.json")
+        files["unsupervised_sae_weights"] = layout.topk_sae_file(lmrun, DEFAULT_LAYER, "sae.safetensors")
     return files
 
 
 def method_tests_file(wildcards):
     """A (seed, layer) run's tests of every method but the SAE: its layer's file of its LM's evaluate_methods job."""
-    return f"results/{lm_prefix(run_seed(wildcards))}methods/tests/layer_{run_layer(wildcards)}.json"
+    return layout.method_tests(run_lm(wildcards), run_layer(wildcards))
 
 
 def profile_metrics(wildcards):
     """The default run's summary opens with the layer profile: every other layer of the default seed."""
     if wildcards.run != "":
         return []
-    return [f"results/{run_prefix(seed, layer)}eval/metrics.json" for seed, layer in sweep_combinations()
+    return [layout.eval_metrics(run_prefix(seed, layer)) for seed, layer in sweep_combinations()
             if seed == DEFAULT_SEED and layer != DEFAULT_LAYER]

@@ -2,18 +2,13 @@ rule dataset:
     input:
         dataset_inputs(),
     output:
-        train_kg="results/dataset/train_kg.json",
-        test_kg="results/dataset/test_kg.json",
-        qa_train="results/dataset/qa_train.jsonl",
-        qa_test="results/dataset/qa_test.jsonl",
-        qa_hard="results/dataset/qa_hard.jsonl",
-        corpus="results/dataset/lm_corpus.jsonl",
+        **{key: layout.dataset_file(key) for key in layout.DATASET_FILES},
     params:
         dataset=config["dataset"],
     log:
-        "logs/dataset.log",
+        layout.log("", "dataset"),
     benchmark:
-        "benchmarks/dataset.tsv"
+        layout.benchmark("", "dataset")
     resources:
         mem_mb=4000,
         runtime=30,

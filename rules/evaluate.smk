@@ -11,15 +11,15 @@ rule evaluate:
         sae_log=sae_file("train_log.csv"),
         untrained_activations=untrained_activation_file,
         untrained_index=untrained_activation_index,
-        untrained_sae_cfg=sae_file("cfg.json", "baselines/untrained_lm/"),
-        untrained_sae_weights=sae_file("sae.safetensors", "baselines/untrained_lm/"),
+        untrained_sae_cfg=sae_file("cfg.json", layout.UNTRAINED_LM),
+        untrained_sae_weights=sae_file("sae.safetensors", layout.UNTRAINED_LM),
         method_tests=method_tests_file,
         profile=profile_metrics,
     output:
-        metrics=report("results/{run}eval/metrics.json", caption="../report/metrics.rst", category="Evaluation"),
-        summary=report("results/{run}eval/summary.md", caption="../report/summary.rst", category="Evaluation"),
+        metrics=report(layout.eval_metrics("{run}"), caption="../report/metrics.rst", category="Evaluation"),
+        summary=report(layout.eval_summary("{run}"), caption="../report/summary.rst", category="Evaluation"),
         figures=report(
-            directory("results/{run}eval/figures"),
+            directory(layout.eval_figures("{run}")),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Figures",
@@ -30,15 +30,13 @@ rule evaluate:
         layer=run_layer,
         seed=run_seed,
     # one thread: much of an evaluation is single-threaded (tables, figures, small edited passes),
-    # so the profile's evaluations run two at a time on two cores in 15% less wall time than one
-    # at a time on both (measured at 2d9db82, when evaluate still tested every method: 146 s
-    # against 171 s for the default run's five). A run of the seed's hook alone paid for it: its
-    # one evaluation took 31 s on one thread, 25 s on two.
+    # so the profile's evaluations run two at a time on two cores in less wall time than one at a
+    # time on both; a run of the seed's hook alone, with one evaluation, pays a little for it.
     threads: 1
     log:
-        "logs/{run}evaluate.log",
+        layout.log("{run}", "evaluate"),
     benchmark:
-        "benchmarks/{run}evaluate.tsv"
+        layout.benchmark("{run}", "evaluate")
     resources:
         mem_mb=4000,
         runtime=60,

@@ -1,12 +1,12 @@
 rule train_lm:
     input:
-        corpus="results/dataset/lm_corpus.jsonl",
-        qa_train="results/dataset/qa_train.jsonl",
-        qa_test="results/dataset/qa_test.jsonl",
+        corpus=layout.dataset_file("corpus"),
+        qa_train=layout.dataset_file("qa_train"),
+        qa_test=layout.dataset_file("qa_test"),
     output:
-        model=directory("results/{lmrun}lm/final"),
-        log_csv="results/{lmrun}lm/train_log.csv",
-        summary="results/{lmrun}lm/train_summary.json",
+        model=directory(layout.lm_final("{lmrun}")),
+        log_csv=layout.lm_train_log("{lmrun}"),
+        summary=layout.lm_train_summary("{lmrun}"),
     params:
         model=config["model"],
         training=config["training"],
@@ -14,9 +14,9 @@ rule train_lm:
         checkpoint_dir=lm_checkpoint_dir,
     threads: 2
     log:
-        "logs/{lmrun}train_lm.log",
+        layout.log("{lmrun}", "train_lm"),
     benchmark:
-        "benchmarks/{lmrun}train_lm.tsv"
+        layout.benchmark("{lmrun}", "train_lm")
     resources:
         mem_mb=8000,
         runtime=120,
@@ -29,17 +29,17 @@ rule train_lm:
 rule lm_qa_accuracy:
     input:
         unpack(question_inputs),
-        model="results/{lmrun}lm/final",
+        model=layout.lm_final("{lmrun}"),
     output:
-        "results/{lmrun}lm/qa_accuracy.json",
+        layout.lm_qa_accuracy("{lmrun}"),
     params:
         batch_size=config["activations"]["batch_size"],
     threads: 2
     priority: 30  # before the one-thread jobs (rules/activations.smk says why)
     log:
-        "logs/{lmrun}lm_qa_accuracy.log",
+        layout.log("{lmrun}", "lm_qa_accuracy"),
     benchmark:
-        "benchmarks/{lmrun}lm_qa_accuracy.tsv"
+        layout.benchmark("{lmrun}", "lm_qa_accuracy")
     resources:
         mem_mb=4000,
         runtime=30,
@@ -51,16 +51,16 @@ rule lm_qa_accuracy:
 
 rule untrained_lm:
     input:
-        model="results/{lmrun}lm/final",
+        model=layout.lm_final("{lmrun}"),
     output:
-        model=directory("results/{lmrun}baselines/untrained_lm/model"),
+        model=directory(layout.untrained_lm("{lmrun}")),
     params:
         seed=run_seed,
     priority: 10  # the untrained LM's chain is a critical path (rules/activations.smk says why)
     log:
-        "logs/{lmrun}untrained_lm.log",
+        layout.log("{lmrun}", "untrained_lm"),
     benchmark:
-        "benchmarks/{lmrun}untrained_lm.tsv"
+        layout.benchmark("{lmrun}", "untrained_lm")
     resources:
         mem_mb=4000,
         runtime=10,

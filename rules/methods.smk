@@ -9,13 +9,13 @@
 # input is the activation index, as for the SAEs (rules/sae.smk says why).
 rule train_das:
     input:
-        model="results/{lmrun}lm/final",
-        index="results/{lmrun}activations/index.csv",
+        model=layout.lm_final("{lmrun}"),
+        index=layout.activation_index("{lmrun}"),
     output:
-        cfg=expand("results/{{lmrun}}methods/das/layer_{layer}/cfg.json", layer=PROFILE_LAYERS),
-        weights=expand("results/{{lmrun}}methods/das/layer_{layer}/das.safetensors", layer=PROFILE_LAYERS),
-        log_csv=expand("results/{{lmrun}}methods/das/layer_{layer}/train_log.csv", layer=PROFILE_LAYERS),
-        pairs=expand("results/{{lmrun}}methods/das/layer_{layer}/train_pairs.csv", layer=PROFILE_LAYERS),
+        cfg=per_layer(lambda layer: layout.das_file("{lmrun}", layer, "cfg.json")),
+        weights=per_layer(lambda layer: layout.das_file("{lmrun}", layer, "das.safetensors")),
+        log_csv=per_layer(lambda layer: layout.das_file("{lmrun}", layer, "train_log.csv")),
+        pairs=per_layer(lambda layer: layout.das_file("{lmrun}", layer, "train_pairs.csv")),
     params:
         das=config["methods"]["das"],
         seed=run_seed,
@@ -27,9 +27,9 @@ rule train_das:
     # evaluate_methods, the longest job after the LM, which every evaluate waits for
     priority: 20
     log:
-        "logs/{lmrun}train_das.log",
+        layout.log("{lmrun}", "train_das"),
     benchmark:
-        "benchmarks/{lmrun}train_das.tsv"
+        layout.benchmark("{lmrun}", "train_das")
     resources:
         mem_mb=4000,
         runtime=60,
@@ -43,19 +43,19 @@ rule train_das:
 # at once, and its input is the activation index, for the same reason.
 rule train_unsupervised_sae:
     input:
-        index="results/{lmrun}activations/index.csv",
+        index=layout.activation_index("{lmrun}"),
     output:
-        cfg=expand("results/{{lmrun}}methods/sae_unsupervised/layer_{layer}/cfg.json", layer=PROFILE_LAYERS),
-        weights=expand("results/{{lmrun}}methods/sae_unsupervised/layer_{layer}/sae.safetensors", layer=PROFILE_LAYERS),
+        cfg=per_layer(lambda layer: layout.topk_sae_file("{lmrun}", layer, "cfg.json")),
+        weights=per_layer(lambda layer: layout.topk_sae_file("{lmrun}", layer, "sae.safetensors")),
     params:
         sae_unsupervised=config["methods"]["sae_unsupervised"],
         seed=run_seed,
     threads: 1
     priority: 20  # critical path (train_das says why)
     log:
-        "logs/{lmrun}train_unsupervised_sae.log",
+        layout.log("{lmrun}", "train_unsupervised_sae"),
     benchmark:
-        "benchmarks/{lmrun}train_unsupervised_sae.tsv"
+        layout.benchmark("{lmrun}", "train_unsupervised_sae")
     resources:
         mem_mb=4000,
         runtime=30,
@@ -76,10 +76,10 @@ rule train_unsupervised_sae:
 rule evaluate_methods:
     input:
         unpack(trained_method_inputs),
-        model="results/{lmrun}lm/final",
-        index="results/{lmrun}activations/index.csv",
+        model=layout.lm_final("{lmrun}"),
+        index=layout.activation_index("{lmrun}"),
     output:
-        expand("results/{{lmrun}}methods/tests/layer_{layer}.json", layer=PROFILE_LAYERS),
+        per_layer(lambda layer: layout.method_tests("{lmrun}", layer)),
     params:
         evaluate=config["evaluate"],
         methods=config["methods"]["names"],
@@ -88,9 +88,9 @@ rule evaluate_methods:
     threads: 1
     priority: 20  # critical path (train_das says why)
     log:
-        "logs/{lmrun}evaluate_methods.log",
+        layout.log("{lmrun}", "evaluate_methods"),
     benchmark:
-        "benchmarks/{lmrun}evaluate_methods.tsv"
+        layout.benchmark("{lmrun}", "evaluate_methods")
     resources:
         mem_mb=4000,
         runtime=60,

@@ -1,7 +1,7 @@
 # One job per LM trains the supervised SAE of every layer of the profile at once, the layers
 # stacked on a leading axis (biosae/sae/layer_axis.py): the SAE's step is overhead-bound, so the
 # whole profile costs little more than one layer. Each layer's SAE is the one it would get alone.
-# Like the activations, the layers are in the output names only (results/<lm>/sae/layer_<L>/),
+# Like the activations, the layers are in the output names only (biosae/layout.py: sae_dir),
 # and the input is the activation index: its job writes every layer's file with it, and the
 # script reads the file of each output's layer. A list of layer files as input would make
 # dropping a layer from the profile a changed input set, and rerun every SAE and evaluate.
@@ -9,21 +9,21 @@
 
 rule train_sae:
     input:
-        index="results/{lmrun}activations/index.csv",
+        index=layout.activation_index("{lmrun}"),
     output:
-        cfg=expand("results/{{lmrun}}sae/layer_{layer}/cfg.json", layer=PROFILE_LAYERS),
-        weights=expand("results/{{lmrun}}sae/layer_{layer}/sae.safetensors", layer=PROFILE_LAYERS),
-        candidates=expand("results/{{lmrun}}sae/layer_{layer}/value_candidates.json", layer=PROFILE_LAYERS),
-        log_csv=expand("results/{{lmrun}}sae/layer_{layer}/train_log.csv", layer=PROFILE_LAYERS),
+        cfg=per_layer(lambda layer: layout.sae_file("{lmrun}", layer, "cfg.json")),
+        weights=per_layer(lambda layer: layout.sae_file("{lmrun}", layer, "sae.safetensors")),
+        candidates=per_layer(lambda layer: layout.sae_file("{lmrun}", layer, "value_candidates.json")),
+        log_csv=per_layer(lambda layer: layout.sae_file("{lmrun}", layer, "train_log.csv")),
     params:
         sae=config["sae"],
         seed=run_seed,
-        checkpoint_dir="results/{lmrun}sae/checkpoint",
+        checkpoint_dir=layout.sae_checkpoint("{lmrun}"),
     threads: 1
     log:
-        "logs/{lmrun}train_sae.log",
+        layout.log("{lmrun}", "train_sae"),
     benchmark:
-        "benchmarks/{lmrun}train_sae.tsv"
+        layout.benchmark("{lmrun}", "train_sae")
     resources:
         mem_mb=4000,
         runtime=60,
@@ -35,22 +35,20 @@ rule train_sae:
 
 use rule train_sae as untrained_sae with:
     input:
-        index="results/{lmrun}baselines/untrained_lm/activations/index.csv",
+        index=layout.activation_index("{lmrun}", layout.UNTRAINED_LM),
     output:
-        cfg=expand("results/{{lmrun}}baselines/untrained_lm/sae/layer_{layer}/cfg.json", layer=PROFILE_LAYERS),
-        weights=expand(
-            "results/{{lmrun}}baselines/untrained_lm/sae/layer_{layer}/sae.safetensors", layer=PROFILE_LAYERS
+        cfg=per_layer(lambda layer: layout.sae_file("{lmrun}", layer, "cfg.json", layout.UNTRAINED_LM)),
+        weights=per_layer(lambda layer: layout.sae_file("{lmrun}", layer, "sae.safetensors", layout.UNTRAINED_LM)),
+        candidates=per_layer(
+            lambda layer: layout.sae_file("{lmrun}", layer, "value_candidates.json", layout.UNTRAINED_LM)
         ),
-        candidates=expand(
-            "results/{{lmrun}}baselines/untrained_lm/sae/layer_{layer}/value_candidates.json", layer=PROFILE_LAYERS
-        ),
-        log_csv=expand("results/{{lmrun}}baselines/untrained_lm/sae/layer_{layer}/train_log.csv", layer=PROFILE_LAYERS),
+        log_csv=per_layer(lambda layer: layout.sae_file("{lmrun}", layer, "train_log.csv", layout.UNTRAINED_LM)),
     params:
         sae=config["sae"],
         seed=run_seed,
-        checkpoint_dir="results/{lmrun}baselines/untrained_lm/sae/checkpoint",
+        checkpoint_dir=layout.sae_checkpoint("{lmrun}", layout.UNTRAINED_LM),
     priority: 10  # the untrained LM's chain is a critical path (rules/activations.smk says why)
     log:
-        "logs/{lmrun}untrained_sae.log",
+        layout.log("{lmrun}", "untrained_sae"),
     benchmark:
-        "benchmarks/{lmrun}untrained_sae.tsv"
+        layout.benchmark("{lmrun}", "untrained_sae")

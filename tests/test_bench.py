@@ -7,7 +7,7 @@ benchmark files and a training log, and the SAE-only rerun on a finished tiny pi
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import re
@@ -28,12 +28,10 @@ SCRIPT = REPO / "bench" / "run.py"
 
 
 def load_bench():
-    sys.path.insert(0, str(SCRIPT.parent))  # run.py imports results_page from beside it
-    spec = importlib.util.spec_from_file_location("bench_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """bench/pipeline.py, the pipeline benchmark's module (bench/ is a package beside biosae/)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module("bench.pipeline")
 
 
 def run_bench(*args, timeout=600) -> subprocess.CompletedProcess:
@@ -94,57 +92,59 @@ def test_pipeline_figures_come_from_benchmark_files_and_the_training_log(tmp_pat
     stages = bench.stage_benchmarks(tmp_path)
     # In finishing order: the default run's jobs, its seed's (0, no config.yaml here) other layers
     # included; another seed's are a sweep's.
-    assert [s["stage"] for s in stages] == ["dataset", "sweep/seed_0/layer_0/evaluate", "train_lm", "evaluate"]
-    assert stages[2]["seconds"] == 80.0 and stages[2]["max_rss_mb"] == 900.5
+    assert [s.stage for s in stages] == ["dataset", "sweep/seed_0/layer_0/evaluate", "train_lm", "evaluate"]
+    assert stages[2].seconds == 80.0 and stages[2].max_rss_mb == 900.5
     wall, how = bench.wall_from_benchmarks(stages)
     assert wall == pytest.approx(110.0, abs=0.5) and "first job start" in how and "less" not in how
     # Stages redone by a later call leave a gap in which no job ran: it is not the pipeline's time.
-    redone = [*stages, {"stage": "train_sae", "seconds": 20.0, "finished": now + 1000, "max_rss_mb": None}]
+    redone = [*stages, bench.Stage(stage="train_sae", seconds=20.0, finished=now + 1000, max_rss_mb=None)]
     wall, how = bench.wall_from_benchmarks(redone)
     assert wall == pytest.approx(130.0, abs=0.5) and "less 980 s in which no job ran" in how
     # The layer profile's cost: every stage ÷ the seed hook's stages (layer 0's evaluate is extra).
-    from results_page import layer_profile_ratio
+    from bench.layers import LayerSeconds, LayerTraining
+    from bench.results_page import layer_profile_ratio
 
-    assert layer_profile_ratio({"stages": stages}) == pytest.approx(110.0 / 105.0)
-    assert layer_profile_ratio({"stages": [s for s in stages if not s["stage"].startswith("sweep/")]}) is None
+    Pipeline = bench.Pipeline
+    assert layer_profile_ratio(Pipeline(stages=stages)) == pytest.approx(110.0 / 105.0)
+    assert layer_profile_ratio(Pipeline(stages=[s for s in stages if not s.stage.startswith("sweep/")])) is None
     # The other layers' SAEs train inside the LM's two SAE jobs: their in-process share leaves the base.
-    sae_layers = {"all_seconds": 4.0, "one_seconds": 1.5}
-    assert layer_profile_ratio({"stages": stages, "sae_layers": sae_layers}) == pytest.approx(110.0 / (105.0 - 5.0))
-    # ... and so do the other layers' TopK SAEs (in-process difference) and DAS (the job's own
-    # per-layer seconds; the shared prompts stay with the seed hook)
-    topk_layers = {"all_seconds": 3.0, "one_seconds": 2.0}
-    das_layers = {"seconds": {"0": 2.0, "-1": 1.5}, "shared_seconds": 0.5, "seed_layer": -1}
-    assert layer_profile_ratio({"stages": stages, "sae_layers": sae_layers, "topk_layers": topk_layers,
-                                "das_layers": das_layers}) == pytest.approx(110.0 / (105.0 - 5.0 - 1.0 - 2.0))
+    sae_layers = LayerTraining(all_seconds=4.0, one_seconds=1.5)
+    assert layer_profile_ratio(Pipeline(stages=stages, sae_layers=sae_layers)) == pytest.approx(110.0 / (105.0 - 5.0))
+    # ... and so do the other layers' TopK SAEs (in-process difference) and DAS (the job's work
+    # timed per layer in process; the shared prompts stay with the seed hook)
+    topk_layers = LayerTraining(all_seconds=3.0, one_seconds=2.0)
+    das_layers = LayerSeconds(seconds={"0": 2.0, "-1": 1.5}, shared_seconds=0.5, seed_layer=-1)
+    assert layer_profile_ratio(Pipeline(stages=stages, sae_layers=sae_layers, topk_layers=topk_layers,
+                                        das_layers=das_layers)) == pytest.approx(110.0 / (105.0 - 5.0 - 1.0 - 2.0))
     # --no-rerun: the SAE-only rerun estimated from the jobs a λ change reruns, every layer's.
     estimate = bench.rerun_from_stages(stages)
-    assert estimate["estimated"] and not estimate["measured"]
-    assert [s["stage"] for s in estimate["jobs"]] == ["sweep/seed_0/layer_0/evaluate", "evaluate"]
-    assert estimate["seconds"] == pytest.approx(20.0)
+    assert estimate.estimated and not estimate.measured
+    assert [s.stage for s in estimate.jobs] == ["sweep/seed_0/layer_0/evaluate", "evaluate"]
+    assert estimate.seconds == pytest.approx(20.0)
     # The rerun's floor: the longer of the two SAE jobs (side by side on 2 cores, one after the
     # other on 1) and the SAE's causal tests of every layer spread over the cores.
-    jobs = [{"stage": "train_sae", "seconds": 30.0}, {"stage": "untrained_sae", "seconds": 34.0},
-            {"stage": "sweep/seed_0/layer_0/evaluate", "seconds": 25.0}]
-    causal = {"seconds": {0: 6.0, -1: 4.0}, "shared_seconds": 3.0, "prompts_per_cell": 24}
-    floor = bench.rerun_floor({"jobs": jobs}, causal, 400.0, 2)
-    assert floor["seconds"] == pytest.approx(34.0 + 5.0) and floor["fraction"] == pytest.approx(39.0 / 400.0)
-    assert bench.rerun_floor({"jobs": jobs}, causal, 400.0, 1)["seconds"] == pytest.approx(64.0 + 10.0)
-    assert bench.rerun_floor({"measured": False, "why": "not up to date"}, causal, 400.0, 2) is None
+    jobs = [bench.Stage(stage="train_sae", seconds=30.0), bench.Stage(stage="untrained_sae", seconds=34.0),
+            bench.Stage(stage="sweep/seed_0/layer_0/evaluate", seconds=25.0)]
+    causal = LayerSeconds(seconds={0: 6.0, -1: 4.0}, shared_seconds=3.0, prompts_per_cell=24)
+    floor = bench.rerun_floor(bench.Rerun(measured=True, jobs=jobs), causal, 400.0, 2)
+    assert floor.seconds == pytest.approx(34.0 + 5.0) and floor.fraction == pytest.approx(39.0 / 400.0)
+    assert bench.rerun_floor(bench.Rerun(measured=True, jobs=jobs), causal, 400.0, 1).seconds == pytest.approx(64.0 + 10.0)
+    assert bench.rerun_floor(bench.Rerun(measured=False, why="not up to date"), causal, 400.0, 2) is None
 
     log = tmp_path / "train_log.csv"
     monitor = [json.dumps({"train_exact": 0.5, "ood_person_exact": v}).replace('"', '""') for v in (0.4, 0.96, 0.99)]
     log.write_text("step,epoch,lr,loss,tokens_per_s,elapsed_s,monitor\n10,0.5,0.001,3.0,5000,30,\n"
                    + "".join(f'{20 * (i + 1)},{i + 1},0.001,1.0,,{60.0 * (i + 1)},"{m}"\n' for i, m in enumerate(monitor)))
     reached = bench.minutes_to_accuracy(log)
-    assert reached["reached"] and reached["minutes"] == pytest.approx(2.0) and reached["epoch"] == 2
+    assert reached.reached and reached.minutes == pytest.approx(2.0) and reached.epoch == 2
     missed = bench.minutes_to_accuracy(log, threshold=0.999)
-    assert not missed["reached"] and missed["value"] == 0.99 and missed["epochs_run"] == 3
+    assert not missed.reached and missed.value == 0.99 and missed.epochs_run == 3
     assert bench.minutes_to_accuracy(tmp_path / "absent.csv") is None
 
 
 def test_verdicts_and_job_table_parsing():
-    load_bench()  # puts bench/ on sys.path, where results_page lives
-    from results_page import verdict
+    load_bench()  # puts the repository on sys.path, where the bench package lives
+    from bench.results_page import verdict
 
     assert verdict("pipeline_minutes", 14.9) == "PASS" and verdict("pipeline_minutes", 15.1) == "MISS"
     assert verdict("trainer_speedup", 1.5) == "PASS" and verdict("trainer_speedup", 1.2) == "MISS"
@@ -219,10 +219,10 @@ def test_profile_runs_keep_the_lm_and_plan_everything_after_it(tiny_pipeline, tm
     assert {p: p.stat().st_mtime for p in (tiny_pipeline / "results").rglob("*") if p.is_file()} == before
     # The ratio: both sides share the dataset and the LM.
     assert bench.profile_wall_ratio(100.0, 50.0, 20.0) == pytest.approx(150.0 / 120.0)
-    from results_page import layer_profile_figure
+    from bench.results_page import layer_profile_figure
 
-    runs = {"measured": True, "ratio": 1.1, "shared_seconds": 100.0, "seed_layer": -1,
-            "profile": {"seconds": 50.0, "jobs": {"evaluate": 3, "all": 1}},
-            "seed_hook": {"seconds": 20.0, "jobs": {"evaluate": 1, "all": 1}}}
-    value, shown = layer_profile_figure({"stages": [], "profile_runs": runs})
+    runs = bench.ProfileRuns(measured=True, ratio=1.1, shared_seconds=100.0, seed_layer=-1,
+                             profile=bench.DownstreamRun(seconds=50.0, jobs={"evaluate": 3, "all": 1}, job_count=3),
+                             seed_hook=bench.DownstreamRun(seconds=20.0, jobs={"evaluate": 1, "all": 1}, job_count=1))
+    value, shown = layer_profile_figure(bench.Pipeline(stages=[], profile_runs=runs))
     assert value == 1.1 and shown.startswith("1.10× wall time")

@@ -5,6 +5,7 @@ import logging
 import sys
 from pathlib import Path
 
+from biosae import layout
 from biosae.errors import BiosaeError
 
 
@@ -26,5 +27,5 @@ def profile_layer_files(output_paths, index_path) -> list[tuple[str, Path]]:
     """For each output of a job that trains every profile layer (…/layer_<L>/<file>): the layer's
     name ("layer_<L>") and the activation file its activations job wrote beside ``index_path``.
     The index, not the layer files, is such a job's input: rules/sae.smk says why."""
-    names = [Path(path).parent.name for path in output_paths]
-    return [(name, Path(index_path).parent / f"{name}.safetensors") for name in names]
+    layers = [layout.layer_of(path) for path in output_paths]
+    return [(layout.layer_name(layer), layout.activation_file_beside(index_path, layer)) for layer in layers]

@@ -3,7 +3,6 @@ interchange pairs (LM frozen). The LM, the pairs and their prompt caches are loa
 for all layers; each layer's activations are read in turn."""
 
 import os
-import time
 
 import torch
 from _common import profile_layer_files, rule_context
@@ -17,27 +16,18 @@ smk = snakemake  # noqa: F821
 with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
     model, tokenizer = load_model_dir(smk.input.model, pick_device())
-    prompts, shared_seconds = None, 0.0
+    prompts = None
     for cfg_path, (name, path) in zip(smk.output.cfg, profile_layer_files(smk.output.cfg, smk.input.index)):
-        start = time.perf_counter()
         activations, index = load_activation_table(path, smk.input.index)
         cfg = DASConfig(d_model=activations.shape[1], layer=int(name.removeprefix("layer_")), seed=smk.params.seed,
                         **smk.params.das)
         # the train cell's scored bases (evaluate's causal sample) never enter DAS's training pool
         scored = causal_sample(index, "train", smk.params.max_prompts_per_cell, smk.params.seed)
-        first = prompts is None
-        if first:
-            built = time.perf_counter()
+        if prompts is None:
             prompts = prepare_das_prompts(model, tokenizer, index, scored, cfg)
-            shared_seconds = time.perf_counter() - built
         subspace, history, training, validation = train_das(
             model, tokenizer, index, activations, cfg, scored, prompts=prompts,
             progress=lambda row: log.info("DAS %s %s", name, row))
-        seconds = time.perf_counter() - start - (shared_seconds if first else 0.0)
-        # what this layer took (reading its activations, training), and the prompts every layer shared:
-        # bench/run.py tells the layer profile's share of the job from them
-        save_das(os.path.dirname(cfg_path), subspace, cfg, history, training, validation,
-                 {"seconds": round(seconds, 2), "shared_seconds": round(shared_seconds, 2)})
-        log.info("%s: DAS rank %d trained on %d pairs in %.1f s: %s", name, cfg.rank, int(training.scored.sum()),
-                 seconds, history[-1])
+        save_das(os.path.dirname(cfg_path), subspace, cfg, history, training, validation)
+        log.info("%s: DAS rank %d trained on %d pairs: %s", name, cfg.rank, int(training.scored.sum()), history[-1])
         del activations

@@ -1,8 +1,9 @@
-"""The question-diversity study (issue 15): one finished run per training-question setting, read
+"""The question-diversity study: one finished run per training-question setting, read
 into one table of what the held-out hard wordings show.
 
-Each setting is a working directory of its own (``results/study/<setting>``; every run writes
-``results/``), run with one of ``config/questions_*.yaml``. For each setting and seed this reads
+Each setting is a working directory of its own (``biosae.layout.study_dir(setting)``; every run
+writes the same layout), run with one of ``config/questions_*.yaml``. For each setting and seed
+this reads (paths from biosae.layout)
 
 - ``lm/qa_accuracy.json``: the LM's first-token and exact accuracy on the hard cells, seen and
   unseen persons (every row of the cells, not the evaluate sample);
@@ -12,10 +13,10 @@ Each setting is a working directory of its own (``results/study/<setting>``; eve
   seed's hook and at the layer where selectivity peaks.
 
 Every causal and read-out figure is a mean over the two hard cells, because the hard wordings are
-what the study is about; the pass bars are the issue's: LM ≥ 0.80 on unseen persons, bag-of-words
+what the study is about; the pass bars: LM ≥ 0.80 on unseen persons, bag-of-words
 ≤ 0.30 and SAE slot accuracy ≥ 0.80 in that setting.
 
-    python -m biosae.studies.question_study seed=. results/study/nouns results/study/nouns_verbs
+    python -m biosae.studies.question_study seed=. NOUNS_DIR NOUNS_VERBS_DIR
 
 (``name=directory`` names a setting; the default run in ``.`` is the seed's setting.)
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from biosae import layout
 from biosae.errors import BiosaeError
 from biosae.io import read_json, read_yaml
 from biosae.evaluation.layer_profile import mean_of_present
@@ -64,33 +66,31 @@ def trained_wordings(qa_accuracy: dict) -> list[int]:
 def read_setting(directory: Path, name: str | None = None) -> list[SettingRun]:
     """Every seed of a finished setting directory, read from its results alone: the default run's
     seed at the flat paths (its number from the directory's config.yaml where there is one), other
-    seeds under results/sweep/seed_<s>/. The setting is called ``name``, or the directory's name."""
+    seeds under their sweep prefix. The setting is called ``name``, or the directory's name."""
     directory = Path(directory).resolve()
-    results = directory / "results"
-    hook_metrics = results / "eval" / "metrics.json"
+    hook_metrics = directory / layout.eval_metrics("")
     if not hook_metrics.is_file():
         raise BiosaeError(f"{hook_metrics}: missing (run the setting to the end first)")
     hook = int(read_json(hook_metrics)["layer"])
     config = read_yaml(directory / "config.yaml") if (directory / "config.yaml").is_file() else {}
     base_seed = (config or {}).get("seed")
-    seeds = [base_seed] + sorted(int(path.parent.parent.name.removeprefix("seed_"))
-                                 for path in (results / "sweep").glob("seed_*/lm/qa_accuracy.json"))
+    seeds = [base_seed] + sorted(layout.seed_of(path.relative_to(directory))
+                                 for path in directory.glob(layout.lm_qa_accuracy(layout.sweep_lm_prefix("*"))))
     runs = []
     for seed in seeds:
         base = seed == base_seed
-        lm_results = results if base else results / "sweep" / f"seed_{seed}"
-        qa_path = lm_results / "lm" / "qa_accuracy.json"
+        qa_path = directory / layout.lm_qa_accuracy("" if base else layout.sweep_lm_prefix(seed))
         if not qa_path.is_file():
             raise BiosaeError(f"{qa_path}: missing (run the setting to the end first)")
         qa_accuracy = read_json(qa_path)
         run = SettingRun(name or directory.name, seed, trained_wordings(qa_accuracy), qa_accuracy, hook_layer=hook)
-        layer_dirs = {hook: results / "eval"} if base else {}
-        sweep_dir = results / "sweep" / f"seed_{seed if seed is not None else 0}"
-        for path in sorted(sweep_dir.glob("layer_*/eval/metrics.json")):
-            layer_dirs.setdefault(int(path.parent.parent.name.removeprefix("layer_")), path.parent)
-        for layer, eval_dir in layer_dirs.items():
-            if (eval_dir / "metrics.json").is_file():
-                run.metrics_by_layer[layer] = read_json(eval_dir / "metrics.json")
+        layer_metrics = {hook: hook_metrics} if base else {}
+        sweep_pattern = layout.eval_metrics(layout.sweep_run_prefix(seed if seed is not None else 0, "*"))
+        for path in sorted(directory.glob(sweep_pattern)):
+            layer_metrics.setdefault(layout.layer_of(path.relative_to(directory)), path)
+        for layer, path in layer_metrics.items():
+            if path.is_file():
+                run.metrics_by_layer[layer] = read_json(path)
         if hook not in run.metrics_by_layer:
             raise BiosaeError(f"{directory}: seed {seed} has no metrics at the hook layer {hook}")
         runs.append(run)
