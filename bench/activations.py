@@ -69,18 +69,28 @@ def measure_activations(config, lm, model, sizes: Sizes, workdir: Path) -> Activ
 
     def collect(collected_layers):
         paths = {layer: workdir / f"layer_{layer}.safetensors" for layer in collected_layers}
-        write_activation_files(model, tokenizer, rows, paths, workdir / "index.csv", dtype, batch_size=batch_size,
-                               progress=False)
+        write_activation_files(
+            model, tokenizer, rows, paths, workdir / "index.csv", dtype, batch_size=batch_size, progress=False
+        )
 
     ceiling, collection, one_layer = math.inf, math.inf, math.inf
     for _ in range(sizes.activation_repeats):
         ceiling = min(ceiling, seconds_of(plain_forward, model, batches)[0])
         collection = min(collection, seconds_of(collect, layers)[0])
         one_layer = min(one_layer, seconds_of(collect, [config["activations"]["layer"]])[0])
-    result = ActivationCollection(prompts=len(rows), batch_size=batch_size, layers=layers, dtype=dtype,
-                                  collection_seconds=collection, ceiling_seconds=ceiling, one_layer_seconds=one_layer,
-                                  tokenize_seconds=tokenize_seconds)
-    say(f"[activations] {result.prompts} prompts at {len(layers)} hook points: collection "
+    result = ActivationCollection(
+        prompts=len(rows),
+        batch_size=batch_size,
+        layers=layers,
+        dtype=dtype,
+        collection_seconds=collection,
+        ceiling_seconds=ceiling,
+        one_layer_seconds=one_layer,
+        tokenize_seconds=tokenize_seconds,
+    )
+    say(
+        f"[activations] {result.prompts} prompts at {len(layers)} hook points: collection "
         f"{result.collection_prompts_per_s:,.0f}/s, plain forward {result.ceiling_prompts_per_s:,.0f}/s, fraction "
-        f"{result.fraction:.2f} (one layer only: {one_layer:.2f} s, all: {collection:.2f} s)")
+        f"{result.fraction:.2f} (one layer only: {one_layer:.2f} s, all: {collection:.2f} s)"
+    )
     return result

@@ -25,10 +25,10 @@ class Sizes:
 
     matmul_size: int = 1024
     matmul_seconds: float = 3.0
-    train_steps: int = 200            # of the default model on the default corpus, ours and Trainer's
-    skip_steps: int = 10              # first steps (kernel set-up) left out of steady-state tokens/s
-    training_rounds: int = 3          # rounds of the three training loops back to back; the median is shown
-    activation_repeats: int = 2       # best of, alternating collection and plain forward
+    train_steps: int = 200  # of the default model on the default corpus, ours and Trainer's
+    skip_steps: int = 10  # first steps (kernel set-up) left out of steady-state tokens/s
+    training_rounds: int = 3  # rounds of the three training loops back to back; the median is shown
+    activation_repeats: int = 2  # best of, alternating collection and plain forward
     generation_persons: int = 100_000
     config_overrides: dict = field(default_factory=dict)  # applied to config.yaml, here and in the pipeline
 
@@ -102,12 +102,17 @@ def environment() -> str:
 
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    return (f"{os.cpu_count()} CPUs ({cpu}), torch threads {torch.get_num_threads()}, device {pick_device().type}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}")
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), torch threads {torch.get_num_threads()}, device {pick_device().type}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}"
+    )
 
 
 @contextmanager
@@ -139,8 +144,12 @@ def in_fresh_process(function, *args):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=set_up_process, initargs=(torch.get_num_threads(),)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=set_up_process,
+        initargs=(torch.get_num_threads(),),
+    ) as pool:
         return pool.submit(function, *args).result()
 
 
@@ -152,10 +161,15 @@ def run_evaluation_inputs(run_dir: Path, layer: int, methods):
 
     untrained = layout.UNTRAINED_LM
     return load_evaluation_inputs(
-        model_dir=run_dir / layout.lm_final(""), activations=run_dir / layout.activation_file("", layer),
-        index=run_dir / layout.activation_index(""), sae_dir=run_dir / layout.sae_dir("", layer),
+        model_dir=run_dir / layout.lm_final(""),
+        activations=run_dir / layout.activation_file("", layer),
+        index=run_dir / layout.activation_index(""),
+        sae_dir=run_dir / layout.sae_dir("", layer),
         candidates=run_dir / layout.sae_file("", layer, "value_candidates.json"),
         untrained_activations=run_dir / layout.activation_file("", layer, untrained),
         untrained_index=run_dir / layout.activation_index("", untrained),
         untrained_sae_dir=run_dir / layout.sae_dir("", layer, untrained),
-        qa_accuracy=run_dir / layout.lm_qa_accuracy(""), layer=layer, methods=methods)
+        qa_accuracy=run_dir / layout.lm_qa_accuracy(""),
+        layer=layer,
+        methods=methods,
+    )

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from biosae import layout
-from biosae.lm.activations import load_activation_table
 from biosae.config import load_config
 from biosae.evaluation.method_tests import causal_sample
 from biosae.io import write_text
+from biosae.lm.activations import load_activation_table
 from biosae.lm.model import load_model_dir, pick_device
 from biosae.methods.das import DASConfig, train_das
 
@@ -39,8 +39,9 @@ def main() -> None:
     layers = args.layers or [config["activations"]["layer"]]
     rows = []
     for layer in layers:
-        activations, index = load_activation_table(run_dir / layout.activation_file("", layer),
-                                                   run_dir / layout.activation_index(""))
+        activations, index = load_activation_table(
+            run_dir / layout.activation_file("", layer), run_dir / layout.activation_index("")
+        )
         scored = causal_sample(index, "train", config["evaluate"]["max_prompts_per_cell"], config["seed"])
         for rank in args.ranks:
             settings = {**config["methods"]["das"], "rank": rank}
@@ -49,9 +50,11 @@ def main() -> None:
             _, history, training, validation = train_das(model, tokenizer, index, activations, cfg, scored)
             seconds = time.perf_counter() - start
             last = history[-1]
-            rows.append(f"| {layer} | {rank} | {last['train_iia']:.3f} | {last['validation_iia']:.3f} | "
-                        f"{last['loss']:.3f} | {int(training.scored.sum())} / {int(validation.scored.sum())} | "
-                        f"{seconds:.0f} s |")
+            rows.append(
+                f"| {layer} | {rank} | {last['train_iia']:.3f} | {last['validation_iia']:.3f} | "
+                f"{last['loss']:.3f} | {int(training.scored.sum())} / {int(validation.scored.sum())} | "
+                f"{seconds:.0f} s |"
+            )
             print(rows[-1], flush=True)
     lines = [
         "# DAS rank, measured on held-in data",
@@ -60,8 +63,9 @@ def main() -> None:
         f"{config['activations']['layer']}); "
         f"other DAS settings: `{ {k: v for k, v in config['methods']['das'].items() if k != 'rank'} }`. "
         "Train IIA: the last epoch's pairs; validation IIA: train-cell persons held out from DAS's training "
-        "(no evaluation cell is used). Command: `python bench/das_rank.py " + " ".join(
-            ["--run-dir", str(args.run_dir), "--ranks", *map(str, args.ranks), "--layers", *map(str, layers)]) + "`.",
+        "(no evaluation cell is used). Command: `python bench/das_rank.py "
+        + " ".join(["--run-dir", str(args.run_dir), "--ranks", *map(str, args.ranks), "--layers", *map(str, layers)])
+        + "`.",
         "",
         "| layer | rank | train IIA | validation IIA | loss | pairs (train / validation) | time |",
         "|---|---|---|---|---|---|---|",

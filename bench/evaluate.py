@@ -58,31 +58,59 @@ def measure_evaluate(run_dir: Path, workdir: Path) -> Evaluate:
         inputs = run_evaluation_inputs(run_dir, layer, methods)
         trained = load_trained_methods(
             run_dir / layout.das_dir("", layer) if "das" in methods else None,
-            run_dir / layout.topk_sae_dir("", layer) if "sae_unsupervised" in methods else None)
+            run_dir / layout.topk_sae_dir("", layer) if "sae_unsupervised" in methods else None,
+        )
         return inputs, trained
 
     load_seconds, (inputs, (trained, fit)) = seconds_of(load)
 
     def run(names, name) -> EvaluationTiming:
         started = time.perf_counter()
-        samples = cell_samples(inputs.model, inputs.tokenizer, inputs.index, ordered_cells(inputs.index),
-                               section["max_prompts_per_cell"], config["seed"])
+        samples = cell_samples(
+            inputs.model,
+            inputs.tokenizer,
+            inputs.index,
+            ordered_cells(inputs.index),
+            section["max_prompts_per_cell"],
+            config["seed"],
+        )
         inputs.method_tests = evaluate_methods(
-            samples, layer, inputs.activations, inputs.index, names, alphas=section["swap_alphas"], seed=config["seed"],
-            answered_rule=answered_rules(inputs.index), fit=fit, **trained)  # a method not in names is not built
+            samples,
+            layer,
+            inputs.activations,
+            inputs.index,
+            names,
+            alphas=section["swap_alphas"],
+            seed=config["seed"],
+            answered_rule=answered_rules(inputs.index),
+            fit=fit,
+            **trained,
+        )  # a method not in names is not built
         inputs.method_names = tuple(names)
         metrics = evaluate(inputs, section["max_prompts_per_cell"], section["swap_alphas"], config["seed"])
         tests = time.perf_counter() - started
-        write_figures(metrics, workdir / name, run_dir / layout.lm_train_log(""),
-                      run_dir / layout.sae_file("", layer, "train_log.csv"))
+        write_figures(
+            metrics,
+            workdir / name,
+            run_dir / layout.lm_train_log(""),
+            run_dir / layout.sae_file("", layer, "train_log.csv"),
+        )
         # The methods named in the table are those the metrics hold, not those asked for.
         return EvaluationTiming(list(metrics["methods"]), tests, time.perf_counter() - started - tests)
 
     workdir.mkdir(parents=True, exist_ok=True)
     baseline = run(BASELINE_METHODS, "baseline")
     every_method = run(methods, "all")
-    result = Evaluate(layer=layer, prompts_per_cell=section["max_prompts_per_cell"], load_seconds=load_seconds,
-                      baseline=baseline, every_method=every_method, source=str(run_dir))
-    say(f"[evaluate] layer {layer}: {'+'.join(BASELINE_METHODS)} {baseline.seconds:.1f} s, all methods "
-        f"{every_method.seconds:.1f} s ({result.ratio:.2f}x; loading {load_seconds:.1f} s apart)")
+    result = Evaluate(
+        layer=layer,
+        prompts_per_cell=section["max_prompts_per_cell"],
+        load_seconds=load_seconds,
+        baseline=baseline,
+        every_method=every_method,
+        source=str(run_dir),
+    )
+    say(
+        f"[evaluate] layer {layer}: {'+'.join(BASELINE_METHODS)} {baseline.seconds:.1f} s, all methods "
+        f"{every_method.seconds:.1f} s ({result.ratio:.2f}x; loading {load_seconds:.1f} s apart)"
+    )
     return result

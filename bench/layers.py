@@ -64,24 +64,35 @@ def measure_sae_layers(run_dir: Path) -> LayerTraining:
 
     config, layers, seed_layer = _profile(run_dir)
     h, rule_idx, value_target, candidates, _ = load_training_layers(
-        *_activation_paths(run_dir, layers), config["sae"]["max_train_rows"], config["seed"])
+        *_activation_paths(run_dir, layers), config["sae"]["max_train_rows"], config["seed"]
+    )
     cfg = sae_config(config["sae"], h[0].shape[1], candidates, config["seed"])
     with one_thread():
         all_seconds, _ = seconds_of(train_sae_layers, h, rule_idx, value_target, cfg, progress=False)
-        one_seconds, _ = seconds_of(train_sae_layers, [h[layers.index(seed_layer)]], rule_idx, value_target, cfg,
-                                    progress=False)
-    say(f"[pipeline] SAE training in process: {len(layers)} layers at once {all_seconds:.1f} s, "
-        f"layer {seed_layer} alone {one_seconds:.1f} s")
-    return LayerTraining(all_seconds=all_seconds, one_seconds=one_seconds, layers=layers, seed_layer=seed_layer,
-                         rows=len(rule_idx), epochs=cfg.epochs, batch_size=cfg.batch_size)
+        one_seconds, _ = seconds_of(
+            train_sae_layers, [h[layers.index(seed_layer)]], rule_idx, value_target, cfg, progress=False
+        )
+    say(
+        f"[pipeline] SAE training in process: {len(layers)} layers at once {all_seconds:.1f} s, "
+        f"layer {seed_layer} alone {one_seconds:.1f} s"
+    )
+    return LayerTraining(
+        all_seconds=all_seconds,
+        one_seconds=one_seconds,
+        layers=layers,
+        seed_layer=seed_layer,
+        rows=len(rule_idx),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+    )
 
 
 def measure_topk_layers(run_dir: Path) -> LayerTraining:
     """Like :func:`measure_sae_layers`: the TopK SAE of every profile layer at once (the
     train_unsupervised_sae job), then of the seed's hook alone, each over at most
     ``TOPK_MEASURED_EPOCHS`` epochs, scaled to the config's (every epoch runs the same batches)."""
-    from biosae.sae.topk import TopKSAEConfig, train_topk_sae_layers
     from biosae.sae.inputs import load_training_layers
+    from biosae.sae.topk import TopKSAEConfig, train_topk_sae_layers
 
     config, layers, seed_layer = _profile(run_dir)
     section = dict(config["methods"]["sae_unsupervised"])
@@ -93,11 +104,20 @@ def measure_topk_layers(run_dir: Path) -> LayerTraining:
         all_seconds, _ = seconds_of(train_topk_sae_layers, h, measured)
         one_seconds, _ = seconds_of(train_topk_sae_layers, h[layers.index(seed_layer)][None], measured)
     scale = cfg.epochs / measured.epochs
-    say(f"[pipeline] TopK SAE training in process ({measured.epochs} epochs, scaled x{scale:g}): {len(layers)} layers "
-        f"at once {all_seconds * scale:.1f} s, layer {seed_layer} alone {one_seconds * scale:.1f} s")
-    return LayerTraining(all_seconds=all_seconds * scale, one_seconds=one_seconds * scale, layers=layers,
-                         seed_layer=seed_layer, rows=h.shape[1], epochs=cfg.epochs, batch_size=cfg.batch_size,
-                         measured_epochs=measured.epochs)
+    say(
+        f"[pipeline] TopK SAE training in process ({measured.epochs} epochs, scaled x{scale:g}): {len(layers)} layers "
+        f"at once {all_seconds * scale:.1f} s, layer {seed_layer} alone {one_seconds * scale:.1f} s"
+    )
+    return LayerTraining(
+        all_seconds=all_seconds * scale,
+        one_seconds=one_seconds * scale,
+        layers=layers,
+        seed_layer=seed_layer,
+        rows=h.shape[1],
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        measured_epochs=measured.epochs,
+    )
 
 
 def measure_das_layers(run_dir: Path) -> LayerSeconds:
@@ -126,8 +146,11 @@ def measure_das_layers(run_dir: Path) -> LayerSeconds:
                 start += shared_seconds
             train_das(model, tokenizer, index, activations, cfg, scored, prompts=prompts)
             seconds[layer] = time.perf_counter() - start
-    say(f"[pipeline] DAS in process: " + ", ".join(f"layer {layer} {s:.1f} s" for layer, s in seconds.items())
-        + f" (prompts and caches {shared_seconds:.1f} s apart)")
+    say(
+        "[pipeline] DAS in process: "
+        + ", ".join(f"layer {layer} {s:.1f} s" for layer, s in seconds.items())
+        + f" (prompts and caches {shared_seconds:.1f} s apart)"
+    )
     return LayerSeconds(seconds=seconds, shared_seconds=shared_seconds, seed_layer=seed_layer)
 
 
@@ -154,22 +177,40 @@ def measure_method_tests_layers(run_dir: Path) -> LayerSeconds:
             activations, index = load_activation_table(run_dir / layout.activation_file("", layer), index_path)
             if samples is None:
                 built = time.perf_counter()
-                samples = cell_samples(model, tokenizer, index, ordered_cells(index), section["max_prompts_per_cell"],
-                                       seed)
+                samples = cell_samples(
+                    model, tokenizer, index, ordered_cells(index), section["max_prompts_per_cell"], seed
+                )
                 answered = answered_rules(index)
                 shared_seconds += time.perf_counter() - built
                 start += time.perf_counter() - built
             trained, fit = load_trained_methods(
                 run_dir / layout.das_dir("", layer) if "das" in names else None,
-                run_dir / layout.topk_sae_dir("", layer) if "sae_unsupervised" in names else None)
-            evaluate_methods(samples, layer, activations, index, names, alphas=section["swap_alphas"], seed=seed,
-                             answered_rule=answered, fit=fit, **trained)
+                run_dir / layout.topk_sae_dir("", layer) if "sae_unsupervised" in names else None,
+            )
+            evaluate_methods(
+                samples,
+                layer,
+                activations,
+                index,
+                names,
+                alphas=section["swap_alphas"],
+                seed=seed,
+                answered_rule=answered,
+                fit=fit,
+                **trained,
+            )
             seconds[layer] = time.perf_counter() - start
-    say(f"[pipeline] every method but the SAE tested in process: "
+    say(
+        "[pipeline] every method but the SAE tested in process: "
         + ", ".join(f"layer {layer} {s:.1f} s" for layer, s in seconds.items())
-        + f" (LM, samples and prompt caches {shared_seconds:.1f} s apart)")
-    return LayerSeconds(seconds=seconds, shared_seconds=shared_seconds, seed_layer=seed_layer,
-                        prompts_per_cell=section["max_prompts_per_cell"])
+        + f" (LM, samples and prompt caches {shared_seconds:.1f} s apart)"
+    )
+    return LayerSeconds(
+        seconds=seconds,
+        shared_seconds=shared_seconds,
+        seed_layer=seed_layer,
+        prompts_per_cell=section["max_prompts_per_cell"],
+    )
 
 
 def measure_sae_causal_layers(run_dir: Path) -> LayerSeconds:
@@ -187,20 +228,36 @@ def measure_sae_causal_layers(run_dir: Path) -> LayerSeconds:
     section = config["evaluate"]
     index_path = run_dir / layout.activation_index("")
     with one_thread():
+
         def shared():
             inputs = run_evaluation_inputs(run_dir, layers[0], config["methods"]["names"])
-            samples = cell_samples(inputs.model, inputs.tokenizer, inputs.index, ordered_cells(inputs.index),
-                                   section["max_prompts_per_cell"], config["seed"])
+            samples = cell_samples(
+                inputs.model,
+                inputs.tokenizer,
+                inputs.index,
+                ordered_cells(inputs.index),
+                section["max_prompts_per_cell"],
+                config["seed"],
+            )
             return inputs, samples
 
         shared_seconds, (inputs, samples) = seconds_of(shared)
         seconds = {}
         for layer in layers:
             layer_inputs = replace(
-                inputs, layer=layer, sae=load_sae(run_dir / layout.sae_dir("", layer)),
-                activations=load_activation_table(run_dir / layout.activation_file("", layer), index_path)[0])
+                inputs,
+                layer=layer,
+                sae=load_sae(run_dir / layout.sae_dir("", layer)),
+                activations=load_activation_table(run_dir / layout.activation_file("", layer), index_path)[0],
+            )
             seconds[layer], _ = seconds_of(sae_causal_metrics, layer_inputs, samples, section["swap_alphas"])
-    say(f"[pipeline] the SAE's causal tests in process: {sum(seconds.values()):.1f} s over {len(layers)} layers "
-        f"(LM and prompt caches {shared_seconds:.1f} s apart)")
-    return LayerSeconds(seconds=seconds, shared_seconds=shared_seconds, seed_layer=seed_layer,
-                        prompts_per_cell=section["max_prompts_per_cell"])
+    say(
+        f"[pipeline] the SAE's causal tests in process: {sum(seconds.values()):.1f} s over {len(layers)} layers "
+        f"(LM and prompt caches {shared_seconds:.1f} s apart)"
+    )
+    return LayerSeconds(
+        seconds=seconds,
+        shared_seconds=shared_seconds,
+        seed_layer=seed_layer,
+        prompts_per_cell=section["max_prompts_per_cell"],
+    )

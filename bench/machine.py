@@ -14,7 +14,7 @@ from .common import Sizes, say
 @dataclass
 class MachineLimits:
     flops: dict[str, float]  # "fp32" / "bf16" -> matmul FLOP/s
-    how: str                 # the call that measured them ("dtype" stands for the torch dtype)
+    how: str  # the call that measured them ("dtype" stands for the torch dtype)
 
 
 def measure_machine_limits(sizes: Sizes) -> MachineLimits:
@@ -24,5 +24,6 @@ def measure_machine_limits(sizes: Sizes) -> MachineLimits:
         measure_matmul_flops(dtype, sizes.matmul_size, min(0.2, sizes.matmul_seconds))
         limits[name] = measure_matmul_flops(dtype, sizes.matmul_size, sizes.matmul_seconds)
         say(f"[machine] {name} matmul {sizes.matmul_size}²: {limits[name] / 1e9:,.1f} GFLOP/s")
-    return MachineLimits(limits, f"biosae.lm.model.measure_matmul_flops(dtype, size={sizes.matmul_size}, "
-                                 f"seconds={sizes.matmul_seconds})")
+    return MachineLimits(
+        limits, f"biosae.lm.model.measure_matmul_flops(dtype, size={sizes.matmul_size}, seconds={sizes.matmul_seconds})"
+    )

@@ -39,8 +39,13 @@ IDLE_GAP_SECONDS = 60.0  # longer than Snakemake ever takes between two jobs of 
 # finished run, and reruns everything after it twice: once with the config's profile and once
 # restricted to the seed's hook (`sweep.layers: [<seed's hook>]`, the README's one config line).
 SHARED_STAGES = ("dataset", "train_lm")
-SHARED_OUTPUTS = (layout.dataset_dir(), layout.lm_final(""), layout.lm_train_log(""), layout.lm_train_summary(""),
-                  layout.lm_checkpoint(""))
+SHARED_OUTPUTS = (
+    layout.dataset_dir(),
+    layout.lm_final(""),
+    layout.lm_train_log(""),
+    layout.lm_train_summary(""),
+    layout.lm_checkpoint(""),
+)
 
 
 @dataclass
@@ -134,8 +139,20 @@ class Pipeline:
 
 def snakemake(workdir: Path, threads: int, *extra: str) -> tuple[float, str]:
     """Run the repository's Snakefile in ``workdir``; (wall seconds, its output). Fails loudly."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(workdir / "config.yaml"), "--cores", str(threads), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        str(threads),
+        *extra,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     seconds, result = seconds_of(subprocess.run, command, capture_output=True, text=True, env=env, cwd=workdir)
     output = result.stdout + result.stderr
@@ -155,15 +172,21 @@ def stage_benchmarks(directory: Path) -> list[Stage]:
     stages = []
     config = directory / "config.yaml"
     seed = (read_yaml(config) or {}).get("seed", 0) if config.is_file() else 0
-    paths = [*directory.glob(layout.benchmark("", "*")),
-             *directory.glob(layout.benchmark(layout.sweep_run_prefix(seed, "*"), "*"))]
+    paths = [
+        *directory.glob(layout.benchmark("", "*")),
+        *directory.glob(layout.benchmark(layout.sweep_run_prefix(seed, "*"), "*")),
+    ]
     for path in sorted(paths):
         table = pd.read_csv(path, sep="\t")
         rss = pd.to_numeric(table.get("max_rss"), errors="coerce")
-        stages.append(Stage(stage=str(path.relative_to(directory / layout.BENCHMARKS).with_suffix("")),
-                            seconds=float(table["s"].iloc[-1]),
-                            max_rss_mb=None if rss is None or rss.isna().all() else float(rss.iloc[-1]),
-                            finished=path.stat().st_mtime))
+        stages.append(
+            Stage(
+                stage=str(path.relative_to(directory / layout.BENCHMARKS).with_suffix("")),
+                seconds=float(table["s"].iloc[-1]),
+                max_rss_mb=None if rss is None or rss.isna().all() else float(rss.iloc[-1]),
+                finished=path.stat().st_mtime,
+            )
+        )
     return sorted(stages, key=lambda stage: stage.finished)
 
 
@@ -205,11 +228,13 @@ def minutes_to_accuracy(log_csv: Path, key: str = "ood_person_exact", threshold:
             continue
         epochs = float(row["epoch"])
         if best is None or value > best.value:
-            best = Accuracy(reached=False, minutes=float(row["elapsed_s"]) / 60, epoch=epochs, value=value,
-                            source=str(log_csv))
+            best = Accuracy(
+                reached=False, minutes=float(row["elapsed_s"]) / 60, epoch=epochs, value=value, source=str(log_csv)
+            )
         if value >= threshold:
-            return Accuracy(reached=True, minutes=float(row["elapsed_s"]) / 60, epoch=epochs, value=value,
-                            source=str(log_csv))
+            return Accuracy(
+                reached=True, minutes=float(row["elapsed_s"]) / 60, epoch=epochs, value=value, source=str(log_csv)
+            )
     if best is None:
         return None
     best.epochs_run = epochs
@@ -244,8 +269,13 @@ def measure_sae_rerun(workdir: Path, threads: int) -> Rerun:
     rerun_stages = [s for s in stage_benchmarks(workdir) if s.finished >= start]
     # Jobs may overlap (two 1-thread SAE jobs on 2 cores): the rest is Snakemake's own time.
     busy = max(s.finished for s in rerun_stages) - min(s.finished - s.seconds for s in rerun_stages)
-    return Rerun(measured=True, seconds=seconds, change=f"sae.lambda_indep {before:g} → {before * 2:g}",
-                 jobs=rerun_stages, overhead_seconds=max(0.0, seconds - busy))
+    return Rerun(
+        measured=True,
+        seconds=seconds,
+        change=f"sae.lambda_indep {before:g} → {before * 2:g}",
+        jobs=rerun_stages,
+        overhead_seconds=max(0.0, seconds - busy),
+    )
 
 
 def rerun_from_stages(stages: list[Stage]) -> Rerun:
@@ -253,8 +283,13 @@ def rerun_from_stages(stages: list[Stage]) -> Rerun:
     the sum of the jobs a λ change reruns (every layer's two SAEs and evaluate, the aggregate),
     without Snakemake's start-up. Labelled an estimate wherever it is shown."""
     jobs = [stage for stage in stages if stage.rule in SAE_RERUN_JOBS]
-    return Rerun(measured=False, estimated=True, seconds=sum(stage.seconds for stage in jobs), jobs=jobs,
-                 why="--no-rerun: estimated from the finished run's stage times of the jobs a λ change reruns")
+    return Rerun(
+        measured=False,
+        estimated=True,
+        seconds=sum(stage.seconds for stage in jobs),
+        jobs=jobs,
+        why="--no-rerun: estimated from the finished run's stage times of the jobs a λ change reruns",
+    )
 
 
 def rerun_floor(rerun: Rerun, causal: LayerSeconds | None, wall: float, threads: int) -> RerunFloor | None:
@@ -266,8 +301,12 @@ def rerun_floor(rerun: Rerun, causal: LayerSeconds | None, wall: float, threads:
         return None
     sae_seconds = max(training) if threads >= 2 else sum(training)
     causal_seconds = sum(causal.seconds.values()) / threads
-    return RerunFloor(sae_training_seconds=sae_seconds, causal_seconds=causal_seconds,
-                      seconds=sae_seconds + causal_seconds, fraction=(sae_seconds + causal_seconds) / wall)
+    return RerunFloor(
+        sae_training_seconds=sae_seconds,
+        causal_seconds=causal_seconds,
+        seconds=sae_seconds + causal_seconds,
+        fraction=(sae_seconds + causal_seconds) / wall,
+    )
 
 
 def prepare_downstream_run(source: Path, target: Path, layers: list[int] | None, threads: int) -> dict[str, int]:
@@ -319,15 +358,22 @@ def measure_profile_runs(source: Path, stages: list[Stage], workdir: Path, threa
         target = workdir / f"downstream_{name}"
         jobs = prepare_downstream_run(source, target, layers, threads)
         if set(jobs) & set(SHARED_STAGES):
-            return ProfileRuns(measured=False, why=f"the copy would rerun {sorted(set(jobs) & set(SHARED_STAGES))}: "
-                                                   "the run's LM is not up to date")
+            return ProfileRuns(
+                measured=False,
+                why=f"the copy would rerun {sorted(set(jobs) & set(SHARED_STAGES))}: the run's LM is not up to date",
+            )
         seconds, _ = snakemake(target, threads)
         runs[name] = DownstreamRun(seconds=seconds, jobs=jobs, job_count=sum(jobs.values()) - jobs.get("all", 0))
         say(f"[pipeline] after the LM, {name.replace('_', ' ')} ({runs[name].job_count} jobs): {seconds:.1f} s")
         shutil.rmtree(target)
-    return ProfileRuns(measured=True, shared_seconds=shared, seed_layer=seed_layer, profile=runs["profile"],
-                       seed_hook=runs["seed_hook"],
-                       ratio=profile_wall_ratio(shared, runs["profile"].seconds, runs["seed_hook"].seconds))
+    return ProfileRuns(
+        measured=True,
+        shared_seconds=shared,
+        seed_layer=seed_layer,
+        profile=runs["profile"],
+        seed_hook=runs["seed_hook"],
+        ratio=profile_wall_ratio(shared, runs["profile"].seconds, runs["seed_hook"].seconds),
+    )
 
 
 def profile_wall_ratio(shared_seconds: float, profile_seconds: float, seed_hook_seconds: float) -> float:
@@ -339,8 +385,14 @@ def method_names(run_dir: Path) -> list[str]:
     return run_config(run_dir)["methods"]["names"]
 
 
-def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | None, workdir: Path,
-                     rerun: bool = True, profile_runs: bool = True) -> Pipeline:
+def measure_pipeline(
+    config_overrides: dict,
+    threads: int,
+    pipeline_dir: Path | None,
+    workdir: Path,
+    rerun: bool = True,
+    profile_runs: bool = True,
+) -> Pipeline:
     """Run the default pipeline in ``workdir`` (or read a finished one), then the SAE-only rerun
     and the two runs after the LM that compare the layer profile with the seed's hook alone."""
     run_dir = workdir / "pipeline"
@@ -357,8 +409,9 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
     else:
         stages = stage_benchmarks(pipeline_dir)
         if not stages:
-            raise RuntimeError(f"--pipeline-dir {pipeline_dir}: no {layout.BENCHMARKS}/*.tsv (not a finished "
-                               "pipeline run)")
+            raise RuntimeError(
+                f"--pipeline-dir {pipeline_dir}: no {layout.BENCHMARKS}/*.tsv (not a finished pipeline run)"
+            )
         wall, wall_how = wall_from_benchmarks(stages)
         copy_finished_run(pipeline_dir, run_dir)
         source = pipeline_dir
@@ -367,32 +420,47 @@ def measure_pipeline(config_overrides: dict, threads: int, pipeline_dir: Path | 
     say(f"[pipeline] total {wall / 60:.1f} min ({wall_how})")
     names = method_names(source)
     result = Pipeline(
-        stages=stages, wall=wall, wall_how=wall_how, source=str(source), ran_here=pipeline_dir is None,
-        accuracy=minutes_to_accuracy(source / layout.lm_train_log("")), sae_layers=measure_sae_layers(source),
+        stages=stages,
+        wall=wall,
+        wall_how=wall_how,
+        source=str(source),
+        ran_here=pipeline_dir is None,
+        accuracy=minutes_to_accuracy(source / layout.lm_train_log("")),
+        sae_layers=measure_sae_layers(source),
         topk_layers=measure_topk_layers(source) if "sae_unsupervised" in names else None,
         das_layers=measure_das_layers(source) if "das" in names else None,
-        method_tests_layers=measure_method_tests_layers(source))
+        method_tests_layers=measure_method_tests_layers(source),
+    )
     result.rerun = measure_sae_rerun(run_dir, threads) if rerun else rerun_from_stages(stages)
     result.sae_causal = measure_sae_causal_layers(source)
     # Where this bench ran the pipeline itself, ``source`` is the run the rerun changed (its λ
     # doubled): that changes nothing upstream of the SAEs, and both sides of the comparison use it.
-    result.profile_runs = (measure_profile_runs(source, stages, workdir, threads) if profile_runs
-                           else ProfileRuns(measured=False, why="--no-profile-runs"))
+    result.profile_runs = (
+        measure_profile_runs(source, stages, workdir, threads)
+        if profile_runs
+        else ProfileRuns(measured=False, why="--no-profile-runs")
+    )
     if not result.profile_runs.measured:
         say(f"[pipeline] layer profile against the seed's hook alone not run: {result.profile_runs.why}")
     rerun_result = result.rerun
     if rerun_result.estimated:
         rerun_result.fraction = rerun_result.seconds / wall
-        say(f"[pipeline] SAE-only rerun estimated from stage times: {rerun_result.seconds:.1f} s = "
-            f"{rerun_result.fraction:.1%}")
+        say(
+            f"[pipeline] SAE-only rerun estimated from stage times: {rerun_result.seconds:.1f} s = "
+            f"{rerun_result.fraction:.1%}"
+        )
     elif rerun_result.measured:
         rerun_result.fraction = rerun_result.seconds / wall
-        say(f"[pipeline] rerun after {rerun_result.change}: {rerun_result.seconds:.1f} s = {rerun_result.fraction:.1%} "
-            "of the full run")
+        say(
+            f"[pipeline] rerun after {rerun_result.change}: {rerun_result.seconds:.1f} s = {rerun_result.fraction:.1%} "
+            "of the full run"
+        )
     else:
         say(f"[pipeline] SAE-only rerun not measured: {rerun_result.why}")
     rerun_result.floor = rerun_floor(rerun_result, result.sae_causal, wall, threads)
     if rerun_result.floor:
-        say(f"[pipeline] of it, the SAE trainings and the SAE's causal tests: {rerun_result.floor.seconds:.1f} s = "
-            f"{rerun_result.floor.fraction:.1%} of the full run")
+        say(
+            f"[pipeline] of it, the SAE trainings and the SAE's causal tests: {rerun_result.floor.seconds:.1f} s = "
+            f"{rerun_result.floor.fraction:.1%} of the full run"
+        )
     return result

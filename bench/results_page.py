@@ -63,7 +63,8 @@ def page(results: BenchResults, run: BenchRun) -> str:
     """The whole page."""
     title = "# biosae speed benchmark" + (" — TINY SMOKE RUN (sizes shrunk; verdicts mean nothing)" if run.tiny else "")
     lines = [
-        title, "",
+        title,
+        "",
         f"Measured {run.started:%Y-%m-%d %H:%M} on {run.environment}.",
         f"Command: `{run.command}` ({run.minutes:.1f} min in all). Every figure below comes from this one run, "
         "so that each ratio compares two measurements taken under the same load.",
@@ -90,22 +91,48 @@ def targets_section(results: BenchResults) -> list[str]:
     rerun_fraction = rerun.fraction if rerun else None
     rows = [
         ("whole default pipeline ≤ 15 min on 2 cores", "pipeline_minutes", minutes, fmt(minutes, unit=" min")),
-        ("LM training ≥ 1.5× transformers.Trainer's tokens/s (as users write it: a padded document per row)",
-         "trainer_speedup", speedup,
-         fmt(speedup, ".2f", "×") + (f" (0 padding for both: {packed_speedup:.2f}×)" if packed_speedup else "")),
-        ("activation collection ≥ 0.8 of a plain batched forward", "activation_fraction",
-         activations.fraction if activations else None, fmt(activations.fraction if activations else None, ".2f")),
-        ("SAE-only rerun ≤ 5% of the full run", "sae_rerun_fraction", rerun_fraction,
-         fmt(rerun_fraction, ".1%") + (" (estimated from the run's stage times, not rerun)"
-                                       if rerun and rerun.estimated else "")),
-        ("dataset generation at 100,000 persons < 1 min", "dataset_seconds", dataset.seconds if dataset else None,
-         fmt(dataset.seconds if dataset else None, unit=" s")),
-        ("evaluate stage with every localization method ≤ 2× the 35.3 s of SAE + random only (default hook)",
-         "evaluate_seconds", evaluate_seconds(pipeline), fmt(evaluate_seconds(pipeline), unit=" s")),
-        ("the same like for like: every method ÷ SAE + random only, one process on this machine (section 7) ≤ 2×",
-         "evaluate_ratio", evaluate.ratio if evaluate else None, fmt(evaluate.ratio if evaluate else None, ".2f", "×")),
-        ("default run with the whole layer profile ≤ 1.25× the same run restricted to the seed's hook",
-         "layer_profile_ratio", *layer_profile_figure(pipeline)),
+        (
+            "LM training ≥ 1.5× transformers.Trainer's tokens/s (as users write it: a padded document per row)",
+            "trainer_speedup",
+            speedup,
+            fmt(speedup, ".2f", "×") + (f" (0 padding for both: {packed_speedup:.2f}×)" if packed_speedup else ""),
+        ),
+        (
+            "activation collection ≥ 0.8 of a plain batched forward",
+            "activation_fraction",
+            activations.fraction if activations else None,
+            fmt(activations.fraction if activations else None, ".2f"),
+        ),
+        (
+            "SAE-only rerun ≤ 5% of the full run",
+            "sae_rerun_fraction",
+            rerun_fraction,
+            fmt(rerun_fraction, ".1%")
+            + (" (estimated from the run's stage times, not rerun)" if rerun and rerun.estimated else ""),
+        ),
+        (
+            "dataset generation at 100,000 persons < 1 min",
+            "dataset_seconds",
+            dataset.seconds if dataset else None,
+            fmt(dataset.seconds if dataset else None, unit=" s"),
+        ),
+        (
+            "evaluate stage with every localization method ≤ 2× the 35.3 s of SAE + random only (default hook)",
+            "evaluate_seconds",
+            evaluate_seconds(pipeline),
+            fmt(evaluate_seconds(pipeline), unit=" s"),
+        ),
+        (
+            "the same like for like: every method ÷ SAE + random only, one process on this machine (section 7) ≤ 2×",
+            "evaluate_ratio",
+            evaluate.ratio if evaluate else None,
+            fmt(evaluate.ratio if evaluate else None, ".2f", "×"),
+        ),
+        (
+            "default run with the whole layer profile ≤ 1.25× the same run restricted to the seed's hook",
+            "layer_profile_ratio",
+            *layer_profile_figure(pipeline),
+        ),
     ]
     lines = ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {label} | {shown} | {verdict(name, value)} |" for label, name, value, shown in rows]
@@ -183,8 +210,9 @@ def layer_profile_figure(pipeline: Pipeline | None) -> tuple[float | None, str]:
     runs = pipeline.profile_runs if pipeline else None
     estimate = layer_profile_ratio(pipeline)
     if runs and runs.measured:
-        return runs.ratio, (f"{runs.ratio:.2f}× wall time (both run; stage-seconds estimate "
-                            f"{fmt(estimate, '.2f', '×')})")
+        return runs.ratio, (
+            f"{runs.ratio:.2f}× wall time (both run; stage-seconds estimate {fmt(estimate, '.2f', '×')})"
+        )
     return estimate, fmt(estimate, ".2f", "×") + (" (stage seconds, estimated from one run)" if estimate else "")
 
 
@@ -199,7 +227,9 @@ def profile_runs_lines(runs: ProfileRuns, threads: int) -> list[str]:
         f"profile ({profile.job_count} jobs) **{profile.seconds:.1f} s**, restricted to the seed's hook "
         f"(`sweep.layers: [{runs.seed_layer}]`, {seed_hook.job_count} jobs) **{seed_hook.seconds:.1f} s**. With the "
         f"dataset and LM training both share ({shared:.1f} s, this run's stages): {(shared + profile.seconds) / 60:.1f} "
-        f"min against {(shared + seed_hook.seconds) / 60:.1f} min, **{runs.ratio:.2f}×**.", ""]
+        f"min against {(shared + seed_hook.seconds) / 60:.1f} min, **{runs.ratio:.2f}×**.",
+        "",
+    ]
 
 
 def profile_cost_line(pipeline: Pipeline) -> str:
@@ -208,9 +238,11 @@ def profile_cost_line(pipeline: Pipeline) -> str:
     for stage in pipeline.stages:
         if is_profile_stage(stage):
             per_rule[stage.rule] = per_rule.get(stage.rule, 0.0) + stage.seconds
-    return (f"the other layers and the aggregate add {sum(per_rule.values()) / 60:.1f} min ("
-            + ", ".join(f"{rule} {seconds:.0f} s" for rule, seconds in sorted(per_rule.items(), key=lambda item: -item[1]))
-            + ") to the seed hook's pipeline; its LM training is shared")
+    return (
+        f"the other layers and the aggregate add {sum(per_rule.values()) / 60:.1f} min ("
+        + ", ".join(f"{rule} {seconds:.0f} s" for rule, seconds in sorted(per_rule.items(), key=lambda item: -item[1]))
+        + ") to the seed hook's pipeline; its LM training is shared"
+    )
 
 
 def limiting_notes(results: BenchResults) -> list[str]:
@@ -219,8 +251,11 @@ def limiting_notes(results: BenchResults) -> list[str]:
     pipeline, training, activations = results.pipeline, results.training, results.activations
     if pipeline and verdict("pipeline_minutes", pipeline.wall / 60) == "MISS":
         top = sorted(pipeline.stages, key=lambda s: -s.seconds)[:3]
-        notes.append("pipeline: the longest stages are " + ", ".join(
-            f"{s.stage} ({s.seconds / 60:.1f} min, {s.seconds / pipeline.wall:.0%})" for s in top) + ".")
+        notes.append(
+            "pipeline: the longest stages are "
+            + ", ".join(f"{s.stage} ({s.seconds / 60:.1f} min, {s.seconds / pipeline.wall:.0%})" for s in top)
+            + "."
+        )
     ratio, _ = layer_profile_figure(pipeline)
     if ratio is not None and verdict("layer_profile_ratio", ratio) == "MISS":
         notes.append(f"layer profile: {profile_cost_line(pipeline)}.")
@@ -229,33 +264,47 @@ def limiting_notes(results: BenchResults) -> list[str]:
         per_rule: dict[str, float] = {}
         for stage in rerun.jobs:
             per_rule[stage.rule] = per_rule.get(stage.rule, 0.0) + stage.seconds
-        notes.append("SAE-only rerun (estimate): " + ", ".join(
-            f"{rule} {seconds:.0f} s" for rule, seconds in sorted(per_rule.items(), key=lambda item: -item[1]))
-            + " over every layer of the profile.")
+        notes.append(
+            "SAE-only rerun (estimate): "
+            + ", ".join(
+                f"{rule} {seconds:.0f} s" for rule, seconds in sorted(per_rule.items(), key=lambda item: -item[1])
+            )
+            + " over every layer of the profile."
+        )
     if rerun and rerun.measured and verdict("sae_rerun_fraction", rerun.fraction) == "MISS":
-        notes.append(f"SAE-only rerun: jobs {sum(s.seconds for s in rerun.jobs):.1f} s ("
-                     + ", ".join(f"{s.stage} {s.seconds:.1f} s" for s in rerun.jobs)
-                     + f"), Snakemake start-up and DAG work {rerun.overhead_seconds:.1f} s.")
+        notes.append(
+            f"SAE-only rerun: jobs {sum(s.seconds for s in rerun.jobs):.1f} s ("
+            + ", ".join(f"{s.stage} {s.seconds:.1f} s" for s in rerun.jobs)
+            + f"), Snakemake start-up and DAG work {rerun.overhead_seconds:.1f} s."
+        )
     floor = rerun.floor if rerun else None
     if floor and verdict("sae_rerun_fraction", rerun.fraction) == "MISS":
-        notes.append(f"SAE-only rerun: training the two SAEs and the SAE's causal tests alone take {floor.fraction:.1%} "
-                     "of the full run (section 6): the rest is job start-up, loading, prompt caches, correlational "
-                     "tests and figures.")
+        notes.append(
+            f"SAE-only rerun: training the two SAEs and the SAE's causal tests alone take {floor.fraction:.1%} "
+            "of the full run (section 6): the rest is job start-up, loading, prompt caches, correlational "
+            "tests and figures."
+        )
     if training and verdict("trainer_speedup", training.speedup) == "MISS":
         ours, hf = training.ours, training.trainer
-        notes.append(f"LM training: against the Trainer on our packed blocks, {training.steps} steps took {ours.step_seconds:.1f} s in our loop and "
-                     f"{hf.step_seconds:.1f} s in the Trainer (MFU {fmt(ours.mfu, '.1%')} against "
-                     f"{fmt(hf.mfu, '.1%')}); both call the same GPT-2 forward and backward, so the gap is what the "
-                     "loops do around them (see where: `py-spy record -o profile.svg -- python bench/run.py --only "
-                     "training`).")
+        notes.append(
+            f"LM training: against the Trainer on our packed blocks, {training.steps} steps took {ours.step_seconds:.1f} s in our loop and "
+            f"{hf.step_seconds:.1f} s in the Trainer (MFU {fmt(ours.mfu, '.1%')} against "
+            f"{fmt(hf.mfu, '.1%')}); both call the same GPT-2 forward and backward, so the gap is what the "
+            "loops do around them (see where: `py-spy record -o profile.svg -- python bench/run.py --only "
+            "training`)."
+        )
     if activations and verdict("activation_fraction", activations.fraction) == "MISS":
         extra = activations.collection_seconds - activations.ceiling_seconds
-        notes.append(f"activations: the collection takes {extra:.2f} s more than the plain forward, of which "
-                     f"{activations.tokenize_seconds:.2f} s is tokenizing the prompts.")
+        notes.append(
+            f"activations: the collection takes {extra:.2f} s more than the plain forward, of which "
+            f"{activations.tokenize_seconds:.2f} s is tokenizing the prompts."
+        )
     dataset = results.dataset
     if dataset and verdict("dataset_seconds", dataset.seconds) == "MISS":
-        notes.append(f"dataset: {dataset.seconds:.1f} s for {dataset.persons:,} persons "
-                     "(see where: `py-spy record -o profile.svg -- python bench/run.py --only dataset`).")
+        notes.append(
+            f"dataset: {dataset.seconds:.1f} s for {dataset.persons:,} persons "
+            "(see where: `py-spy record -o profile.svg -- python bench/run.py --only dataset`)."
+        )
     return notes
 
 
@@ -264,8 +313,10 @@ def machine_section(machine: MachineLimits | None) -> list[str]:
         return []
     lines = ["", "## 1. Machine limits", "", "| figure | value | how |", "|---|---|---|"]
     for name, flops in machine.flops.items():
-        lines.append(f"| {name} matrix product | {flops / 1e9:,.1f} GFLOP/s | "
-                     f"`{machine.how.replace('dtype', TORCH_DTYPES[name])}` |")
+        lines.append(
+            f"| {name} matrix product | {flops / 1e9:,.1f} GFLOP/s | "
+            f"`{machine.how.replace('dtype', TORCH_DTYPES[name])}` |"
+        )
     return lines
 
 
@@ -294,12 +345,18 @@ def training_section(training: Training | None) -> list[str]:
     if not training:
         return []
     t, ours, hf, padded = training, training.ours, training.trainer, training.trainer_padded
-    how_hf = (f"`transformers.Trainer.train()` ({t.steps} steps, bf16={t.precision == 'bf16'}, same blocks, "
-              "batch, lr, warm-up + cosine, AdamW β₂ 0.95, clip)")
-    how_padded = ("the same Trainer over one document per row (cut at the block), padded per batch by "
-                  "`DataCollatorForLanguageModeling(mlm=False)`; corpus tokens only")
+    how_hf = (
+        f"`transformers.Trainer.train()` ({t.steps} steps, bf16={t.precision == 'bf16'}, same blocks, "
+        "batch, lr, warm-up + cosine, AdamW β₂ 0.95, clip)"
+    )
+    how_padded = (
+        "the same Trainer over one document per row (cut at the block), padded per batch by "
+        "`DataCollatorForLanguageModeling(mlm=False)`; corpus tokens only"
+    )
     lines = [
-        "", "## 2.–3. LM training: our loop against transformers.Trainer", "",
+        "",
+        "## 2.–3. LM training: our loop against transformers.Trainer",
+        "",
         f"Model of the config ({t.model}, {t.parameters:,} parameters, vocabulary {t.vocabulary:,}), its "
         f"corpus ({t.documents:,} documents), batch {t.batch_size} × block {t.block_size}, precision "
         f"{t.precision}; {t.flops_per_token / 1e6:.1f} MFLOP/token (6·N + attention). tokens/s is steady state: "
@@ -313,7 +370,8 @@ def training_section(training: Training | None) -> list[str]:
         "the loops themselves cost.",
         "",
         *rounds_lines(t),
-        "| figure | ours (packed) | Trainer, padded documents | Trainer, our packed blocks |", "|---|---|---|---|",
+        "| figure | ours (packed) | Trainer, padded documents | Trainer, our packed blocks |",
+        "|---|---|---|---|",
         f"| tokens/s | {ours.tokens_per_s:,.0f} | {fmt(padded and padded.tokens_per_s, ',.0f')} | "
         f"{fmt(hf and hf.tokens_per_s, ',.0f')} |",
         f"| positions computed/s (padding included) | {ours.tokens_per_s:,.0f} | "
@@ -331,11 +389,16 @@ def training_section(training: Training | None) -> list[str]:
         "",
     ]
     if hf and padded:
-        step = ("our loop is no slower per position" if t.packed_speedup >= 1 else
-                f"per position our loop is {1 - t.packed_speedup:.0%} slower than the Trainer's")
-        lines.append(f"Ours ÷ Trainer as users write it: **{t.speedup:.2f}×** corpus tokens/s. Ours ÷ the Trainer "
-                     f"on our packed blocks: **{t.packed_speedup:.2f}×**: what we gain is packing (no compute "
-                     f"spent on padding), not a faster step ({step}; both run the same GPT-2 forward and backward).")
+        step = (
+            "our loop is no slower per position"
+            if t.packed_speedup >= 1
+            else f"per position our loop is {1 - t.packed_speedup:.0%} slower than the Trainer's"
+        )
+        lines.append(
+            f"Ours ÷ Trainer as users write it: **{t.speedup:.2f}×** corpus tokens/s. Ours ÷ the Trainer "
+            f"on our packed blocks: **{t.packed_speedup:.2f}×**: what we gain is packing (no compute "
+            f"spent on padding), not a faster step ({step}; both run the same GPT-2 forward and backward)."
+        )
     else:
         lines.append(f"Trainer baseline not measured: {t.trainer_missing}.")
     return lines
@@ -344,14 +407,20 @@ def training_section(training: Training | None) -> list[str]:
 def accuracy_section(accuracy: Accuracy | None) -> list[str]:
     lines = ["", "### Minutes of training to 95% exact match on unseen persons (default config)", ""]
     if accuracy is None:
-        lines.append("Not measured: no pipeline training log (run without `--skip-pipeline`, or pass `--pipeline-dir`).")
+        lines.append(
+            "Not measured: no pipeline training log (run without `--skip-pipeline`, or pass `--pipeline-dir`)."
+        )
     elif accuracy.reached:
-        lines.append(f"**{accuracy.minutes:.1f} min** of training (epoch {accuracy.epoch:g}: ood_person exact "
-                     f"match {accuracy.value:.3f}); from `{accuracy.source}` (`monitor` column, checked at each "
-                     "epoch end, so the resolution is one epoch; `elapsed_s` counts training steps, not the monitor).")
+        lines.append(
+            f"**{accuracy.minutes:.1f} min** of training (epoch {accuracy.epoch:g}: ood_person exact "
+            f"match {accuracy.value:.3f}); from `{accuracy.source}` (`monitor` column, checked at each "
+            "epoch end, so the resolution is one epoch; `elapsed_s` counts training steps, not the monitor)."
+        )
     else:
-        lines.append(f"Not reached in {accuracy.epochs_run:g} epochs: best ood_person exact match "
-                     f"{accuracy.value:.3f} at {accuracy.minutes:.1f} min; from `{accuracy.source}`.")
+        lines.append(
+            f"Not reached in {accuracy.epochs_run:g} epochs: best ood_person exact match "
+            f"{accuracy.value:.3f} at {accuracy.minutes:.1f} min; from `{accuracy.source}`."
+        )
     return lines
 
 
@@ -360,10 +429,14 @@ def activations_section(a: ActivationCollection | None, training: Training | Non
         return []
     trained = f"trained {training.steps} steps" if training else "random init"
     return [
-        "", "## 4. Activation collection", "",
+        "",
+        "## 4. Activation collection",
+        "",
         f"All {a.prompts:,} QA rows (qa_train + qa_test + qa_hard), batch {a.batch_size}, the config's model "
-        f"({trained}; speed does not depend on the weights), best of {sizes['activation_repeats']}.", "",
-        "| figure | value | how |", "|---|---|---|",
+        f"({trained}; speed does not depend on the weights), best of {sizes['activation_repeats']}.",
+        "",
+        "| figure | value | how |",
+        "|---|---|---|",
         f"| collection, {len(a.layers)} hook points ({a.dtype}) | {a.collection_prompts_per_s:,.0f} prompts/s "
         f"({a.collection_seconds:.2f} s) | `biosae.lm.activations.write_activation_files`: tokenizing, every layer of "
         "the profile from one pass (LM head at the answer position only), one file per layer, index table |",
@@ -380,8 +453,11 @@ def dataset_section(d: DatasetGeneration | None) -> list[str]:
     if not d:
         return []
     return [
-        "", "## 5. Dataset generation", "",
-        "| figure | value | how |", "|---|---|---|",
+        "",
+        "## 5. Dataset generation",
+        "",
+        "| figure | value | how |",
+        "|---|---|---|",
         f"| {d.persons:,} persons | {d.seconds:.1f} s, **{d.persons_per_s:,.0f} persons/s** | "
         f"`biosae.dataset.build.write_dataset` (num_persons={d.persons}, other dataset keys from the config) |",
         f"| written | {d.megabytes:,.0f} MB, {d.qa_rows:,} QA rows | |",
@@ -392,16 +468,23 @@ def evaluate_section(e: Evaluate | None) -> list[str]:
     if not e:
         return []
     return [
-        "", "## 7. The evaluate stage: every method against SAE + random only", "",
+        "",
+        "## 7. The evaluate stage: every method against SAE + random only",
+        "",
         f"The seed hook's (layer {e.layer}) evaluation of the finished run in `{e.source}`, in one process, as "
         f"its two jobs run it: `biosae.evaluation.method_tests.evaluate_methods` (every method but the SAE, at this "
         f"layer alone, its prompt caches built), then `biosae.evaluation.evaluate.evaluate` (correlational tests, "
         f"the SAE's causal tests, the join; causal tests on at most {e.prompts_per_cell} prompts per cell) and "
-        f"`write_figures`. The files are loaded once ({e.load_seconds:.1f} s, in neither figure).", "",
-        "| methods | tests s | figures s | total s |", "|---|---|---|---|",
-        *(f"| {', '.join(timing.methods)} | {timing.tests:.1f} | {timing.figures:.1f} | {timing.seconds:.1f} |"
-          for timing in (e.baseline, e.every_method)),
-        "", f"Every method ÷ SAE + random only: **{e.ratio:.2f}×**.",
+        f"`write_figures`. The files are loaded once ({e.load_seconds:.1f} s, in neither figure).",
+        "",
+        "| methods | tests s | figures s | total s |",
+        "|---|---|---|---|",
+        *(
+            f"| {', '.join(timing.methods)} | {timing.tests:.1f} | {timing.figures:.1f} | {timing.seconds:.1f} |"
+            for timing in (e.baseline, e.every_method)
+        ),
+        "",
+        f"Every method ÷ SAE + random only: **{e.ratio:.2f}×**.",
     ]
 
 
@@ -410,71 +493,98 @@ def pipeline_section(p: Pipeline | None, threads: int) -> list[str]:
         return ["", "## 6. The default pipeline", "", "Not measured (`--skip-pipeline`)."]
     origin = "run by this benchmark" if p.ran_here else f"the finished run in `{p.source}`"
     lines = [
-        "", "## 6. The default pipeline", "",
+        "",
+        "## 6. The default pipeline",
+        "",
         f"Per stage from Snakemake's `benchmark:` files ({origin}; `snakemake --cores {threads}`): `s` and "
-        "`max_rss` (peak resident memory).", "",
-        "| stage | wall s | share | peak RSS MB |", "|---|---|---|---|",
+        "`max_rss` (peak resident memory).",
+        "",
+        "| stage | wall s | share | peak RSS MB |",
+        "|---|---|---|---|",
     ]
     for stage in p.stages:
-        lines.append(f"| {stage.stage} | {stage.seconds:,.1f} | {stage.seconds / p.wall:.0%} | "
-                     f"{fmt(stage.max_rss_mb, ',.0f')} |")
+        lines.append(
+            f"| {stage.stage} | {stage.seconds:,.1f} | {stage.seconds / p.wall:.0%} | {fmt(stage.max_rss_mb, ',.0f')} |"
+        )
     lines += [f"| **total** | **{p.wall:,.1f}** ({p.wall / 60:.1f} min) | | {p.wall_how} |", ""]
     sae = p.sae_layers
     if sae:
-        lines += [f"SAE training (in process, 1 thread as the rule, on this run's activations: {sae.rows:,} rows, "
-                  f"{sae.epochs} epochs of batch {sae.batch_size}): every layer of the profile at once "
-                  f"({len(sae.layers)} layers, the LM's one `train_sae` job) **{sae.all_seconds:.1f} s**; the "
-                  f"seed's hook (layer {sae.seed_layer}) alone {sae.one_seconds:.1f} s, so "
-                  f"{sae.all_seconds / sae.one_seconds:.2f}× one layer for {len(sae.layers)} layers. The "
-                  f"difference, twice (trained and untrained LM), is the profile's share of the two SAE jobs in the "
-                  f"layer-profile ratio.", ""]
+        lines += [
+            f"SAE training (in process, 1 thread as the rule, on this run's activations: {sae.rows:,} rows, "
+            f"{sae.epochs} epochs of batch {sae.batch_size}): every layer of the profile at once "
+            f"({len(sae.layers)} layers, the LM's one `train_sae` job) **{sae.all_seconds:.1f} s**; the "
+            f"seed's hook (layer {sae.seed_layer}) alone {sae.one_seconds:.1f} s, so "
+            f"{sae.all_seconds / sae.one_seconds:.2f}× one layer for {len(sae.layers)} layers. The "
+            f"difference, twice (trained and untrained LM), is the profile's share of the two SAE jobs in the "
+            f"layer-profile ratio.",
+            "",
+        ]
     topk = p.topk_layers
     if topk:
-        lines += [f"TopK SAE training (the same way: {topk.rows:,} rows, batch {topk.batch_size}; timed over "
-                  f"{topk.measured_epochs} of its {topk.epochs} epochs and scaled, the epochs being alike): every "
-                  f"layer at once **{topk.all_seconds:.1f} s**, the seed's hook alone {topk.one_seconds:.1f} s "
-                  f"({topk.all_seconds / topk.one_seconds:.2f}×). The difference is the profile's share of the "
-                  f"`train_unsupervised_sae` job.", ""]
+        lines += [
+            f"TopK SAE training (the same way: {topk.rows:,} rows, batch {topk.batch_size}; timed over "
+            f"{topk.measured_epochs} of its {topk.epochs} epochs and scaled, the epochs being alike): every "
+            f"layer at once **{topk.all_seconds:.1f} s**, the seed's hook alone {topk.one_seconds:.1f} s "
+            f"({topk.all_seconds / topk.one_seconds:.2f}×). The difference is the profile's share of the "
+            f"`train_unsupervised_sae` job.",
+            "",
+        ]
     das = p.das_layers
     if das:
         per_layer = ", ".join(f"layer {layer} {seconds:.1f} s" for layer, seconds in das.seconds.items())
-        lines += [f"DAS, from the run's own `train_das` job done again in process, layer by layer as the job runs "
-                  f"(1 thread as the rule, on this run's LM and activations; the LM's loading in neither): "
-                  f"{per_layer}; the prompts and caches every layer shares {das.shared_seconds:.1f} s. The other "
-                  f"layers' seconds are the profile's share of the job.", ""]
+        lines += [
+            f"DAS, from the run's own `train_das` job done again in process, layer by layer as the job runs "
+            f"(1 thread as the rule, on this run's LM and activations; the LM's loading in neither): "
+            f"{per_layer}; the prompts and caches every layer shares {das.shared_seconds:.1f} s. The other "
+            f"layers' seconds are the profile's share of the job.",
+            "",
+        ]
     tests = p.method_tests_layers
     if tests:
         per_layer = ", ".join(f"layer {layer} {seconds:.1f} s" for layer, seconds in tests.seconds.items())
-        lines += [f"Every method but the SAE, tested again in process layer by layer as the run's `evaluate_methods` "
-                  f"job tests them (1 thread as the rule): {per_layer}; the LM, samples and prompt caches every layer shares "
-                  f"{tests.shared_seconds:.1f} s. The other layers' seconds are the profile's share of the job; the "
-                  f"seed hook's, with the shared seconds, count in the evaluate target.", ""]
+        lines += [
+            f"Every method but the SAE, tested again in process layer by layer as the run's `evaluate_methods` "
+            f"job tests them (1 thread as the rule): {per_layer}; the LM, samples and prompt caches every layer shares "
+            f"{tests.shared_seconds:.1f} s. The other layers' seconds are the profile's share of the job; the "
+            f"seed hook's, with the shared seconds, count in the evaluate target.",
+            "",
+        ]
     ratio = layer_profile_ratio(p)
     if ratio is not None:
-        lines += [f"Layer profile, estimated from this run's stage seconds: {profile_cost_line(p)}; {ratio:.2f}× the "
-                  "seed hook's stage seconds (jobs that ran side by side count in full).", ""]
+        lines += [
+            f"Layer profile, estimated from this run's stage seconds: {profile_cost_line(p)}; {ratio:.2f}× the "
+            "seed hook's stage seconds (jobs that ran side by side count in full).",
+            "",
+        ]
     lines += profile_runs_lines(p.profile_runs, threads)
     rerun = p.rerun
     if rerun.estimated:
         jobs = ", ".join(f"{s.stage} {s.seconds:.1f} s" for s in rerun.jobs)
-        lines.append(f"SAE-only rerun **estimated, not run** (`--no-rerun`): the jobs a change of one SAE λ reruns "
-                     f"took **{rerun.seconds:.1f} s = {rerun.fraction:.1%}** of the full run in it, one after "
-                     f"another, without Snakemake's start-up. Jobs: {jobs}.")
+        lines.append(
+            f"SAE-only rerun **estimated, not run** (`--no-rerun`): the jobs a change of one SAE λ reruns "
+            f"took **{rerun.seconds:.1f} s = {rerun.fraction:.1%}** of the full run in it, one after "
+            f"another, without Snakemake's start-up. Jobs: {jobs}."
+        )
     elif rerun.measured:
         jobs = ", ".join(f"{s.stage} {s.seconds:.1f} s" for s in rerun.jobs)
-        lines.append(f"Rerun after `{rerun.change}` (`snakemake --cores {threads}` on a copy of the finished run): "
-                     f"**{rerun.seconds:.1f} s = {rerun.fraction:.1%}** of the full run. Jobs: {jobs}; "
-                     f"Snakemake start-up and DAG work: {rerun.overhead_seconds:.1f} s.")
+        lines.append(
+            f"Rerun after `{rerun.change}` (`snakemake --cores {threads}` on a copy of the finished run): "
+            f"**{rerun.seconds:.1f} s = {rerun.fraction:.1%}** of the full run. Jobs: {jobs}; "
+            f"Snakemake start-up and DAG work: {rerun.overhead_seconds:.1f} s."
+        )
     else:
         lines.append(f"SAE-only rerun not measured: {rerun.why or 'skipped'}.")
     causal, floor = p.sae_causal, rerun.floor
     if causal and floor:
         per_layer = ", ".join(f"layer {layer} {seconds:.1f} s" for layer, seconds in causal.seconds.items())
-        lines += ["", f"What any SAE-only rerun must compute, whatever its jobs: training the two SAEs (the longer of "
-                  f"the two jobs above, which run side by side) {floor.sae_training_seconds:.1f} s, and the SAE's "
-                  f"causal tests at every layer (the LM's edited passes; in process at one thread, at most "
-                  f"{causal.prompts_per_cell} prompts per cell: {per_layer}; the LM and prompt caches, "
-                  f"{causal.shared_seconds:.1f} s, apart), {sum(causal.seconds.values()):.1f} s, "
-                  f"{floor.causal_seconds:.1f} s on {threads} cores: **{floor.seconds:.1f} s = "
-                  f"{floor.fraction:.1%}** of the full run."]
+        lines += [
+            "",
+            f"What any SAE-only rerun must compute, whatever its jobs: training the two SAEs (the longer of "
+            f"the two jobs above, which run side by side) {floor.sae_training_seconds:.1f} s, and the SAE's "
+            f"causal tests at every layer (the LM's edited passes; in process at one thread, at most "
+            f"{causal.prompts_per_cell} prompts per cell: {per_layer}; the LM and prompt caches, "
+            f"{causal.shared_seconds:.1f} s, apart), {sum(causal.seconds.values()):.1f} s, "
+            f"{floor.causal_seconds:.1f} s on {threads} cores: **{floor.seconds:.1f} s = "
+            f"{floor.fraction:.1%}** of the full run.",
+        ]
     return lines

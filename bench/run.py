@@ -47,10 +47,6 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 elif _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-from biosae import layout
-from biosae.io import write_text
-from biosae.lm.model import build_scratch_model
-
 from bench.activations import measure_activations
 from bench.common import REPO, TINY, BenchRun, Sizes, environment, experiment_config, say, set_up_process, validated
 from bench.dataset import measure_dataset_generation
@@ -59,25 +55,38 @@ from bench.machine import measure_machine_limits
 from bench.pipeline import measure_pipeline, minutes_to_accuracy
 from bench.results_page import BenchResults, page
 from bench.training import measure_training, prepare_lm
+from biosae import layout
+from biosae.io import write_text
+from biosae.lm.model import build_scratch_model
 
 SECTIONS = ("machine", "training", "activations", "dataset", "pipeline", "evaluate")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.md", help="markdown to write")
     parser.add_argument("--tiny", action="store_true", help="shrink every size (smoke test; figures mean nothing)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads and snakemake --cores (default 2)")
     parser.add_argument("--skip-pipeline", action="store_true", help="leave out section 6 (the Snakemake pipeline)")
-    parser.add_argument("--pipeline-dir", type=Path,
-                        help="a finished default pipeline run (e.g. the repository): per-stage figures and the "
-                             "training log come from it; the SAE-only rerun runs on a copy. Nothing in it is written")
-    parser.add_argument("--no-rerun", action="store_true",
-                        help="do not rerun the SAE jobs after a λ change; estimate that from the run's stage times")
-    parser.add_argument("--no-profile-runs", action="store_true",
-                        help="do not run the pipeline after the LM twice (with the layer profile, then the seed's "
-                             "hook alone); estimate the profile's cost from the run's stage seconds")
+    parser.add_argument(
+        "--pipeline-dir",
+        type=Path,
+        help="a finished default pipeline run (e.g. the repository): per-stage figures and the "
+        "training log come from it; the SAE-only rerun runs on a copy. Nothing in it is written",
+    )
+    parser.add_argument(
+        "--no-rerun",
+        action="store_true",
+        help="do not rerun the SAE jobs after a λ change; estimate that from the run's stage times",
+    )
+    parser.add_argument(
+        "--no-profile-runs",
+        action="store_true",
+        help="do not run the pipeline after the LM twice (with the layer profile, then the seed's "
+        "hook alone); estimate the profile's cost from the run's stage seconds",
+    )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="measure only these sections")
     parser.add_argument("--train-steps", type=int, help="LM training steps for ours and the Trainer (default 200)")
     args = parser.parse_args(argv)
@@ -95,8 +104,9 @@ def measure(args, sizes: Sizes, sections: set[str], workdir: Path) -> BenchResul
     lm = prepare_lm(config) if {"training", "activations"} & sections else None
     model = None
     if "training" in sections:
-        results.training = measure_training(config, lm, results.machine.flops if results.machine else None, sizes,
-                                            workdir / "training")
+        results.training = measure_training(
+            config, lm, results.machine.flops if results.machine else None, sizes, workdir / "training"
+        )
         model = results.training.ours.model
     if "activations" in sections:
         model = model or build_scratch_model(lm[1], config["model"], config["seed"])
@@ -104,8 +114,14 @@ def measure(args, sizes: Sizes, sections: set[str], workdir: Path) -> BenchResul
     if "dataset" in sections:
         results.dataset = measure_dataset_generation(config, sizes, workdir / "dataset")
     if "pipeline" in sections:
-        results.pipeline = measure_pipeline(sizes.config_overrides, args.threads, args.pipeline_dir, workdir,
-                                            rerun=not args.no_rerun, profile_runs=not args.no_profile_runs)
+        results.pipeline = measure_pipeline(
+            sizes.config_overrides,
+            args.threads,
+            args.pipeline_dir,
+            workdir,
+            rerun=not args.no_rerun,
+            profile_runs=not args.no_profile_runs,
+        )
     else:
         results.accuracy = minutes_to_accuracy((args.pipeline_dir or REPO) / layout.lm_train_log(""))
     if "evaluate" in sections:
@@ -127,9 +143,15 @@ def main(argv=None) -> int:
     started, start = datetime.datetime.now(), time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="biosae-bench-") as tmp:
         results = measure(args, sizes, sections, Path(tmp))
-    run = BenchRun(command=" ".join(["python bench/run.py", *sys.argv[1:]]), started=started, tiny=args.tiny,
-                   minutes=(time.perf_counter() - start) / 60, threads=args.threads, environment=environment(),
-                   sizes={key: value for key, value in vars(sizes).items() if value})
+    run = BenchRun(
+        command=" ".join(["python bench/run.py", *sys.argv[1:]]),
+        started=started,
+        tiny=args.tiny,
+        minutes=(time.perf_counter() - start) / 60,
+        threads=args.threads,
+        environment=environment(),
+        sizes={key: value for key, value in vars(sizes).items() if value},
+    )
     write_text(args.out, page(results, run))
     say(f"wrote {args.out}")
     return 0

@@ -26,8 +26,11 @@ from biosae.lm.tokenization import train_word_tokenizer
 
 from .common import Sizes, in_fresh_process, say, seconds_of
 
-LOOP_LABELS = {"ours": "ours", "trainer_padded": "transformers.Trainer, a padded document per row:",
-               "trainer": "transformers.Trainer on our packed blocks:"}
+LOOP_LABELS = {
+    "ours": "ours",
+    "trainer_padded": "transformers.Trainer, a padded document per row:",
+    "trainer": "transformers.Trainer on our packed blocks:",
+}
 
 
 @dataclass
@@ -40,10 +43,10 @@ class LoopRun:
     tokens_per_s: float
     call_tokens_per_s: float
     threads: int
-    tokens_per_step: int | None = None          # packed loops: batch × block
-    padded_tokens_per_s: float | None = None    # padded loop: positions computed, padding included
-    padding_fraction: float | None = None       # padded loop: share of positions that are padding
-    model_flops_per_s: float | None = None      # filled by measure_training (needs the machine limits)
+    tokens_per_step: int | None = None  # packed loops: batch × block
+    padded_tokens_per_s: float | None = None  # padded loop: positions computed, padding included
+    padding_fraction: float | None = None  # padded loop: share of positions that are padding
+    model_flops_per_s: float | None = None  # filled by measure_training (needs the machine limits)
     mfu: float | None = None
     model: object = field(default=None, repr=False)  # our loop's trained model (the activations reuse it)
 
@@ -55,9 +58,9 @@ class TrainingRound:
     ours: LoopRun
     trainer: LoopRun | None
     trainer_padded: LoopRun | None
-    speedup: float | None         # ÷ the Trainer as users write it
+    speedup: float | None  # ÷ the Trainer as users write it
     packed_speedup: float | None  # ÷ the Trainer on our packed blocks
-    trainer_missing: str | None   # why the Trainer did not run
+    trainer_missing: str | None  # why the Trainer did not run
 
 
 @dataclass
@@ -130,8 +133,17 @@ def train_ours(config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: 
     cfg = replace(cfg, epochs=steps / steps_per_epoch)
     model = build_scratch_model(tokenizer, config["model"], cfg.seed)
     call_seconds, summary = seconds_of(
-        train_language_model, model, tokenizer, texts, cfg, workdir / "final", workdir / "checkpoint",
-        workdir / "train_log.csv", log_every=skip, progress=False)
+        train_language_model,
+        model,
+        tokenizer,
+        texts,
+        cfg,
+        workdir / "final",
+        workdir / "checkpoint",
+        workdir / "train_log.csv",
+        log_every=skip,
+        progress=False,
+    )
     if summary["steps"] != steps:
         raise RuntimeError(f"asked for {steps} training steps, the loop ran {summary['steps']}")
     # The log's elapsed_s is cumulative step time; steady state is from step `skip` to the end.
@@ -139,13 +151,20 @@ def train_ours(config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: 
     elapsed = dict(zip(log["step"], log["elapsed_s"]))
     tokens_per_step = cfg.batch_size * cfg.block_size
     steady = (steps - skip) * tokens_per_step / max(float(elapsed[steps]) - float(elapsed[skip]), 1e-9)
-    return LoopRun(steps=steps, tokens_per_step=tokens_per_step, step_seconds=summary["train_seconds"],
-                   tokens_per_s=steady, call_tokens_per_s=steps * tokens_per_step / call_seconds,
-                   threads=torch.get_num_threads(), model=model)
+    return LoopRun(
+        steps=steps,
+        tokens_per_step=tokens_per_step,
+        step_seconds=summary["train_seconds"],
+        tokens_per_s=steady,
+        call_tokens_per_s=steps * tokens_per_step / call_seconds,
+        threads=torch.get_num_threads(),
+        model=model,
+    )
 
 
-def run_hf_trainer(config, tokenizer, cfg: TrainingConfig, steps: int, dataset, output_dir: Path,
-                   data_collator=None) -> tuple[list[float], int, float]:
+def run_hf_trainer(
+    config, tokenizer, cfg: TrainingConfig, steps: int, dataset, output_dir: Path, data_collator=None
+) -> tuple[list[float], int, float]:
     """transformers.Trainer.train() for ``steps`` steps with our schedule (AdamW β₂ 0.95, warm-up +
     cosine to the same floor, clip, precision); returns each step's seconds, threads, call seconds."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -164,12 +183,27 @@ def run_hf_trainer(config, tokenizer, cfg: TrainingConfig, steps: int, dataset, 
             self.seconds.append(time.perf_counter() - self._start)
 
     args = TrainingArguments(
-        output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8,
-        max_grad_norm=cfg.grad_clip, warmup_steps=cfg.warmup_fraction, lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_fraction}, bf16=cfg.precision == "bf16",
-        use_cpu=pick_device().type == "cpu", eval_strategy="no", save_strategy="no", logging_strategy="no",
-        report_to="none", dataloader_num_workers=0, disable_tqdm=True, seed=cfg.seed,
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        adam_epsilon=1e-8,
+        max_grad_norm=cfg.grad_clip,
+        warmup_steps=cfg.warmup_fraction,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_fraction},
+        bf16=cfg.precision == "bf16",
+        use_cpu=pick_device().type == "cpu",
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        seed=cfg.seed,
     )
     model = build_scratch_model(tokenizer, config["model"], cfg.seed)
     timer = StepTimer()
@@ -191,8 +225,9 @@ class ListDataset(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def train_with_hf_trainer(config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: int,
-                          workdir: Path) -> LoopRun:
+def train_with_hf_trainer(
+    config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: int, workdir: Path
+) -> LoopRun:
     """transformers.Trainer over a Dataset of the very packed blocks our loop trained on: the loops
     compared on equal work."""
     blocks = pack_epoch(tokenize_documents(tokenizer, texts), cfg.block_size, cfg.seed, epoch=0)
@@ -201,13 +236,19 @@ def train_with_hf_trainer(config, texts, tokenizer, cfg: TrainingConfig, steps: 
     dataset = ListDataset([{"input_ids": block, "labels": block} for block in blocks])
     seconds, threads, call_seconds = run_hf_trainer(config, tokenizer, cfg, steps, dataset, workdir / "hf_trainer")
     tokens_per_step = cfg.batch_size * cfg.block_size
-    return LoopRun(steps=steps, tokens_per_step=tokens_per_step, step_seconds=sum(seconds),
-                   tokens_per_s=steady_tokens_per_s(seconds, tokens_per_step, skip),
-                   call_tokens_per_s=steps * tokens_per_step / call_seconds, threads=threads)
+    return LoopRun(
+        steps=steps,
+        tokens_per_step=tokens_per_step,
+        step_seconds=sum(seconds),
+        tokens_per_s=steady_tokens_per_s(seconds, tokens_per_step, skip),
+        call_tokens_per_s=steps * tokens_per_step / call_seconds,
+        threads=threads,
+    )
 
 
-def train_with_hf_trainer_padded(config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: int,
-                                 workdir: Path) -> LoopRun:
+def train_with_hf_trainer_padded(
+    config, texts, tokenizer, cfg: TrainingConfig, steps: int, skip: int, workdir: Path
+) -> LoopRun:
     """What most users write first: transformers.Trainer over one document per row (cut at the
     block size), padded per batch by DataCollatorForLanguageModeling. Its tokens/s counts corpus
     tokens only (attention_mask 1), the padding it computes on is reported beside it."""
@@ -224,16 +265,21 @@ def train_with_hf_trainer_padded(config, texts, tokenizer, cfg: TrainingConfig, 
         padded_tokens.append(int(batch["input_ids"].numel()))
         return batch
 
-    seconds, threads, call_seconds = run_hf_trainer(config, tokenizer, cfg, steps, ListDataset(documents),
-                                                    workdir / "hf_trainer_padded", data_collator=collate)
+    seconds, threads, call_seconds = run_hf_trainer(
+        config, tokenizer, cfg, steps, ListDataset(documents), workdir / "hf_trainer_padded", data_collator=collate
+    )
     if len(corpus_tokens) < steps:
         raise RuntimeError(f"the Trainer collated {len(corpus_tokens)} batches for {steps} steps")
     timed = sum(seconds[skip:])
-    return LoopRun(steps=steps, step_seconds=sum(seconds),
-                   tokens_per_s=sum(corpus_tokens[skip:steps]) / max(timed, 1e-9),
-                   padded_tokens_per_s=sum(padded_tokens[skip:steps]) / max(timed, 1e-9),
-                   padding_fraction=1 - sum(corpus_tokens[:steps]) / sum(padded_tokens[:steps]),
-                   call_tokens_per_s=sum(corpus_tokens[:steps]) / call_seconds, threads=threads)
+    return LoopRun(
+        steps=steps,
+        step_seconds=sum(seconds),
+        tokens_per_s=sum(corpus_tokens[skip:steps]) / max(timed, 1e-9),
+        padded_tokens_per_s=sum(padded_tokens[skip:steps]) / max(timed, 1e-9),
+        padding_fraction=1 - sum(corpus_tokens[:steps]) / sum(padded_tokens[:steps]),
+        call_tokens_per_s=sum(corpus_tokens[:steps]) / call_seconds,
+        threads=threads,
+    )
 
 
 def train_round(config, lm, cfg: TrainingConfig, steps: int, skip: int, workdir: Path, first: int = 0) -> TrainingRound:
@@ -245,10 +291,12 @@ def train_round(config, lm, cfg: TrainingConfig, steps: int, skip: int, workdir:
     texts, tokenizer, _, _ = lm
     loops = {
         "ours": lambda: in_fresh_process(train_ours, config, texts, tokenizer, cfg, steps, skip, workdir / "ours"),
-        "trainer_padded": lambda: in_fresh_process(train_with_hf_trainer_padded, config, texts, tokenizer, cfg,
-                                                   steps, skip, workdir / "trainer_padded"),
-        "trainer": lambda: in_fresh_process(train_with_hf_trainer, config, texts, tokenizer, cfg, steps, skip,
-                                            workdir / "trainer"),
+        "trainer_padded": lambda: in_fresh_process(
+            train_with_hf_trainer_padded, config, texts, tokenizer, cfg, steps, skip, workdir / "trainer_padded"
+        ),
+        "trainer": lambda: in_fresh_process(
+            train_with_hf_trainer, config, texts, tokenizer, cfg, steps, skip, workdir / "trainer"
+        ),
     }
     why_not = None
     if not is_accelerate_available():
@@ -257,15 +305,21 @@ def train_round(config, lm, cfg: TrainingConfig, steps: int, skip: int, workdir:
         loops = {"ours": loops["ours"]}
     names = list(loops)
     runs = {}
-    for name in names[first % len(names):] + names[: first % len(names)]:
+    for name in names[first % len(names) :] + names[: first % len(names)]:
         runs[name] = loops[name]()
-        say(f"[training] {workdir.name}: {LOOP_LABELS[name]} {runs[name].tokens_per_s:,.0f} corpus tokens/s "
-            f"over steps {skip + 1}-{steps}")
+        say(
+            f"[training] {workdir.name}: {LOOP_LABELS[name]} {runs[name].tokens_per_s:,.0f} corpus tokens/s "
+            f"over steps {skip + 1}-{steps}"
+        )
     ours, padded, trainer = runs["ours"], runs.get("trainer_padded"), runs.get("trainer")
-    return TrainingRound(ours=ours, trainer=trainer, trainer_padded=padded,
-                         speedup=ours.tokens_per_s / padded.tokens_per_s if padded else None,
-                         packed_speedup=ours.tokens_per_s / trainer.tokens_per_s if trainer else None,
-                         trainer_missing=why_not)
+    return TrainingRound(
+        ours=ours,
+        trainer=trainer,
+        trainer_padded=padded,
+        speedup=ours.tokens_per_s / padded.tokens_per_s if padded else None,
+        packed_speedup=ours.tokens_per_s / trainer.tokens_per_s if trainer else None,
+        trainer_missing=why_not,
+    )
 
 
 def measure_training(config, lm, limits: dict | None, sizes: Sizes, workdir: Path) -> Training:
@@ -280,8 +334,10 @@ def measure_training(config, lm, limits: dict | None, sizes: Sizes, workdir: Pat
     # This host's speed drifts over minutes, so the three loops run back to back in each round, in
     # an order rotated from round to round, and the ratio is taken within a round; the page shows
     # the median round and every round's ratio.
-    rounds = [train_round(config, lm, cfg, steps, skip, workdir / f"round_{number}", first=number - 1)
-              for number in range(1, max(1, sizes.training_rounds) + 1)]
+    rounds = [
+        train_round(config, lm, cfg, steps, skip, workdir / f"round_{number}", first=number - 1)
+        for number in range(1, max(1, sizes.training_rounds) + 1)
+    ]
     ranked = sorted(rounds, key=lambda r: r.speedup if r.speedup is not None else r.ours.tokens_per_s)
     median = ranked[(len(ranked) - 1) // 2]  # the lower one of two: a target is not met by the luckier round
     ours, trainer = median.ours, median.trainer
@@ -290,15 +346,30 @@ def measure_training(config, lm, limits: dict | None, sizes: Sizes, workdir: Pat
     for run in filter(None, (ours, trainer)):
         run.model_flops_per_s = fpt * run.tokens_per_s
         run.mfu = run.model_flops_per_s / peak if peak else None
-    say(f"[training] ours: model {fpt / 1e6:.1f} MFLOP/token, {ours.model_flops_per_s / 1e9:,.1f} GFLOP/s"
+    say(
+        f"[training] ours: model {fpt / 1e6:.1f} MFLOP/token, {ours.model_flops_per_s / 1e9:,.1f} GFLOP/s"
         + (f", MFU {ours.mfu:.1%}" if peak else "")
-        + (f"; ours ÷ Trainer {median.speedup:.2f}× (÷ Trainer on packed blocks {median.packed_speedup:.2f}×)"
-           if median.speedup else ""))
+        + (
+            f"; ours ÷ Trainer {median.speedup:.2f}× (÷ Trainer on packed blocks {median.packed_speedup:.2f}×)"
+            if median.speedup
+            else ""
+        )
+    )
     model_section = config["model"]
     return Training(
-        median=median, median_round=next(i for i, r in enumerate(rounds) if r is median) + 1, round_speedups=[r.speedup for r in rounds],
+        median=median,
+        median_round=next(i for i, r in enumerate(rounds) if r is median) + 1,
+        round_speedups=[r.speedup for r in rounds],
         round_packed_speedups=[r.packed_speedup for r in rounds],
-        round_tokens_per_s=[r.ours.tokens_per_s for r in rounds], flops_per_token=fpt, steps=steps, skip=skip,
-        precision=cfg.precision, batch_size=cfg.batch_size, block_size=cfg.block_size, documents=len(texts),
-        vocabulary=len(tokenizer), parameters=sum(p.numel() for p in ours.model.parameters()),
-        model=f"{model_section['n_layer']} layers × {model_section['n_embd']} wide, {model_section['n_head']} heads")
+        round_tokens_per_s=[r.ours.tokens_per_s for r in rounds],
+        flops_per_token=fpt,
+        steps=steps,
+        skip=skip,
+        precision=cfg.precision,
+        batch_size=cfg.batch_size,
+        block_size=cfg.block_size,
+        documents=len(texts),
+        vocabulary=len(tokenizer),
+        parameters=sum(p.numel() for p in ours.model.parameters()),
+        model=f"{model_section['n_layer']} layers × {model_section['n_embd']} wide, {model_section['n_head']} heads",
+    )

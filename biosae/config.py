@@ -83,8 +83,9 @@ def _matching_option(options: list[dict], value) -> dict:
     shape = "array" if isinstance(value, list) else "object" if isinstance(value, dict) else None
     if shape:
         return next((option for option in options if shape in _types(option)), {})
-    if isinstance(value, str) and any(option.get("const") == value or value in option.get("enum", [])
-                                      for option in options):
+    if isinstance(value, str) and any(
+        option.get("const") == value or value in option.get("enum", []) for option in options
+    ):
         return {}
     return next((option for option in options if set(_types(option)) & {"integer", "number", "boolean"}), {})
 
@@ -107,8 +108,9 @@ def canonical(schema: dict, value, path: tuple = (), numbers: bool = True):
     types = _types(schema)
     if isinstance(value, dict) and "object" in types:
         properties = schema.get("properties", {})
-        ordered = {key: canonical(properties[key], value[key], (*path, key), numbers)
-                   for key in properties if key in value}
+        ordered = {
+            key: canonical(properties[key], value[key], (*path, key), numbers) for key in properties if key in value
+        }
         ordered.update((key, item) for key, item in value.items() if key not in properties)
         return ordered
     if isinstance(value, list) and "array" in types:
@@ -156,15 +158,21 @@ def check_semantics(config: dict) -> None:
             f"config key sae.temp_end: {sae['temp_end']} is above sae.temp_start {sae['temp_start']} (the anneal goes down)"
         )
     if model["init"] == "scratch" and model["n_embd"] % model["n_head"]:
-        raise BiosaeError(f"config key model.n_embd: {model['n_embd']} is not divisible by model.n_head {model['n_head']}")
+        raise BiosaeError(
+            f"config key model.n_embd: {model['n_embd']} is not divisible by model.n_head {model['n_head']}"
+        )
     methods = config["methods"]
     method_entries(methods["names"])  # an unknown name: one line listing the registered ones
     if model["init"] == "scratch" and methods["das"]["rank"] > model["n_embd"]:
-        raise BiosaeError(f"config key methods.das.rank: {methods['das']['rank']} is above the activations' width "
-                          f"model.n_embd {model['n_embd']}")
+        raise BiosaeError(
+            f"config key methods.das.rank: {methods['das']['rank']} is above the activations' width "
+            f"model.n_embd {model['n_embd']}"
+        )
     if methods["sae_unsupervised"]["k"] > methods["sae_unsupervised"]["n_latents"]:
-        raise BiosaeError(f"config key methods.sae_unsupervised.k: {methods['sae_unsupervised']['k']} active latents "
-                          f"is more than n_latents {methods['sae_unsupervised']['n_latents']}")
+        raise BiosaeError(
+            f"config key methods.sae_unsupervised.k: {methods['sae_unsupervised']['k']} active latents "
+            f"is more than n_latents {methods['sae_unsupervised']['n_latents']}"
+        )
 
     check_training_keys(dataset.get("train_templates"), dataset.get("train_template_idx"))
     for key in ("entities_dir", "templates_dir", "qa_templates_dir"):
@@ -203,8 +211,11 @@ def check_layers(config: dict) -> None:
     named = [("activations.layer", config["activations"]["layer"])]
     if config["sweep"]["layers"] != ALL_LAYERS:
         named += [("sweep.layers", layer) for layer in config["sweep"]["layers"]]
-    limit = (f"model.n_layer {n_layer}" if config["model"]["init"] == "scratch"
-             else f"the {n_layer} blocks of {config['model']['name']}")
+    limit = (
+        f"model.n_layer {n_layer}"
+        if config["model"]["init"] == "scratch"
+        else f"the {n_layer} blocks of {config['model']['name']}"
+    )
     for key, layer in named:
         if layer > n_layer:
             raise BiosaeError(f"config key {key}: {layer} is above {limit}")
@@ -224,7 +235,9 @@ def check_pretrained_available(name: str) -> None:
     """A local directory must hold a config.json; a hub id must be in the local cache when offline."""
     if Path(name).is_dir():
         if not (Path(name) / "config.json").is_file():
-            raise BiosaeError(f"config key model.name: directory {name!r} has no config.json (not a Hugging Face model)")
+            raise BiosaeError(
+                f"config key model.name: directory {name!r} has no config.json (not a Hugging Face model)"
+            )
         return
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get(
         "TRANSFORMERS_OFFLINE", "0"

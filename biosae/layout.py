@@ -103,12 +103,12 @@ def benchmark(prefix: str, rule: str) -> str:
 
 
 DATASET_FILES = {
-    "train_kg": "train_kg.json",       # the persons of the QA-training split and their six attributes
-    "test_kg": "test_kg.json",         # the unseen persons
-    "qa_train": "qa_train.jsonl",      # QA rows the LM trains on, and the train cell
-    "qa_test": "qa_test.jsonl",        # the out-of-distribution cells' QA rows
-    "qa_hard": "qa_hard.jsonl",        # the hard wordings' two cells
-    "corpus": "lm_corpus.jsonl",       # biographies and QA text, the LM's training corpus
+    "train_kg": "train_kg.json",  # the persons of the QA-training split and their six attributes
+    "test_kg": "test_kg.json",  # the unseen persons
+    "qa_train": "qa_train.jsonl",  # QA rows the LM trains on, and the train cell
+    "qa_test": "qa_test.jsonl",  # the out-of-distribution cells' QA rows
+    "qa_hard": "qa_hard.jsonl",  # the hard wordings' two cells
+    "corpus": "lm_corpus.jsonl",  # biographies and QA text, the LM's training corpus
 }
 
 

@@ -11,22 +11,22 @@ rule activations:
     output:
         layers=per_layer(lambda layer: layout.activation_file("{lmrun}", layer)),
         index=layout.activation_index("{lmrun}"),
-    params:
-        batch_size=config["activations"]["batch_size"],
-        dtype=config["activations"]["dtype"],
-    threads: 2
-    # the two-thread jobs after the LM go first: once a one-thread job runs beside nothing, a
-    # two-thread one can't start, and one core idles
-    priority: 30
     log:
         layout.log("{lmrun}", "activations"),
     benchmark:
         layout.benchmark("{lmrun}", "activations")
+    # the two-thread jobs after the LM go first: once a one-thread job runs beside nothing, a
+    # two-thread one can't start, and one core idles
+    priority: 30
+    conda:
+        "../envs/biosae.yaml"
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/biosae.yaml"
+    params:
+        batch_size=config["activations"]["batch_size"],
+        dtype=config["activations"]["dtype"],
     script:
         "../workflow_scripts/activations.py"
 
@@ -38,13 +38,13 @@ use rule activations as untrained_activations with:
     output:
         layers=per_layer(lambda layer: layout.activation_file("{lmrun}", layer, layout.UNTRAINED_LM)),
         index=layout.activation_index("{lmrun}", layout.UNTRAINED_LM),
+    log:
+        layout.log("{lmrun}", "untrained_activations"),
+    benchmark:
+        layout.benchmark("{lmrun}", "untrained_activations")
+    priority: 10
     # one thread: on two cores a two-thread job waits until both are free, which leaves a core idle
     # while a one-thread SAE or method job runs; on one thread this pass runs beside them. The
     # untrained LM's chain and evaluate_methods are the two paths every evaluate waits for: each
     # gets a priority over the trained SAE, which is short.
     threads: 1
-    priority: 10
-    log:
-        layout.log("{lmrun}", "untrained_activations"),
-    benchmark:
-        layout.benchmark("{lmrun}", "untrained_activations")

@@ -170,5 +170,8 @@ def profile_metrics(wildcards):
     """The default run's summary opens with the layer profile: every other layer of the default seed."""
     if wildcards.run != "":
         return []
-    return [layout.eval_metrics(run_prefix(seed, layer)) for seed, layer in sweep_combinations()
-            if seed == DEFAULT_SEED and layer != DEFAULT_LAYER]
+    return [
+        layout.eval_metrics(run_prefix(seed, layer))
+        for seed, layer in sweep_combinations()
+        if seed == DEFAULT_SEED and layer != DEFAULT_LAYER
+    ]

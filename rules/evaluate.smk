@@ -24,23 +24,23 @@ rule evaluate:
             caption="../report/figures.rst",
             category="Figures",
         ),
+    log:
+        layout.log("{run}", "evaluate"),
+    benchmark:
+        layout.benchmark("{run}", "evaluate")
+    conda:
+        "../envs/biosae.yaml"
+    # one thread: much of an evaluation is single-threaded (tables, figures, small edited passes),
+    # so the profile's evaluations run two at a time on two cores in less wall time than one at a
+    # time on both; a run of the seed's hook alone, with one evaluation, pays a little for it.
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         evaluate=config["evaluate"],
         methods=config["methods"]["names"],
         layer=run_layer,
         seed=run_seed,
-    # one thread: much of an evaluation is single-threaded (tables, figures, small edited passes),
-    # so the profile's evaluations run two at a time on two cores in less wall time than one at a
-    # time on both; a run of the seed's hook alone, with one evaluation, pays a little for it.
-    threads: 1
-    log:
-        layout.log("{run}", "evaluate"),
-    benchmark:
-        layout.benchmark("{run}", "evaluate")
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../envs/biosae.yaml"
     script:
         "../workflow_scripts/evaluate.py"

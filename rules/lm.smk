@@ -7,21 +7,21 @@ rule train_lm:
         model=directory(layout.lm_final("{lmrun}")),
         log_csv=layout.lm_train_log("{lmrun}"),
         summary=layout.lm_train_summary("{lmrun}"),
+    log:
+        layout.log("{lmrun}", "train_lm"),
+    benchmark:
+        layout.benchmark("{lmrun}", "train_lm")
+    conda:
+        "../envs/biosae.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
     params:
         model=config["model"],
         training=config["training"],
         seed=run_seed,
         checkpoint_dir=lm_checkpoint_dir,
-    threads: 2
-    log:
-        layout.log("{lmrun}", "train_lm"),
-    benchmark:
-        layout.benchmark("{lmrun}", "train_lm")
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        "../envs/biosae.yaml"
     script:
         "../workflow_scripts/train_lm.py"
 
@@ -32,19 +32,19 @@ rule lm_qa_accuracy:
         model=layout.lm_final("{lmrun}"),
     output:
         layout.lm_qa_accuracy("{lmrun}"),
-    params:
-        batch_size=config["activations"]["batch_size"],
-    threads: 2
-    priority: 30  # before the one-thread jobs (rules/activations.smk says why)
     log:
         layout.log("{lmrun}", "lm_qa_accuracy"),
     benchmark:
         layout.benchmark("{lmrun}", "lm_qa_accuracy")
+    priority: 30  # before the one-thread jobs (rules/activations.smk says why)
+    conda:
+        "../envs/biosae.yaml"
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/biosae.yaml"
+    params:
+        batch_size=config["activations"]["batch_size"],
     script:
         "../workflow_scripts/lm_qa_accuracy.py"
 
@@ -54,17 +54,17 @@ rule untrained_lm:
         model=layout.lm_final("{lmrun}"),
     output:
         model=directory(layout.untrained_lm("{lmrun}")),
-    params:
-        seed=run_seed,
-    priority: 10  # the untrained LM's chain is a critical path (rules/activations.smk says why)
     log:
         layout.log("{lmrun}", "untrained_lm"),
     benchmark:
         layout.benchmark("{lmrun}", "untrained_lm")
+    priority: 10  # the untrained LM's chain is a critical path (rules/activations.smk says why)
+    conda:
+        "../envs/biosae.yaml"
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        "../envs/biosae.yaml"
+    params:
+        seed=run_seed,
     script:
         "../workflow_scripts/untrained_lm.py"

@@ -16,25 +16,25 @@ rule train_das:
         weights=per_layer(lambda layer: layout.das_file("{lmrun}", layer, "das.safetensors")),
         log_csv=per_layer(lambda layer: layout.das_file("{lmrun}", layer, "train_log.csv")),
         pairs=per_layer(lambda layer: layout.das_file("{lmrun}", layer, "train_pairs.csv")),
-    params:
-        das=config["methods"]["das"],
-        seed=run_seed,
-        max_prompts_per_cell=config["evaluate"]["max_prompts_per_cell"],
-    # one thread: a multi-threaded BLAS may reduce in another order from one process to the next,
-    # and DAS's gradient steps would carry that into its subspace (local and SLURM runs must agree)
-    threads: 1
-    # the critical path of the default run: train_das and train_unsupervised_sae feed
-    # evaluate_methods, the longest job after the LM, which every evaluate waits for
-    priority: 20
     log:
         layout.log("{lmrun}", "train_das"),
     benchmark:
         layout.benchmark("{lmrun}", "train_das")
+    # the critical path of the default run: train_das and train_unsupervised_sae feed
+    # evaluate_methods, the longest job after the LM, which every evaluate waits for
+    priority: 20
+    conda:
+        "../envs/biosae.yaml"
+    # one thread: a multi-threaded BLAS may reduce in another order from one process to the next,
+    # and DAS's gradient steps would carry that into its subspace (local and SLURM runs must agree)
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../envs/biosae.yaml"
+    params:
+        das=config["methods"]["das"],
+        seed=run_seed,
+        max_prompts_per_cell=config["evaluate"]["max_prompts_per_cell"],
     script:
         "../workflow_scripts/train_das.py"
 
@@ -47,20 +47,20 @@ rule train_unsupervised_sae:
     output:
         cfg=per_layer(lambda layer: layout.topk_sae_file("{lmrun}", layer, "cfg.json")),
         weights=per_layer(lambda layer: layout.topk_sae_file("{lmrun}", layer, "sae.safetensors")),
-    params:
-        sae_unsupervised=config["methods"]["sae_unsupervised"],
-        seed=run_seed,
-    threads: 1
-    priority: 20  # critical path (train_das says why)
     log:
         layout.log("{lmrun}", "train_unsupervised_sae"),
     benchmark:
         layout.benchmark("{lmrun}", "train_unsupervised_sae")
+    priority: 20  # critical path (train_das says why)
+    conda:
+        "../envs/biosae.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/biosae.yaml"
+    params:
+        sae_unsupervised=config["methods"]["sae_unsupervised"],
+        seed=run_seed,
     script:
         "../workflow_scripts/train_unsupervised_sae.py"
 
@@ -80,21 +80,21 @@ rule evaluate_methods:
         index=layout.activation_index("{lmrun}"),
     output:
         per_layer(lambda layer: layout.method_tests("{lmrun}", layer)),
-    params:
-        evaluate=config["evaluate"],
-        methods=config["methods"]["names"],
-        seed=run_seed,
-    # one thread, as evaluate: the same edited passes give the same numbers in both jobs
-    threads: 1
-    priority: 20  # critical path (train_das says why)
     log:
         layout.log("{lmrun}", "evaluate_methods"),
     benchmark:
         layout.benchmark("{lmrun}", "evaluate_methods")
+    priority: 20  # critical path (train_das says why)
+    conda:
+        "../envs/biosae.yaml"
+    # one thread, as evaluate: the same edited passes give the same numbers in both jobs
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../envs/biosae.yaml"
+    params:
+        evaluate=config["evaluate"],
+        methods=config["methods"]["names"],
+        seed=run_seed,
     script:
         "../workflow_scripts/evaluate_methods.py"

@@ -15,20 +15,20 @@ rule train_sae:
         weights=per_layer(lambda layer: layout.sae_file("{lmrun}", layer, "sae.safetensors")),
         candidates=per_layer(lambda layer: layout.sae_file("{lmrun}", layer, "value_candidates.json")),
         log_csv=per_layer(lambda layer: layout.sae_file("{lmrun}", layer, "train_log.csv")),
-    params:
-        sae=config["sae"],
-        seed=run_seed,
-        checkpoint_dir=layout.sae_checkpoint("{lmrun}"),
-    threads: 1
     log:
         layout.log("{lmrun}", "train_sae"),
     benchmark:
         layout.benchmark("{lmrun}", "train_sae")
+    conda:
+        "../envs/biosae.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../envs/biosae.yaml"
+    params:
+        sae=config["sae"],
+        seed=run_seed,
+        checkpoint_dir=layout.sae_checkpoint("{lmrun}"),
     script:
         "../workflow_scripts/train_sae.py"
 
@@ -43,12 +43,12 @@ use rule train_sae as untrained_sae with:
             lambda layer: layout.sae_file("{lmrun}", layer, "value_candidates.json", layout.UNTRAINED_LM)
         ),
         log_csv=per_layer(lambda layer: layout.sae_file("{lmrun}", layer, "train_log.csv", layout.UNTRAINED_LM)),
-    params:
-        sae=config["sae"],
-        seed=run_seed,
-        checkpoint_dir=layout.sae_checkpoint("{lmrun}", layout.UNTRAINED_LM),
-    priority: 10  # the untrained LM's chain is a critical path (rules/activations.smk says why)
     log:
         layout.log("{lmrun}", "untrained_sae"),
     benchmark:
         layout.benchmark("{lmrun}", "untrained_sae")
+    priority: 10  # the untrained LM's chain is a critical path (rules/activations.smk says why)
+    params:
+        sae=config["sae"],
+        seed=run_seed,
+        checkpoint_dir=layout.sae_checkpoint("{lmrun}", layout.UNTRAINED_LM),

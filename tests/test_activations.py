@@ -12,15 +12,21 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from biosae.lm.activations import (answer_position_pass, build_activation_table, build_activation_tables,
-                                encode_prompts, load_activation_table, write_activation_files)
 from biosae.config import validate_config
 from biosae.dataset.build import DatasetConfig, build_dataset
 from biosae.errors import BiosaeError
+from biosae.lm.activations import (
+    answer_position_pass,
+    build_activation_table,
+    build_activation_tables,
+    encode_prompts,
+    load_activation_table,
+    write_activation_files,
+)
 from biosae.lm.layers import block_count, profile_layers
 from biosae.lm.model import build_scratch_model
-from biosae.sae.inputs import training_rows, training_tensors, value_candidates
 from biosae.lm.tokenization import train_word_tokenizer
+from biosae.sae.inputs import training_rows, training_tensors, value_candidates
 from tests.conftest import DATA, tiny_config
 
 N_LAYER = 3
@@ -31,12 +37,19 @@ HOOK_POINTS = [0, 1, 2, -1]  # every hook point of a 3-block model
 def model_and_rows():
     """A random-init 3-block GPT-2 (the hooks' arithmetic needs no training) and QA rows of
     every cell, prompts of several lengths."""
-    _, _, qa, corpus = build_dataset(DatasetConfig(
-        num_persons=12, biographies_per_person=2, entities_dir=str(DATA / "entities"),
-        templates_dir=str(DATA / "templates"), qa_templates_dir=str(DATA / "qa_templates")))
+    _, _, qa, corpus = build_dataset(
+        DatasetConfig(
+            num_persons=12,
+            biographies_per_person=2,
+            entities_dir=str(DATA / "entities"),
+            templates_dir=str(DATA / "templates"),
+            qa_templates_dir=str(DATA / "qa_templates"),
+        )
+    )
     tokenizer = train_word_tokenizer([d["text"] for d in corpus])
-    model = build_scratch_model(tokenizer, dict(n_layer=N_LAYER, n_embd=32, n_head=2, block_size=64, init="scratch"),
-                                seed=0).eval()
+    model = build_scratch_model(
+        tokenizer, dict(n_layer=N_LAYER, n_embd=32, n_head=2, block_size=64, init="scratch"), seed=0
+    ).eval()
     rows = qa["qa_train"][:30] + qa["qa_test"][:30] + qa["qa_hard"][:20]
     return model, tokenizer, rows
 
@@ -85,20 +98,24 @@ def test_hook_points_are_the_residual_stream_after_l_blocks(model_and_rows):
             states = model(input_ids=torch.tensor([prompt]), output_hidden_states=True).hidden_states
         for layer in range(N_LAYER):
             torch.testing.assert_close(tables[layer][row], states[layer][0, -1], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(model.transformer.ln_f(tables[-1][row]), states[N_LAYER][0, -1],
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            model.transformer.ln_f(tables[-1][row]), states[N_LAYER][0, -1], atol=1e-5, rtol=1e-5
+        )
 
 
-@pytest.mark.parametrize("dtype, torch_dtype, code", [("float32", torch.float32, "F32"),
-                                                       ("float16", torch.float16, "F16"),
-                                                       ("bfloat16", torch.bfloat16, "BF16")])
-def test_one_file_per_layer_in_the_storage_dtype_read_back_as_float32(model_and_rows, tmp_path, dtype, torch_dtype,
-                                                                        code):
+@pytest.mark.parametrize(
+    "dtype, torch_dtype, code",
+    [("float32", torch.float32, "F32"), ("float16", torch.float16, "F16"), ("bfloat16", torch.bfloat16, "BF16")],
+)
+def test_one_file_per_layer_in_the_storage_dtype_read_back_as_float32(
+    model_and_rows, tmp_path, dtype, torch_dtype, code
+):
     model, tokenizer, rows = model_and_rows
     tables, index = build_activation_tables(model, tokenizer, rows, HOOK_POINTS, batch_size=16, progress=False)
     paths = {layer: tmp_path / f"layer_{layer}.safetensors" for layer in HOOK_POINTS}
-    written = write_activation_files(model, tokenizer, rows, paths, tmp_path / "index.csv", dtype, "lm/final",
-                                     batch_size=16, progress=False)
+    written = write_activation_files(
+        model, tokenizer, rows, paths, tmp_path / "index.csv", dtype, "lm/final", batch_size=16, progress=False
+    )
     pd.testing.assert_frame_equal(written, index)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(p.name for p in paths.values()), "index.csv"])
     for layer, path in paths.items():
@@ -123,8 +140,14 @@ def test_activation_files_are_written_atomically(model_and_rows, tmp_path):
     with pytest.raises(BiosaeError, match="activations.dtype: 'int8' is not one of"):
         write_activation_files(model, tokenizer, rows, paths, tmp_path / "index.csv", "int8", progress=False)
     with pytest.raises(BiosaeError, match="is outside 0..3"):  # fails after the first layers' writers opened
-        write_activation_files(model, tokenizer, rows, {**paths, 7: tmp_path / "layer_7.safetensors"},
-                               tmp_path / "index.csv", progress=False)
+        write_activation_files(
+            model,
+            tokenizer,
+            rows,
+            {**paths, 7: tmp_path / "layer_7.safetensors"},
+            tmp_path / "index.csv",
+            progress=False,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -166,16 +189,19 @@ def test_pretrained_block_count_comes_from_its_config_json(tmp_path, monkeypatch
         validate_config(config)
 
 
-@pytest.mark.parametrize("section, key, value, message", [
-    ("activations", "dtype", "float64", "config key activations.dtype: 'float64' is not one of"),
-    ("sae", "max_train_rows", -1, "config key sae.max_train_rows: -1 is less than the minimum of 0"),
-    ("sae", "max_train_rows", 1.5, "config key sae.max_train_rows: 1.5 is not of type 'integer', 'null'"),
-    ("sweep", "layers", "every", "config key sweep.layers: 'every' is not valid under any of the given schemas"),
-    ("sweep", "layers", [], "config key sweep.layers: [] should be non-empty"),
-    ("sweep", "layers", [-3], "config key sweep.layers.0: -3 is less than the minimum of -1"),
-    ("sweep", "layers", [3], "config key sweep.layers: 3 is above model.n_layer 2"),
-    ("sweep", "layers", [0, 2], "config key sweep.layers: 2 and -1 (activations.layer) are the same hook point"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("activations", "dtype", "float64", "config key activations.dtype: 'float64' is not one of"),
+        ("sae", "max_train_rows", -1, "config key sae.max_train_rows: -1 is less than the minimum of 0"),
+        ("sae", "max_train_rows", 1.5, "config key sae.max_train_rows: 1.5 is not of type 'integer', 'null'"),
+        ("sweep", "layers", "every", "config key sweep.layers: 'every' is not valid under any of the given schemas"),
+        ("sweep", "layers", [], "config key sweep.layers: [] should be non-empty"),
+        ("sweep", "layers", [-3], "config key sweep.layers.0: -3 is less than the minimum of -1"),
+        ("sweep", "layers", [3], "config key sweep.layers: 3 is above model.n_layer 2"),
+        ("sweep", "layers", [0, 2], "config key sweep.layers: 2 and -1 (activations.layer) are the same hook point"),
+    ],
+)
 def test_bad_profile_options_are_one_line(section, key, value, message):
     config = tiny_config()
     config[section][key] = value
@@ -189,13 +215,22 @@ def test_bad_profile_options_are_one_line(section, key, value, message):
 
 
 def test_sae_subsample_is_seeded_and_from_the_train_cell_only():
-    index = pd.DataFrame({"split": ["train", "ood_person"] * 500, "rule_idx": np.arange(1000) % 6,
-                          "answer_first_token": np.arange(1000) % 7})
+    index = pd.DataFrame(
+        {
+            "split": ["train", "ood_person"] * 500,
+            "rule_idx": np.arange(1000) % 6,
+            "answer_first_token": np.arange(1000) % 7,
+        }
+    )
     everything = training_rows(index)
     assert everything.sum() == 500 and (index["split"][everything] == "train").all()
     for no_limit in (0, None, 500, 10_000):
         assert np.array_equal(training_rows(index, no_limit, seed=3), everything)
-    first, again, other = training_rows(index, 100, seed=3), training_rows(index, 100, seed=3), training_rows(index, 100, 4)
+    first, again, other = (
+        training_rows(index, 100, seed=3),
+        training_rows(index, 100, seed=3),
+        training_rows(index, 100, 4),
+    )
     assert first.sum() == 100 and (index["split"][first] == "train").all()
     assert np.array_equal(first, again) and not np.array_equal(first, other)
 

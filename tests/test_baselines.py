@@ -21,7 +21,13 @@ def test_chance_accuracy():
 
 def test_name_is_removed_as_a_whole_word_sequence():
     assert question_words_without_name("What is Alice Mary Stone's major?", "Alice Mary Stone") == [
-        "what", "is", "'", "s", "major", "?"]
+        "what",
+        "is",
+        "'",
+        "s",
+        "major",
+        "?",
+    ]
     # A name word that is also a wording word survives outside the name.
     assert "stone" in question_words_without_name("What stone is Alice Mary Stone's?", "Alice Mary Stone")
 

@@ -36,8 +36,14 @@ def load_bench():
 
 def run_bench(*args, timeout=600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-    result = subprocess.run([sys.executable, str(SCRIPT), "--tiny", *args], capture_output=True, text=True,
-                            timeout=timeout, env=env, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
     assert result.returncode == 0, f"bench/run.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
 
@@ -47,23 +53,43 @@ def test_tiny_run_measures_every_in_process_figure(tmp_path):
     result = run_bench("--skip-pipeline", "--out", str(out))
     text = out.read_text()
     assert "TINY SMOKE RUN" in text
-    for heading in ("## Targets", "## 1. Machine limits", "## 2.–3. LM training", "## 4. Activation collection",
-                    "## 5. Dataset generation", "## 6. The default pipeline"):
+    for heading in (
+        "## Targets",
+        "## 1. Machine limits",
+        "## 2.–3. LM training",
+        "## 4. Activation collection",
+        "## 5. Dataset generation",
+        "## 6. The default pipeline",
+    ):
         assert heading in text
-    for figure in ("fp32 matrix product", "bf16 matrix product", "| tokens/s |", "| MFU", "fraction of the ceiling",
-                   "persons/s", "Trainer, padded documents", "share of positions that are padding"):
+    for figure in (
+        "fp32 matrix product",
+        "bf16 matrix product",
+        "| tokens/s |",
+        "| MFU",
+        "fraction of the ceiling",
+        "persons/s",
+        "Trainer, padded documents",
+        "share of positions that are padding",
+    ):
         assert figure in text
     # Both Trainer baselines ran: as users write it (the target's) and on our packed blocks.
     speedups = re.search(r"as users write it: \*\*([\d.]+)×\*\*.*packed blocks: \*\*([\d.]+)×\*\*", text)
     assert speedups and all(float(value) > 0 for value in speedups.groups())
     # Two rounds ran (the tiny sizes); the table shows the lower median round, the slower ratio of two.
-    rounds = re.search(r"2 rounds, .* the median round \(the lower of two\) \(round (\d)\b.*per round: ([\d.]+)×, ([\d.]+)×;", text)
+    rounds = re.search(
+        r"2 rounds, .* the median round \(the lower of two\) \(round (\d)\b.*per round: ([\d.]+)×, ([\d.]+)×;", text
+    )
     assert rounds, text
     round_ratios = sorted(float(v) for v in rounds.groups()[1:])
     assert float(speedups.group(1)) == round_ratios[0]
     # Each target has a verdict; the ones measured here are PASS or MISS, the pipeline's are not measured.
     targets = text.split("## Targets")[1].split("## 1.")[0]
-    verdicts = [line.rsplit("|", 2)[-2].strip() for line in targets.splitlines() if line.startswith("| ") and "verdict" not in line]
+    verdicts = [
+        line.rsplit("|", 2)[-2].strip()
+        for line in targets.splitlines()
+        if line.startswith("| ") and "verdict" not in line
+    ]
     assert len(verdicts) == 8
     assert verdicts.count("not measured") == 5 and all(v in ("PASS", "MISS", "not measured") for v in verdicts)
     assert "Not measured (`--skip-pipeline`)" in text
@@ -114,8 +140,9 @@ def test_pipeline_figures_come_from_benchmark_files_and_the_training_log(tmp_pat
     # timed per layer in process; the shared prompts stay with the seed hook)
     topk_layers = LayerTraining(all_seconds=3.0, one_seconds=2.0)
     das_layers = LayerSeconds(seconds={"0": 2.0, "-1": 1.5}, shared_seconds=0.5, seed_layer=-1)
-    assert layer_profile_ratio(Pipeline(stages=stages, sae_layers=sae_layers, topk_layers=topk_layers,
-                                        das_layers=das_layers)) == pytest.approx(110.0 / (105.0 - 5.0 - 1.0 - 2.0))
+    assert layer_profile_ratio(
+        Pipeline(stages=stages, sae_layers=sae_layers, topk_layers=topk_layers, das_layers=das_layers)
+    ) == pytest.approx(110.0 / (105.0 - 5.0 - 1.0 - 2.0))
     # --no-rerun: the SAE-only rerun estimated from the jobs a λ change reruns, every layer's.
     estimate = bench.rerun_from_stages(stages)
     assert estimate.estimated and not estimate.measured
@@ -123,18 +150,25 @@ def test_pipeline_figures_come_from_benchmark_files_and_the_training_log(tmp_pat
     assert estimate.seconds == pytest.approx(20.0)
     # The rerun's floor: the longer of the two SAE jobs (side by side on 2 cores, one after the
     # other on 1) and the SAE's causal tests of every layer spread over the cores.
-    jobs = [bench.Stage(stage="train_sae", seconds=30.0), bench.Stage(stage="untrained_sae", seconds=34.0),
-            bench.Stage(stage="sweep/seed_0/layer_0/evaluate", seconds=25.0)]
+    jobs = [
+        bench.Stage(stage="train_sae", seconds=30.0),
+        bench.Stage(stage="untrained_sae", seconds=34.0),
+        bench.Stage(stage="sweep/seed_0/layer_0/evaluate", seconds=25.0),
+    ]
     causal = LayerSeconds(seconds={0: 6.0, -1: 4.0}, shared_seconds=3.0, prompts_per_cell=24)
     floor = bench.rerun_floor(bench.Rerun(measured=True, jobs=jobs), causal, 400.0, 2)
     assert floor.seconds == pytest.approx(34.0 + 5.0) and floor.fraction == pytest.approx(39.0 / 400.0)
-    assert bench.rerun_floor(bench.Rerun(measured=True, jobs=jobs), causal, 400.0, 1).seconds == pytest.approx(64.0 + 10.0)
+    assert bench.rerun_floor(bench.Rerun(measured=True, jobs=jobs), causal, 400.0, 1).seconds == pytest.approx(
+        64.0 + 10.0
+    )
     assert bench.rerun_floor(bench.Rerun(measured=False, why="not up to date"), causal, 400.0, 2) is None
 
     log = tmp_path / "train_log.csv"
     monitor = [json.dumps({"train_exact": 0.5, "ood_person_exact": v}).replace('"', '""') for v in (0.4, 0.96, 0.99)]
-    log.write_text("step,epoch,lr,loss,tokens_per_s,elapsed_s,monitor\n10,0.5,0.001,3.0,5000,30,\n"
-                   + "".join(f'{20 * (i + 1)},{i + 1},0.001,1.0,,{60.0 * (i + 1)},"{m}"\n' for i, m in enumerate(monitor)))
+    log.write_text(
+        "step,epoch,lr,loss,tokens_per_s,elapsed_s,monitor\n10,0.5,0.001,3.0,5000,30,\n"
+        + "".join(f'{20 * (i + 1)},{i + 1},0.001,1.0,,{60.0 * (i + 1)},"{m}"\n' for i, m in enumerate(monitor))
+    )
     reached = bench.minutes_to_accuracy(log)
     assert reached.reached and reached.minutes == pytest.approx(2.0) and reached.epoch == 2
     missed = bench.minutes_to_accuracy(log, threshold=0.999)
@@ -149,8 +183,10 @@ def test_verdicts_and_job_table_parsing():
     assert verdict("pipeline_minutes", 14.9) == "PASS" and verdict("pipeline_minutes", 15.1) == "MISS"
     assert verdict("trainer_speedup", 1.5) == "PASS" and verdict("trainer_speedup", 1.2) == "MISS"
     assert verdict("sae_rerun_fraction", None) == "not measured"
-    output = ("Building DAG of jobs...\nJob stats:\njob              count\n-------------  -------\n"
-              "all                  1\nevaluate             1\ntrain_sae            1\ntotal                3\n")
+    output = (
+        "Building DAG of jobs...\nJob stats:\njob              count\n-------------  -------\n"
+        "all                  1\nevaluate             1\ntrain_sae            1\ntotal                3\n"
+    )
     assert job_stats(output) == {"all": 1, "evaluate": 1, "train_sae": 1}
 
 
@@ -158,8 +194,9 @@ def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path
     before = {p: p.stat().st_mtime for p in (tiny_pipeline / "results").rglob("*") if p.is_file()}
     out = tmp_path / "results.md"
     # --no-profile-runs: the two runs after the LM are tested apart (below), their planning only
-    result = run_bench("--only", "pipeline", "evaluate", "--pipeline-dir", str(tiny_pipeline), "--no-profile-runs",
-                       "--out", str(out))
+    result = run_bench(
+        "--only", "pipeline", "evaluate", "--pipeline-dir", str(tiny_pipeline), "--no-profile-runs", "--out", str(out)
+    )
     text = out.read_text()
     assert "| train_lm |" in text and "| evaluate |" in text and "| **total** |" in text
     assert "Rerun after `sae.lambda_indep 0.01 → 0.02`" in text, result.stdout
@@ -168,15 +205,19 @@ def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path
     assert "train_lm" not in rerun_line
     # ... and what of it no arrangement of the jobs removes: the SAE trainings and the SAE's causal
     # tests of every layer, timed in process; part of the rerun, so less than all of it
-    floor = re.search(r"causal tests at every layer .*?: layer 0 [\d.]+ s, layer 1 [\d.]+ s, layer -1 [\d.]+ s; .*"
-                      r"\*\*([\d.]+) s = [\d.]+%\*\* of the full run", text)
+    floor = re.search(
+        r"causal tests at every layer .*?: layer 0 [\d.]+ s, layer 1 [\d.]+ s, layer -1 [\d.]+ s; .*"
+        r"\*\*([\d.]+) s = [\d.]+%\*\* of the full run",
+        text,
+    )
     assert floor, text
     assert float(floor.group(1)) < float(re.search(r"^Rerun after .*?\*\*([\d.]+) s = ", rerun_line).group(1))
     assert "### Minutes of training to 95%" in text
     # the per-LM jobs' layer-profile shares: TopK SAE in process, DAS from the job's own record
     assert re.search(r"TopK SAE training .* every layer at once \*\*[\d.]+ s\*\*", text)
-    assert re.search(r"DAS, from the run's own `train_das` job .*: layer 0 [\d.]+ s, layer 1 [\d.]+ s, layer -1 [\d.]+ s",
-                     text)
+    assert re.search(
+        r"DAS, from the run's own `train_das` job .*: layer 0 [\d.]+ s, layer 1 [\d.]+ s, layer -1 [\d.]+ s", text
+    )
     # Section 7: the seed hook's evaluate timed in-process for every method and for SAE + random only.
     section = text.split("## 7. The evaluate stage")[1]
     # The rows name the methods each evaluation's metrics hold: the two really differ. Their times
@@ -187,8 +228,11 @@ def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path
     assert float(re.search(r"SAE \+ random only: \*\*([\d.]+)×\*\*", section).group(1)) > 0
     assert re.search(r"\| the same like for like: .* \| [\d.]+× \| (PASS|MISS) \|", text)
     # Without the two runs after the LM, the layer profile's figure is the stage-seconds estimate.
-    assert re.search(r"\| default run with the whole layer profile .* \| [\d.]+× \(stage seconds, estimated from one run\) "
-                     r"\| (PASS|MISS) \|", text)
+    assert re.search(
+        r"\| default run with the whole layer profile .* \| [\d.]+× \(stage seconds, estimated from one run\) "
+        r"\| (PASS|MISS) \|",
+        text,
+    )
     assert "against the seed's hook alone, run: not measured (--no-profile-runs)" in text
     # The finished run it read is left exactly as it was.
     assert {p: p.stat().st_mtime for p in (tiny_pipeline / "results").rglob("*") if p.is_file()} == before
@@ -206,8 +250,15 @@ def test_profile_runs_keep_the_lm_and_plan_everything_after_it(tiny_pipeline, tm
     seed_hook = bench.prepare_downstream_run(tiny_pipeline, tmp_path / "seed_hook", [-1], 2)
     for jobs in (profile, seed_hook):
         assert "train_lm" not in jobs and "dataset" not in jobs
-        for rule in ("lm_qa_accuracy", "activations", "untrained_lm", "train_sae", "untrained_sae", "train_das",
-                     "evaluate_methods"):
+        for rule in (
+            "lm_qa_accuracy",
+            "activations",
+            "untrained_lm",
+            "train_sae",
+            "untrained_sae",
+            "train_das",
+            "evaluate_methods",
+        ):
             assert jobs[rule] == 1, (rule, jobs)
     assert profile["evaluate"] == layers and profile["aggregate"] == 1
     assert seed_hook["evaluate"] == 1 and "aggregate" not in seed_hook
@@ -221,8 +272,13 @@ def test_profile_runs_keep_the_lm_and_plan_everything_after_it(tiny_pipeline, tm
     assert bench.profile_wall_ratio(100.0, 50.0, 20.0) == pytest.approx(150.0 / 120.0)
     from bench.results_page import layer_profile_figure
 
-    runs = bench.ProfileRuns(measured=True, ratio=1.1, shared_seconds=100.0, seed_layer=-1,
-                             profile=bench.DownstreamRun(seconds=50.0, jobs={"evaluate": 3, "all": 1}, job_count=3),
-                             seed_hook=bench.DownstreamRun(seconds=20.0, jobs={"evaluate": 1, "all": 1}, job_count=1))
+    runs = bench.ProfileRuns(
+        measured=True,
+        ratio=1.1,
+        shared_seconds=100.0,
+        seed_layer=-1,
+        profile=bench.DownstreamRun(seconds=50.0, jobs={"evaluate": 3, "all": 1}, job_count=3),
+        seed_hook=bench.DownstreamRun(seconds=20.0, jobs={"evaluate": 1, "all": 1}, job_count=1),
+    )
     value, shown = layer_profile_figure(bench.Pipeline(stages=[], profile_runs=runs))
     assert value == 1.1 and shown.startswith("1.10× wall time")

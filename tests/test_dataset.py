@@ -14,17 +14,22 @@ import yaml
 
 from biosae.dataset.build import DatasetConfig, build_dataset, write_dataset
 from biosae.dataset.entities import load_entity_pools, load_templates
+from biosae.dataset.text import words
 from biosae.errors import BiosaeError
 from biosae.rules import EVALUATION_CELLS, RULES
-from biosae.dataset.text import words
 from tests.conftest import DATA, REPO
 
 OUTPUT_KEYS = ("train_kg", "test_kg", "qa_train", "qa_test", "qa_hard", "corpus")
 
 
 def config(**changes) -> DatasetConfig:
-    base = dict(num_persons=60, biographies_per_person=3, entities_dir=str(DATA / "entities"),
-                templates_dir=str(DATA / "templates"), qa_templates_dir=str(DATA / "qa_templates"))
+    base = dict(
+        num_persons=60,
+        biographies_per_person=3,
+        entities_dir=str(DATA / "entities"),
+        templates_dir=str(DATA / "templates"),
+        qa_templates_dir=str(DATA / "qa_templates"),
+    )
     return DatasetConfig(**{**base, **changes})
 
 
@@ -131,19 +136,26 @@ def test_train_templates_per_rule(dataset):
     trained = {rule: {r["template_idx"] for r in qa["qa_train"] if r["rule_name"] == rule} for rule in RULES}
     assert trained == {rule: set(indices) for rule, indices in per_rule.items()}
     # Held out: the seed's wordings 0-3 that the rule does not train (for employer all four).
-    held_out = {rule: {r["template_idx"] for r in qa["qa_test"] if r["rule_name"] == rule and r["split"] == "ood_both"}
-                for rule in RULES}
+    held_out = {
+        rule: {r["template_idx"] for r in qa["qa_test"] if r["rule_name"] == rule and r["split"] == "ood_both"}
+        for rule in RULES
+    }
     assert held_out["employer"] == {0, 1, 2, 3} and held_out["major"] == held_out["birth_date"] == {1, 2, 3}
 
 
 @pytest.mark.parametrize(
     "changes, message",
     [
-        (dict(train_templates=[0, 10]), r"config key dataset\.train_templates: wording 10 of rule birth_date is not "
-                                        r"in .*birth_date\.txt, which has wordings 0\.\.9"),
+        (
+            dict(train_templates=[0, 10]),
+            r"config key dataset\.train_templates: wording 10 of rule birth_date is not "
+            r"in .*birth_date\.txt, which has wordings 0\.\.9",
+        ),
         (dict(train_templates={"major": [0]}), r"config key dataset\.train_templates: has no list for rule birth_date"),
-        (dict(train_templates=[0], train_template_idx=1),
-         r"config key dataset\.train_template_idx: 1 disagrees with dataset\.train_templates \[0\]"),
+        (
+            dict(train_templates=[0], train_template_idx=1),
+            r"config key dataset\.train_template_idx: 1 disagrees with dataset\.train_templates \[0\]",
+        ),
         (dict(train_template_idx=4), r"config key dataset\.train_template_idx: 4 is not in 0\.\.3"),
     ],
 )
@@ -214,8 +226,12 @@ def copy_data(tmp_path) -> Path:
 
 
 def data_config(root: Path, **changes) -> DatasetConfig:
-    return config(entities_dir=str(root / "entities"), templates_dir=str(root / "templates"),
-                  qa_templates_dir=str(root / "qa_templates"), **changes)
+    return config(
+        entities_dir=str(root / "entities"),
+        templates_dir=str(root / "templates"),
+        qa_templates_dir=str(root / "qa_templates"),
+        **changes,
+    )
 
 
 def test_unseen_question_word_fails_naming_it(tmp_path):

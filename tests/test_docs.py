@@ -47,8 +47,9 @@ def test_the_config_reference_names_every_key_of_the_schema():
 def test_the_config_reference_gives_every_default():
     generator = load_generator()
     schema = generator.load_schema()
-    rows = {line.split("`")[1]: line for line in generator.reference_markdown(schema).splitlines()
-            if line.startswith("| `")}
+    rows = {
+        line.split("`")[1]: line for line in generator.reference_markdown(schema).splitlines() if line.startswith("| `")
+    }
 
     def check(section: dict, prefix: str = "") -> None:
         for key, sub in (section.get("properties") or {}).items():
@@ -68,7 +69,10 @@ def test_the_docs_site_builds_strictly(tmp_path):
         pytest.skip("mkdocs and mkdocs-material are not installed (pip install -e '.[docs]')")
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=REPOSITORY, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "sae.lambda_align" in (tmp_path / "site" / "configuration" / "index.html").read_text(encoding="utf-8")

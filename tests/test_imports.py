@@ -29,7 +29,7 @@ def imported(name: str, path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join(anchor + ([base] if base else []))
             targets += [base] + [f"{base}.{alias.name}" for alias in node.names]
     edges = set()
@@ -54,7 +54,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         path.pop()
@@ -85,7 +85,11 @@ def test_a_circle_is_found_and_printed():
 
 
 def test_the_methods_never_import_the_evaluation():
-    upward = sorted(f"{name} -> {target}" for name, targets in import_graph().items()
-                    if name.startswith("biosae.methods") for target in targets
-                    if target.startswith("biosae.evaluation"))
+    upward = sorted(
+        f"{name} -> {target}"
+        for name, targets in import_graph().items()
+        if name.startswith("biosae.methods")
+        for target in targets
+        if target.startswith("biosae.evaluation")
+    )
     assert not upward, "biosae.methods imports biosae.evaluation: " + ", ".join(upward)

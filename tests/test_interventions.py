@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from biosae.lm.activations import answer_position_pass
 from biosae.dataset.build import DatasetConfig, build_dataset
 from biosae.evaluation.edits import ablation_edit, project_out, slot_direction, steering_edit
+from biosae.lm.activations import answer_position_pass
 from biosae.lm.model import build_scratch_model
 from biosae.lm.prompt_cache import PromptCache, edited_predictions
 from biosae.lm.qa_accuracy import encode_rows
-from biosae.sae.model import SAEConfig, SupervisedSAE
 from biosae.lm.tokenization import train_word_tokenizer
 from biosae.methods.random_control import random_directions
 from biosae.methods.sae_slot import SaeSlotMethod
+from biosae.sae.model import SAEConfig, SupervisedSAE
 from tests.conftest import DATA
 
 
@@ -31,9 +31,15 @@ def slot_swap(sae, source_slots, target_slot: int, alpha: float):
 
 @pytest.fixture(scope="module")
 def setup():
-    _, _, qa, corpus = build_dataset(DatasetConfig(
-        num_persons=12, biographies_per_person=2, entities_dir=str(DATA / "entities"),
-        templates_dir=str(DATA / "templates"), qa_templates_dir=str(DATA / "qa_templates")))
+    _, _, qa, corpus = build_dataset(
+        DatasetConfig(
+            num_persons=12,
+            biographies_per_person=2,
+            entities_dir=str(DATA / "entities"),
+            templates_dir=str(DATA / "templates"),
+            qa_templates_dir=str(DATA / "qa_templates"),
+        )
+    )
     tokenizer = train_word_tokenizer([d["text"] for d in corpus])
     model = build_scratch_model(tokenizer, dict(n_layer=2, n_embd=32, n_head=2, block_size=64), seed=0).eval()
     rows = qa["qa_test"][::5][:40]  # several templates: prompts of different lengths
@@ -53,9 +59,18 @@ def llama_setup(setup):
 
     _, tokenizer, prompts, first, sae, rules = setup
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                         max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
     return model, tokenizer, prompts, first, sae, rules
 
 
@@ -67,8 +82,17 @@ def relu_gpt2_setup(setup):
 
     _, tokenizer, prompts, first, sae, rules = setup
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                                       activation_function="relu", pad_token_id=tokenizer.pad_token_id)).eval()
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=64,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            activation_function="relu",
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
     return model, tokenizer, prompts, first, sae, rules
 
 
@@ -85,8 +109,9 @@ def full_pass(model, tokenizer, prompts, layer, edit_for_rows):
 def test_cached_passes_equal_full_forward(setup, llama_setup, relu_gpt2_setup, family, layer):
     from biosae.lm.last_token import _tanh_gelu
 
-    model, tokenizer, prompts, first, sae, rules = {"gpt2": setup, "gpt2_relu": relu_gpt2_setup,
-                                                    "llama": llama_setup}[family]
+    model, tokenizer, prompts, first, sae, rules = {"gpt2": setup, "gpt2_relu": relu_gpt2_setup, "llama": llama_setup}[
+        family
+    ]
     assert len({len(p) for p in prompts}) > 1
     cache = PromptCache(model, prompts, batch_size=7)
     assert (cache.tail is not None) == family.startswith("gpt2")  # which path this case checks
@@ -105,8 +130,9 @@ def test_cached_passes_equal_full_forward(setup, llama_setup, relu_gpt2_setup, f
         # what the causal tests read: the top token and the correct token's log-prob
         predicted, answer_logprob = edited_predictions(cache, first, layer, edit_for_rows)
         assert (predicted == reference.argmax(-1).numpy()).all(), f"{name} layer {layer}"
-        np.testing.assert_allclose(answer_logprob, reference[np.arange(len(first)), first].numpy(),
-                                   atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(
+            answer_logprob, reference[np.arange(len(first)), first].numpy(), atol=1e-4, rtol=1e-4
+        )
     # The cache is restored after every pass: a second clean pass is unchanged.
     predicted_a, lp_a = edited_predictions(cache, first, layer)
     predicted_b, lp_b = edited_predictions(cache, first, layer)
@@ -117,7 +143,7 @@ def test_identity_slot_edit_leaves_predictions_unchanged(setup):
     model, _, prompts, first, sae, _ = setup
     cache = PromptCache(model, prompts)
     clean = edited_predictions(cache, first, -1)
-    same = edited_predictions(cache, first, -1, lambda idx: (lambda h: sae(h, z_edit=lambda z: z, error_term=True)))
+    same = edited_predictions(cache, first, -1, lambda idx: lambda h: sae(h, z_edit=lambda z: z, error_term=True))
     assert (clean[0] == same[0]).all()
     np.testing.assert_allclose(clean[1], same[1], atol=1e-4)
 
@@ -158,8 +184,12 @@ def test_several_edits_in_one_call_equal_one_pass_each(setup, llama_setup, famil
 
     model, tokenizer, prompts, first, sae, rules = setup if family == "gpt2" else llama_setup
     cache = PromptCache(model, prompts, batch_size=7)
-    edits = [None, lambda idx: slot_ablation(sae, 2), lambda idx: slot_swap(sae, rules[idx], 1, 2.0),
-             lambda idx: project_out(random_directions(32, 1, seed=3)[0])]
+    edits = [
+        None,
+        lambda idx: slot_ablation(sae, 2),
+        lambda idx: slot_swap(sae, rules[idx], 1, 2.0),
+        lambda idx: project_out(random_directions(32, 1, seed=3)[0]),
+    ]
     predicted, logprob = edited_predictions_many(cache, first, -1, edits)
     for k, edit in enumerate(edits):
         single, single_logprob = edited_predictions(cache, first, -1, edit)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import numpy as np
+import pytest
 import torch
 
-from biosae.lm.activations import answer_position_pass, build_activation_table, resolve_layer
 from biosae.dataset.build import DatasetConfig, build_dataset
 from biosae.errors import BiosaeError
+from biosae.lm.activations import answer_position_pass, build_activation_table, resolve_layer
 from biosae.lm.model import (
     TrainingConfig,
     build_scratch_model,
@@ -31,9 +31,15 @@ MODEL = dict(n_layer=2, n_embd=32, n_head=2, block_size=64, init="scratch")
 
 @pytest.fixture(scope="module")
 def data():
-    train, test, qa, corpus = build_dataset(DatasetConfig(
-        num_persons=16, biographies_per_person=2, entities_dir=str(DATA / "entities"),
-        templates_dir=str(DATA / "templates"), qa_templates_dir=str(DATA / "qa_templates")))
+    train, test, qa, corpus = build_dataset(
+        DatasetConfig(
+            num_persons=16,
+            biographies_per_person=2,
+            entities_dir=str(DATA / "entities"),
+            templates_dir=str(DATA / "templates"),
+            qa_templates_dir=str(DATA / "qa_templates"),
+        )
+    )
     return qa, [d["text"] for d in corpus]
 
 
@@ -45,8 +51,9 @@ def trained(data, tmp_path_factory):
     model = build_scratch_model(tokenizer, MODEL, seed=0)
     directory = tmp_path_factory.mktemp("lm")
     cfg = TrainingConfig(epochs=40, batch_size=2, lr=3e-3, precision="fp32", block_size=64)
-    summary = train_language_model(model, tokenizer, texts, cfg, directory / "final", directory / "ckpt",
-                                   directory / "log.csv", progress=False)
+    summary = train_language_model(
+        model, tokenizer, texts, cfg, directory / "final", directory / "ckpt", directory / "log.csv", progress=False
+    )
     return load_model_dir(directory / "final") + (summary, directory)
 
 
@@ -79,8 +86,13 @@ def test_teacher_forced_accuracy_agrees_with_generate(trained, data):
     scores = score_answers(model, encoded, tokenizer.pad_token_id, batch_size=7)
     agree = 0
     for i, (prompt, answer) in enumerate(zip(encoded.prompt_ids, encoded.answer_ids)):
-        generated = model.generate(torch.tensor([prompt]), max_new_tokens=len(answer), do_sample=False,
-                                   pad_token_id=tokenizer.pad_token_id, eos_token_id=None)[0, len(prompt):].tolist()
+        generated = model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=len(answer),
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=None,
+        )[0, len(prompt) :].tolist()
         agree += (generated == answer) == bool(scores["exact"][i])
         assert (generated[0] == answer[0]) == bool(scores["first_token"][i])
     assert agree == len(rows)
@@ -117,17 +129,23 @@ def test_resume_after_interruption_gives_the_same_model(data, tmp_path):
     tokenizer = train_word_tokenizer(texts)
     cfg = TrainingConfig(epochs=2, batch_size=4, lr=1e-3, precision="fp32", block_size=64, checkpoint_every_steps=3)
     full = build_scratch_model(tokenizer, MODEL, seed=0)
-    train_language_model(full, tokenizer, texts, cfg, tmp_path / "a", tmp_path / "ck_a", tmp_path / "a.csv",
-                         progress=False)
+    train_language_model(
+        full, tokenizer, texts, cfg, tmp_path / "a", tmp_path / "ck_a", tmp_path / "a.csv", progress=False
+    )
     interrupted = build_scratch_model(tokenizer, MODEL, seed=0)
-    out = interrupted_after(7, lambda: train_language_model(interrupted, tokenizer, texts, cfg, tmp_path / "b",
-                                                            tmp_path / "ck_b", tmp_path / "b.csv", progress=False))
+    out = interrupted_after(
+        7,
+        lambda: train_language_model(
+            interrupted, tokenizer, texts, cfg, tmp_path / "b", tmp_path / "ck_b", tmp_path / "b.csv", progress=False
+        ),
+    )
     assert out == {"interrupted_at_step": 7} and not (tmp_path / "b").exists()
     state = json.loads((tmp_path / "ck_b" / "state.json").read_text())
     assert state["step"] == 6  # the last checkpoint before the interruption
     resumed = build_scratch_model(tokenizer, MODEL, seed=123)  # different init: must be overwritten
-    train_language_model(resumed, tokenizer, texts, cfg, tmp_path / "b", tmp_path / "ck_b", tmp_path / "b.csv",
-                         progress=False)
+    train_language_model(
+        resumed, tokenizer, texts, cfg, tmp_path / "b", tmp_path / "ck_b", tmp_path / "b.csv", progress=False
+    )
     a, _ = load_model_dir(tmp_path / "a")
     b, _ = load_model_dir(tmp_path / "b")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
@@ -162,16 +180,23 @@ def test_resume_refuses_a_checkpoint_of_another_corpus_of_the_same_size(data, tm
     # The same words, each document's in reverse order: as many documents and tokens as before.
     other = [" ".join(reversed(text.split())) for text in texts]
     tokenizer = train_word_tokenizer(texts)
-    assert [len(d) for d in tokenize_documents(tokenizer, other)] == [len(d) for d in tokenize_documents(tokenizer, texts)]
+    assert [len(d) for d in tokenize_documents(tokenizer, other)] == [
+        len(d) for d in tokenize_documents(tokenizer, texts)
+    ]
     cfg = TrainingConfig(epochs=1, batch_size=4, lr=1e-3, precision="fp32", block_size=64, checkpoint_every_steps=1)
     first = build_scratch_model(tokenizer, MODEL, seed=0)
-    assert interrupted_after(3, lambda: train_language_model(first, tokenizer, texts, cfg, tmp_path / "a", tmp_path / "ck",
-                                                             tmp_path / "a.csv", progress=False)) == {"interrupted_at_step": 3}
+    assert interrupted_after(
+        3,
+        lambda: train_language_model(
+            first, tokenizer, texts, cfg, tmp_path / "a", tmp_path / "ck", tmp_path / "a.csv", progress=False
+        ),
+    ) == {"interrupted_at_step": 3}
     # The other corpus, rerun on that checkpoint, must train from step 0 like a fresh run does.
     for name, checkpoint in (("b", tmp_path / "ck"), ("fresh", tmp_path / "ck_fresh")):
         model = build_scratch_model(tokenizer, MODEL, seed=0)
-        train_language_model(model, tokenizer, other, cfg, tmp_path / name, checkpoint, tmp_path / f"{name}.csv",
-                             progress=False)
+        train_language_model(
+            model, tokenizer, other, cfg, tmp_path / name, checkpoint, tmp_path / f"{name}.csv", progress=False
+        )
     resumed, _ = load_model_dir(tmp_path / "b")
     fresh, _ = load_model_dir(tmp_path / "fresh")
     for (name, p), q in zip(fresh.state_dict().items(), resumed.state_dict().values()):
@@ -187,21 +212,31 @@ def test_pretrained_path_from_a_saved_tiny_gpt2(data, tmp_path, monkeypatch):
     qa, texts = data
     bpe = ByteLevelBPETokenizer(add_prefix_space=True)
     bpe.train_from_iterator(texts, vocab_size=400, special_tokens=["<|endoftext|>"])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>",
-                                        eos_token="<|endoftext|>")
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>"
+    )
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=128,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     GPT2LMHeadModel(config).save_pretrained(tmp_path / "tiny-gpt2")
     tokenizer.save_pretrained(tmp_path / "tiny-gpt2")
 
     model, loaded_tokenizer = load_pretrained(str(tmp_path / "tiny-gpt2"))
     assert loaded_tokenizer.pad_token_id == loaded_tokenizer.eos_token_id
     cfg = TrainingConfig(epochs=1, batch_size=4, lr=2e-5, precision="fp32", block_size=128)
-    train_language_model(model, loaded_tokenizer, texts, cfg, tmp_path / "final", tmp_path / "ck", tmp_path / "l.csv",
-                         progress=False)
+    train_language_model(
+        model, loaded_tokenizer, texts, cfg, tmp_path / "final", tmp_path / "ck", tmp_path / "l.csv", progress=False
+    )
     reloaded, reloaded_tokenizer = load_model_dir(tmp_path / "final")
-    activations, index = build_activation_table(reloaded, reloaded_tokenizer, qa["qa_train"][:12], layer=-1,
-                                                batch_size=5, progress=False)
+    activations, index = build_activation_table(
+        reloaded, reloaded_tokenizer, qa["qa_train"][:12], layer=-1, batch_size=5, progress=False
+    )
     assert activations.shape == (12, 32) and torch.isfinite(activations).all()
 
     with pytest.raises(BiosaeError, match="cannot load a pretrained causal LM"):

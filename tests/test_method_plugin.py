@@ -64,7 +64,9 @@ def test_the_config_resolves_methods_names_through_the_registry():
     config["methods"]["names"] = ["diffmean", "diffmode"]
     with pytest.raises(BiosaeError) as error:
         validate_config(config)
-    assert str(error.value) == f"config key methods.names: unknown method 'diffmode' (known: {', '.join(method_names())})"
+    assert (
+        str(error.value) == f"config key methods.names: unknown method 'diffmode' (known: {', '.join(method_names())})"
+    )
 
 
 def test_an_unknown_method_name_fails_in_one_line_that_lists_the_known_ones():
@@ -92,11 +94,20 @@ def test_the_docs_example_runs_through_the_method_tests_on_the_tiny_run(tiny_pip
     register_method("diffmedian", load_example().fit_diffmedian)  # the one registry line
     results = tiny_pipeline / "results"
     model, tokenizer = load_model_dir(results / "lm" / "final", torch.device("cpu"))
-    activations, index = load_activation_table(results / "activations" / "layer_-1.safetensors",
-                                               results / "activations" / "index.csv")
+    activations, index = load_activation_table(
+        results / "activations" / "layer_-1.safetensors", results / "activations" / "index.csv"
+    )
     samples = cell_samples(model, tokenizer, index, ordered_cells(index), 24, 0)
-    tests = evaluate_methods(samples, -1, activations, index, ["diffmean", "diffmedian"], alphas=[1.0, 2.0],
-                             seed=0, answered_rule=answered_rules(index))
+    tests = evaluate_methods(
+        samples,
+        -1,
+        activations,
+        index,
+        ["diffmean", "diffmedian"],
+        alphas=[1.0, 2.0],
+        seed=0,
+        answered_rule=answered_rules(index),
+    )
     example, reference = tests["methods"]["diffmedian"], tests["methods"]["diffmean"]
     assert key_paths(example) == key_paths(reference)
     values = list(numbers(example))

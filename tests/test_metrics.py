@@ -165,8 +165,13 @@ def passing_metrics():
     cells = ["train", *OOD_CELLS, "hard_unseen_person"]
     return {
         "cells": cells,
-        "slot_accuracy": {"train": 0.99, "ood_template": 0.97, "ood_person": 0.96, "ood_both": 0.95,
-                          "hard_unseen_person": 0.60},
+        "slot_accuracy": {
+            "train": 0.99,
+            "ood_template": 0.97,
+            "ood_person": 0.96,
+            "ood_both": 0.95,
+            "hard_unseen_person": 0.60,
+        },
         "ablation": {"slot": {"train": {"diagonal_mean": 0.9}}},
         "baselines": {cell: {"untrained_lm_sae": 0.5, "bag_of_words": 1.0} for cell in cells},
     }
@@ -178,8 +183,12 @@ def by_name(entries):
 
 def test_expected_results_all_pass():
     entries = by_name(metrics.expected_results(passing_metrics()))
-    assert set(entries) == {"slot_diagonal_accuracy_train", "ood_slot_accuracy_min",
-                            "slot_ablation_diagonal_train", "margin_over_untrained_lm_min"}
+    assert set(entries) == {
+        "slot_diagonal_accuracy_train",
+        "ood_slot_accuracy_min",
+        "slot_ablation_diagonal_train",
+        "margin_over_untrained_lm_min",
+    }
     assert all(entry["passed"] is True for entry in entries.values())
     assert entries["ood_slot_accuracy_min"]["value"] == 0.95
     assert entries["ood_slot_accuracy_min"]["by_cell"] == {"ood_template": 0.97, "ood_person": 0.96, "ood_both": 0.95}
@@ -187,10 +196,13 @@ def test_expected_results_all_pass():
     json.dumps(list(entries.values()))
 
 
-@pytest.mark.parametrize("key, at, below, entry", [
-    (("slot_accuracy", "train"), 0.95, 0.9499, "slot_diagonal_accuracy_train"),
-    (("slot_accuracy", "ood_person"), 0.90, 0.8999, "ood_slot_accuracy_min"),
-])
+@pytest.mark.parametrize(
+    "key, at, below, entry",
+    [
+        (("slot_accuracy", "train"), 0.95, 0.9499, "slot_diagonal_accuracy_train"),
+        (("slot_accuracy", "ood_person"), 0.90, 0.8999, "ood_slot_accuracy_min"),
+    ],
+)
 def test_expected_results_flip_at_the_seed_thresholds(key, at, below, entry):
     m = passing_metrics()
     m[key[0]][key[1]] = at
@@ -243,10 +255,21 @@ def test_margins_are_differences_of_the_same_cells():
 def test_interchange_result_counts_success_leak_and_unchanged():
     from biosae.evaluation.metrics import interchange_result
 
-    result = interchange_result([0, 0, 1, 2], [1, 2, 0, 0], success=[1, 0, 1, 0], leaked=[0, 1, 0, 0],
-                                unchanged=[0, 0, 0, 1], clean_success=[0, 0, 1, 0])
+    result = interchange_result(
+        [0, 0, 1, 2],
+        [1, 2, 0, 0],
+        success=[1, 0, 1, 0],
+        leaked=[0, 1, 0, 0],
+        unchanged=[0, 0, 0, 1],
+        clean_success=[0, 0, 1, 0],
+    )
     assert (result["iia"], result["leaked"], result["unchanged"], result["clean_success"], result["n"]) == (
-        0.5, 0.25, 0.25, 0.25, 4)
+        0.5,
+        0.25,
+        0.25,
+        0.25,
+        4,
+    )
     assert result["success_rate"][0][1] == 1.0 and result["success_rate"][0][2] == 0.0
     assert result["success_rate"][1][0] == 1.0 and result["success_rate"][2][0] == 0.0
     assert result["success_rate"][0][0] is None and result["success_rate"][3][4] is None

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,8 +68,13 @@ def test_the_same_config_in_another_form_plans_nothing(run, form):
 def test_command_line_values_equal_to_the_config_plan_nothing(run):
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert (config["sae"]["lambda_align"], config["training"]["epochs"], config["seed"]) == (1.0, 40, 0)
-    same = ["sae={lambda_value: 0.5, lambda_align: 1}", "training={epochs: 40.0}", "seed=0",
-            "evaluate={swap_alphas: [1, 2], hard_questions: true}", "sweep={layers: all}"]
+    same = [
+        "sae={lambda_value: 0.5, lambda_align: 1}",
+        "training={epochs: 40.0}",
+        "seed=0",
+        "evaluate={swap_alphas: [1, 2], hard_questions: true}",
+        "sweep={layers: all}",
+    ]
     assert planned_jobs(run, "--config", *same) == {}
 
 
@@ -91,8 +96,21 @@ def test_run_sh_turns_dotted_keys_into_the_nested_form(run, tmp_path):
     for name in ("python", "snakemake"):
         (checkout / ".venv" / "bin" / name).symlink_to(bin_dir / name)
     (checkout / ".venv" / ".installed").touch()
-    command = [str(checkout / "run.sh"), "-n", "-s", str(REPO / "Snakefile"), "--directory", str(run),
-               "--configfile", str(run / "config.yaml"), "--config", "sae.lambda_align=2.0", "seed=0"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "BIOSAE_CORES": "1"})
+    command = [
+        str(checkout / "run.sh"),
+        "-n",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(run),
+        "--configfile",
+        str(run / "config.yaml"),
+        "--config",
+        "sae.lambda_align=2.0",
+        "seed=0",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "BIOSAE_CORES": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert set(job_stats(result.stdout + result.stderr)) == SAE_AND_EVALUATION

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from biosae.errors import BiosaeError
-from biosae.studies.question_study import main, read_setting, study_markdown, study_row
 from biosae.rules import HARD_CELLS
+from biosae.studies.question_study import main, read_setting, study_markdown, study_row
 
 
 def test_a_finished_run_reads_into_one_row_with_its_whole_layer_profile(tiny_pipeline):
@@ -67,8 +67,14 @@ def test_a_setting_run_with_several_seeds_gets_mean_and_spread_and_the_verdict_o
     seeds = []
     for seed, lm, slot in ((1, 0.90, 0.95), (2, 0.70, 0.85)):
         row = copy.deepcopy(first)
-        row.update({"seed": seed, f"lm_first_token:{unseen}": lm, f"slot_accuracy:{unseen}": slot,
-                    f"bag_of_words:{unseen}": 0.2})
+        row.update(
+            {
+                "seed": seed,
+                f"lm_first_token:{unseen}": lm,
+                f"slot_accuracy:{unseen}": slot,
+                f"bag_of_words:{unseen}": 0.2,
+            }
+        )
         row["by_layer"][1]["selectivity"] = 0.99
         seeds.append(row)
     first[f"bag_of_words:{unseen}"] = 0.2

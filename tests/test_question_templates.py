@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from biosae.evaluation.baselines import BagOfWordsClassifier
 from biosae.config import validate_config
 from biosae.dataset.build import DatasetConfig, build_dataset
 from biosae.dataset.entities import load_templates
-from biosae.errors import BiosaeError
 from biosae.dataset.question_templates import STOP_WORDS, content_words, heldout_wordings
+from biosae.errors import BiosaeError
+from biosae.evaluation.baselines import BagOfWordsClassifier
 from biosae.rules import RULES
 from tests.conftest import DATA, REPO, run_snakemake, tiny_config, write_config
 
@@ -30,8 +30,14 @@ def copy_data(tmp_path: Path) -> Path:
 
 
 def dataset_config(root: Path = DATA, **changes) -> DatasetConfig:
-    return DatasetConfig(num_persons=40, biographies_per_person=2, entities_dir=str(root / "entities"),
-                         templates_dir=str(root / "templates"), qa_templates_dir=str(root / "qa_templates"), **changes)
+    return DatasetConfig(
+        num_persons=40,
+        biographies_per_person=2,
+        entities_dir=str(root / "entities"),
+        templates_dir=str(root / "templates"),
+        qa_templates_dir=str(root / "qa_templates"),
+        **changes,
+    )
 
 
 def replace_line(path: Path, old: str, new: str) -> None:
@@ -68,8 +74,11 @@ def test_shipped_wordings_keep_hard_content_words_out_of_every_trainable_wording
 
 def test_planted_hard_content_word_fails_naming_template_and_word(tmp_path):
     root = copy_data(tmp_path)
-    replace_line(root / "qa_templates" / "birth_city.txt", "noun: Tell me the birth city of {name}.",
-                 "noun: Tell me the hometown of {name}.")
+    replace_line(
+        root / "qa_templates" / "birth_city.txt",
+        "noun: Tell me the birth city of {name}.",
+        "noun: Tell me the hometown of {name}.",
+    )
     build_dataset(dataset_config(root))  # not trained: the default set passes
     message = one_line_error(r"hard wording", build_dataset, dataset_config(root, train_templates=[0, 4]))
     assert message == (
@@ -85,17 +94,23 @@ def test_hard_wording_trained_verbatim_fails(tmp_path):
     with (root / "qa_templates" / "work_city.txt").open("a") as handle:
         handle.write("verb: Where is {name} from?\n")
     trained = {rule: [0] for rule in RULES} | {"work_city": [10]}
-    one_line_error(r"hard wording 'Where is \{name\} from\?' \(.*hard/work_city\.txt, template_idx 0\) is trained as "
-                   r"'Where is \{name\} from\?' \(.*/work_city\.txt, template_idx 10\)",
-                   build_dataset, dataset_config(root, train_templates=trained))
+    one_line_error(
+        r"hard wording 'Where is \{name\} from\?' \(.*hard/work_city\.txt, template_idx 0\) is trained as "
+        r"'Where is \{name\} from\?' \(.*/work_city\.txt, template_idx 10\)",
+        build_dataset,
+        dataset_config(root, train_templates=trained),
+    )
 
 
 @pytest.mark.parametrize(
     "line, message",
     [
         ("nuon: What is the major of {name}?", r"major\.txt:\d+: unknown wording family 'nuon' \(known: noun, verb\)"),
-        ("noun: What major is {name}'s?", r"major\.txt:\d+: duplicate wording \"What major is \{name\}'s\?\" "
-                                          r"\(first on line 9\)"),
+        (
+            "noun: What major is {name}'s?",
+            r"major\.txt:\d+: duplicate wording \"What major is \{name\}'s\?\" "
+            r"\(first on line 9\)",
+        ),
     ],
 )
 def test_bad_wording_line_names_file_and_line(tmp_path, line, message):
@@ -109,8 +124,13 @@ def test_unmarked_wordings_still_load(tmp_path):
     """A question file written before families existed (no prefix) loads as wordings of no family."""
     root = copy_data(tmp_path)
     path = root / "qa_templates" / "major.txt"
-    path.write_text("".join(line.split(": ", 1)[1] + "\n" for line in path.read_text().splitlines()
-                            if line.startswith(("noun:", "verb:"))))
+    path.write_text(
+        "".join(
+            line.split(": ", 1)[1] + "\n"
+            for line in path.read_text().splitlines()
+            if line.startswith(("noun:", "verb:"))
+        )
+    )
     templates = load_templates(root / "templates", root / "qa_templates")
     assert templates.questions["major"][0] == "What is the major of {name}?"
     assert set(templates.question_families["major"]) == {None}
@@ -119,8 +139,11 @@ def test_unmarked_wordings_still_load(tmp_path):
 
 def test_config_keys_disagreeing_is_one_config_line():
     config = tiny_config(dataset={"train_templates": [0, 4], "train_template_idx": 0})
-    one_line_error(r"^config key dataset\.train_template_idx: 0 disagrees with dataset\.train_templates \[0, 4\]",
-                   validate_config, config)
+    one_line_error(
+        r"^config key dataset\.train_template_idx: 0 disagrees with dataset\.train_templates \[0, 4\]",
+        validate_config,
+        config,
+    )
     validate_config(tiny_config(dataset={"train_templates": [2], "train_template_idx": 2}))
 
 
@@ -157,20 +180,31 @@ def test_study_settings_leave_the_hard_wordings_unreadable_from_words(path):
     train_templates = yaml.safe_load(path.read_text())["dataset"]["train_templates"]
     _, _, qa, _ = build_dataset(dataset_config(train_templates=train_templates))
     train, hard = qa["qa_train"], qa["qa_hard"]
-    bag_of_words = BagOfWordsClassifier().fit([r["question"] for r in train], [r["full_name"] for r in train],
-                                              [r["rule_idx"] for r in train])
-    assert bag_of_words.accuracy([r["question"] for r in hard], [r["full_name"] for r in hard],
-                                 [r["rule_idx"] for r in hard]) <= 0.30
+    bag_of_words = BagOfWordsClassifier().fit(
+        [r["question"] for r in train], [r["full_name"] for r in train], [r["rule_idx"] for r in train]
+    )
+    assert (
+        bag_of_words.accuracy(
+            [r["question"] for r in hard], [r["full_name"] for r in hard], [r["rule_idx"] for r in hard]
+        )
+        <= 0.30
+    )
 
 
 @pytest.mark.slow
 def test_planted_overlap_fails_the_dataset_job_with_one_line_in_its_log(tmp_path):
     root = copy_data(tmp_path)
-    replace_line(root / "qa_templates" / "employer.txt", "noun: Give the employer of {name}.",
-                 "noun: Which company is the employer of {name}?")
+    replace_line(
+        root / "qa_templates" / "employer.txt",
+        "noun: Give the employer of {name}.",
+        "noun: Which company is the employer of {name}?",
+    )
     config = tiny_config(dataset={"train_templates": [0, 7]})
-    config["dataset"].update(entities_dir=str(root / "entities"), templates_dir=str(root / "templates"),
-                             qa_templates_dir=str(root / "qa_templates"))
+    config["dataset"].update(
+        entities_dir=str(root / "entities"),
+        templates_dir=str(root / "templates"),
+        qa_templates_dir=str(root / "qa_templates"),
+    )
     write_config(tmp_path, config)
     result = run_snakemake(tmp_path, "--cores", "1", "results/dataset/qa_train.jsonl", check=False)
     assert result.returncode != 0
@@ -190,21 +224,30 @@ def test_tiny_run_with_two_training_wordings_per_rule(tmp_path):
     (hard ones included) is evaluated, the train cell on both wordings."""
     # 15 LM epochs, not the tiny config's 40: this test checks the wiring, not how well it learns.
     # The seed's hook only: the other layers of the profile run the same code on other files.
-    write_config(tmp_path, tiny_config(dataset={"train_templates": [0, 8]}, training={"epochs": 15},
-                                       sweep={"layers": [-1]}))
+    write_config(
+        tmp_path, tiny_config(dataset={"train_templates": [0, 8]}, training={"epochs": 15}, sweep={"layers": [-1]})
+    )
     run_snakemake(tmp_path, "--cores", "2", timeout=1800)
     results = tmp_path / "results"
     rows = [json.loads(line) for line in (results / "dataset" / "qa_train.jsonl").read_text().splitlines()]
     assert Counter((r["rule_name"], r["template_idx"]) for r in rows) == {
-        (rule, t): 12 for rule in RULES for t in (0, 8)}
+        (rule, t): 12 for rule in RULES for t in (0, 8)
+    }
     metrics = json.loads((results / "eval" / "metrics.json").read_text())
-    assert metrics["cells"] == ["train", "ood_template", "ood_person", "ood_both", "hard_seen_person",
-                                "hard_unseen_person"]
+    assert metrics["cells"] == [
+        "train",
+        "ood_template",
+        "ood_person",
+        "ood_both",
+        "hard_seen_person",
+        "hard_unseen_person",
+    ]
     for cell in ("train", "ood_person"):
         by_template = metrics["lm_qa_accuracy"][cell]["by_template"]
         assert set(by_template) == {f"{rule}/{t}" for rule in RULES for t in (0, 8)}
-    assert set(metrics["lm_qa_accuracy"]["ood_both"]["by_template"]) == {f"{rule}/{t}" for rule in RULES
-                                                                         for t in (1, 2, 3)}
+    assert set(metrics["lm_qa_accuracy"]["ood_both"]["by_template"]) == {
+        f"{rule}/{t}" for rule in RULES for t in (1, 2, 3)
+    }
     for cell in metrics["cells"]:
         assert metrics["slot_accuracy"][cell] is not None
     assert "2 training wordings per rule (noun 1, verb 1)" in (tmp_path / "logs" / "dataset.log").read_text()

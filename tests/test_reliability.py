@@ -1,4 +1,4 @@
-"""Reliability (issue 9): bad config and data files, corrupt artifacts, planted pickles, killed
+"""Reliability: bad config and data files, corrupt artifacts, planted pickles, killed
 training, determinism, numerical faults, and a scan for unsafe loaders.
 
 Already covered elsewhere, not repeated here: bad config through the engine for a wrong type,
@@ -78,14 +78,21 @@ def copy_data(tmp_path: Path) -> Path:
 
 def config_on_data(root: Path, **overrides) -> dict:
     config = tiny_config(**overrides)
-    config["dataset"].update(entities_dir=str(root / "entities"), templates_dir=str(root / "templates"),
-                             qa_templates_dir=str(root / "qa_templates"))
+    config["dataset"].update(
+        entities_dir=str(root / "entities"),
+        templates_dir=str(root / "templates"),
+        qa_templates_dir=str(root / "qa_templates"),
+    )
     return config
 
 
 def good_question_row(**changes) -> dict:
-    row = {"person_id": "p1", "rule_idx": 2, "question": "What is the university of Ann Lee Smith?",
-           "answer": "Harvard University"}
+    row = {
+        "person_id": "p1",
+        "rule_idx": 2,
+        "question": "What is the university of Ann Lee Smith?",
+        "answer": "Harvard University",
+    }
     row.update(changes)
     return row
 
@@ -136,7 +143,12 @@ SCHEMA_CASES = [
     ("methods", "names", [], "config key methods.names: [] should be non-empty"),
     ("methods", "names", ["das", "das"], "config key methods.names: ['das', 'das'] has non-unique elements"),
     ("methods", "das", {"rank": 0}, "config key methods.das.rank: 0 is less than the minimum of 1"),
-    ("methods", "sae_unsupervised", {"k": 600}, "config key methods.sae_unsupervised.k: 600 active latents is more than n_latents 512"),
+    (
+        "methods",
+        "sae_unsupervised",
+        {"k": 600},
+        "config key methods.sae_unsupervised.k: 600 active latents is more than n_latents 512",
+    ),
 ]
 
 
@@ -161,38 +173,52 @@ def test_semantic_config_errors_are_one_line_naming_the_key(tmp_path, monkeypatc
         (dict(model={"n_embd": 30, "n_head": 4}), "config key model.n_embd: 30 is not divisible by model.n_head 4"),
         (dict(activations={"layer": 3}), "config key activations.layer: 3 is above model.n_layer 2"),
         (dict(sweep={"layers": [-1, 5]}), "config key sweep.layers: 5 is above model.n_layer 2"),
-        (dict(sweep={"layers": [1, 2]}), "config key sweep.layers: 2 and -1 (activations.layer) are the same hook point"),
-        (dict(activations={"layer": 2}, sweep={"layers": [-1]}),
-         "config key sweep.layers: -1 and 2 (activations.layer) are the same hook point"),
+        (
+            dict(sweep={"layers": [1, 2]}),
+            "config key sweep.layers: 2 and -1 (activations.layer) are the same hook point",
+        ),
+        (
+            dict(activations={"layer": 2}, sweep={"layers": [-1]}),
+            "config key sweep.layers: -1 and 2 (activations.layer) are the same hook point",
+        ),
         (dict(dataset={"test_fraction": 0.01}), "config key dataset.test_fraction: 0.01 of 24 persons leaves no"),
         (dict(dataset={"templates_dir": str(tmp_path / "nowhere")}), "config key dataset.templates_dir: directory"),
-        (dict(evaluate={"extra_questions": [str(tmp_path / "q.jsonl")]}),
-         "config key evaluate.extra_questions: file "),
+        (dict(evaluate={"extra_questions": [str(tmp_path / "q.jsonl")]}), "config key evaluate.extra_questions: file "),
     ]
     for overrides, message in cases:
         raises_one_line(re.escape(message), validate_config, tiny_config(**overrides))
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    raises_one_line(r"config key model\.name: 'no-such-org/no-such-model' is neither a local directory",
-                    validate_config, tiny_config(model={"init": "pretrained", "name": "no-such-org/no-such-model"}))
+    raises_one_line(
+        r"config key model\.name: 'no-such-org/no-such-model' is neither a local directory",
+        validate_config,
+        tiny_config(model={"init": "pretrained", "name": "no-such-org/no-such-model"}),
+    )
     (tmp_path / "not-a-model").mkdir()
-    raises_one_line(r"config key model\.name: directory .* has no config\.json", validate_config,
-                    tiny_config(model={"init": "pretrained", "name": str(tmp_path / "not-a-model")}))
+    raises_one_line(
+        r"config key model\.name: directory .* has no config\.json",
+        validate_config,
+        tiny_config(model={"init": "pretrained", "name": str(tmp_path / "not-a-model")}),
+    )
 
 
 def test_more_persons_than_the_pools_allow(tmp_path):
     root = copy_data(tmp_path)
     for name in ("first_names", "middle_names", "last_names"):
         write_lines(root / "entities" / f"{name}.txt", ["Ann", "Bob"])
-    raises_one_line(r"config key dataset\.num_persons: 9 is more than the 8 unique full names", validate_config,
-                    config_on_data(root, dataset={"num_persons": 9}))
+    raises_one_line(
+        r"config key dataset\.num_persons: 9 is more than the 8 unique full names",
+        validate_config,
+        config_on_data(root, dataset={"num_persons": 9}),
+    )
 
 
 def test_bad_entity_file_is_a_config_error_naming_file_and_line(tmp_path):
     root = copy_data(tmp_path)
     write_lines(root / "entities" / "majors.txt", ["Physics", "Biology", "Physics"])
-    raises_one_line(r"majors\.txt:3: duplicate value 'Physics' \(first on line 1\)", validate_config,
-                    config_on_data(root))
+    raises_one_line(
+        r"majors\.txt:3: duplicate value 'Physics' \(first on line 1\)", validate_config, config_on_data(root)
+    )
     (root / "entities" / "majors.txt").write_text("# only a comment\n\n")
     raises_one_line(r"majors\.txt: file is empty", validate_config, config_on_data(root))
     (root / "entities" / "majors.txt").unlink()
@@ -206,14 +232,27 @@ def test_bad_entity_file_is_a_config_error_naming_file_and_line(tmp_path):
 @pytest.mark.parametrize(
     "relative, lines, message",
     [
-        ("qa_templates/major.txt", ["What is the major of {name}?", "What is the major?",
-                                    "What major is {name}'s?", "What is the major {name} has?"],
-         r"qa_templates/major\.txt:2: template lacks placeholder \{name\}"),
-        ("qa_templates/hard/employer.txt", ["Who hired {name}?", "Who hired {name} and {person}?"],
-         r"hard/employer\.txt:2: unknown placeholder \{person\}"),
+        (
+            "qa_templates/major.txt",
+            [
+                "What is the major of {name}?",
+                "What is the major?",
+                "What major is {name}'s?",
+                "What is the major {name} has?",
+            ],
+            r"qa_templates/major\.txt:2: template lacks placeholder \{name\}",
+        ),
+        (
+            "qa_templates/hard/employer.txt",
+            ["Who hired {name}?", "Who hired {name} and {person}?"],
+            r"hard/employer\.txt:2: unknown placeholder \{person\}",
+        ),
         ("templates/birth_city.txt", ["{name} was born in {birth_city"], r"birth_city\.txt:1: malformed placeholder"),
-        ("qa_templates/university.txt", ["What is the university of {name}?"] * 5,
-         r"university\.txt:2: duplicate wording 'What is the university of \{name\}\?' \(first on line 1\)"),
+        (
+            "qa_templates/university.txt",
+            ["What is the university of {name}?"] * 5,
+            r"university\.txt:2: duplicate wording 'What is the university of \{name\}\?' \(first on line 1\)",
+        ),
     ],
 )
 def test_bad_template_files_name_file_and_line(tmp_path, relative, lines, message):
@@ -229,18 +268,24 @@ def test_bad_template_files_name_file_and_line(tmp_path, relative, lines, messag
     [
         ([json.dumps(good_question_row()), "{not json"], r"q\.jsonl:2: not valid JSON"),
         ([json.dumps(good_question_row()), "[1, 2]"], r"q\.jsonl:2: expected a JSON object, got list"),
-        ([json.dumps({k: v for k, v in good_question_row().items() if k != "answer"})],
-         r"q\.jsonl:1: field 'answer' is missing"),
+        (
+            [json.dumps({k: v for k, v in good_question_row().items() if k != "answer"})],
+            r"q\.jsonl:1: field 'answer' is missing",
+        ),
         ([json.dumps(good_question_row(rule_idx=6))], r"q\.jsonl:1: rule_idx 6 is not an integer in 0\.\.5"),
         ([json.dumps(good_question_row(rule_idx="2"))], r"q\.jsonl:1: rule_idx '2' is not an integer"),
         ([json.dumps(good_question_row(rule_idx=True))], r"q\.jsonl:1: rule_idx True is not an integer"),
         ([json.dumps(good_question_row(rule_idx=None))], r"q\.jsonl:1: needs 'rule_idx' \(0-5\) or 'rule_name'"),
-        ([json.dumps(good_question_row(rule_name="employer"))],
-         r"q\.jsonl:1: rule_idx 2 and rule_name 'employer' disagree"),
+        (
+            [json.dumps(good_question_row(rule_name="employer"))],
+            r"q\.jsonl:1: rule_idx 2 and rule_name 'employer' disagree",
+        ),
         ([json.dumps(good_question_row(template_idx="x"))], r"q\.jsonl:1: template_idx 'x' is not an integer"),
         # Blank lines don't shift the reported line number.
-        ([json.dumps(good_question_row()), "", "", json.dumps(good_question_row(rule_idx=-1))],
-         r"q\.jsonl:4: rule_idx -1 is not an integer"),
+        (
+            [json.dumps(good_question_row()), "", "", json.dumps(good_question_row(rule_idx=-1))],
+            r"q\.jsonl:4: rule_idx -1 is not an integer",
+        ),
         ([""], r"q\.jsonl: no question rows"),
     ],
 )
@@ -256,11 +301,15 @@ def test_malformed_user_question_file_names_file_line_and_problem(tmp_path, line
 def test_valid_user_question_file_passes(tmp_path):
     from biosae.dataset.questions import load_question_files
 
-    path = write_lines(tmp_path / "mine.jsonl", [json.dumps(good_question_row()), "",
-                                                  json.dumps(good_question_row(rule_idx=None, rule_name="major"))])
+    path = write_lines(
+        tmp_path / "mine.jsonl",
+        [json.dumps(good_question_row()), "", json.dumps(good_question_row(rule_idx=None, rule_name="major"))],
+    )
     rows = load_question_files({"extra_0": str(path)})
-    assert [(r["rule_idx"], r["split"], r["template_idx"]) for r in rows] == [(2, "extra:mine", 0),
-                                                                              (3, "extra:mine", 0)]
+    assert [(r["rule_idx"], r["split"], r["template_idx"]) for r in rows] == [
+        (2, "extra:mine", 0),
+        (3, "extra:mine", 0),
+    ]
 
 
 @pytest.mark.slow
@@ -273,8 +322,9 @@ def test_bad_data_file_fails_the_job_with_one_line_in_its_log(tmp_path):
     write_config(tmp_path, config_on_data(root))
     result = run_snakemake(tmp_path, "--cores", "1", "results/dataset/qa_train.jsonl", check=False)
     assert result.returncode != 0
-    expected = (f"biosae error: {bad}: a rule needs at least 4 question templates (the seed's 1 trained + 3 held out), "
-                "found 3")
+    expected = (
+        f"biosae error: {bad}: a rule needs at least 4 question templates (the seed's 1 trained + 3 held out), found 3"
+    )
     log = (tmp_path / "logs" / "dataset.log").read_text()
     assert [line for line in log.splitlines() if "biosae error:" in line][0].endswith(expected)
     assert "Traceback" not in log
@@ -284,8 +334,9 @@ def test_bad_data_file_fails_the_job_with_one_line_in_its_log(tmp_path):
 
 @pytest.mark.slow
 def test_malformed_question_file_stops_the_engine_before_any_job(tmp_path):
-    questions = write_lines(tmp_path / "mine.jsonl", [json.dumps(good_question_row()), "",
-                                                      json.dumps(good_question_row(rule_idx=9))])
+    questions = write_lines(
+        tmp_path / "mine.jsonl", [json.dumps(good_question_row()), "", json.dumps(good_question_row(rule_idx=9))]
+    )
     write_config(tmp_path, tiny_config(evaluate={"extra_questions": [str(questions)]}))
     result = run_snakemake(tmp_path, "--cores", "1", check=False)
     assert result.returncode != 0
@@ -345,7 +396,7 @@ def test_atomic_directory_leaves_nothing_on_error_and_keeps_the_old_one(tmp_path
 
 def test_save_tensors_failing_leaves_no_file(tmp_path):
     target = tmp_path / "activations.safetensors"
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (whatever the failure, no file may be left)
         save_tensors(target, {"activations": torch.zeros(2, 3), "bad": "not a tensor"})
     assert list(tmp_path.iterdir()) == []
 
@@ -371,13 +422,16 @@ def test_save_tensors_writes_the_same_bytes_for_the_same_tensors(tmp_path):
     assert (8 + int.from_bytes(raw[:8], "little")) % 8 == 0  # data region stays 8-byte aligned
 
 
-@pytest.mark.parametrize("records", [
-    [],
-    [{"person_id": 1, "answer": "Paris"}],
-    [{"person_id": i, "question": f"Where was person {i} born?", "answer": "Bochum"} for i in range(23)],
-    # text holding the records' own boundary, and a record of records: each encoded alone
-    [{"answer": "},{"}, {"nested": [{"x": 1}, {"y": "é"}]}, {"z": None}, {}] * 3,
-])
+@pytest.mark.parametrize(
+    "records",
+    [
+        [],
+        [{"person_id": 1, "answer": "Paris"}],
+        [{"person_id": i, "question": f"Where was person {i} born?", "answer": "Bochum"} for i in range(23)],
+        # text holding the records' own boundary, and a record of records: each encoded alone
+        [{"answer": "},{"}, {"nested": [{"x": 1}, {"y": "é"}]}, {"z": None}, {}] * 3,
+    ],
+)
 def test_json_records_are_written_as_orjson_writes_each_record(tmp_path, monkeypatch, records):
     """The dataset's writers encode a chunk of records per call (not one per record) and cut it at
     the records' boundaries; the bytes must be those of one call per record, across chunks too."""
@@ -389,7 +443,8 @@ def test_json_records_are_written_as_orjson_writes_each_record(tmp_path, monkeyp
     biosae.io.write_jsonl(tmp_path / "rows.jsonl", iter(records))
     biosae.io.write_json_records(tmp_path / "records.json", records)
     assert (tmp_path / "rows.jsonl").read_bytes() == b"".join(
-        orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in records)
+        orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in records
+    )
     assert (tmp_path / "records.json").read_bytes() == b"[\n" + b",\n".join(map(orjson.dumps, records)) + b"\n]\n"
     assert json.loads((tmp_path / "records.json").read_text(encoding="utf-8")) == records
 
@@ -408,14 +463,22 @@ def tensor_file(tmp_path) -> Path:
 def test_load_tensors_refuses_corrupt_foreign_and_misshapen_files(tensor_file, tmp_path):
     good = tensor_file.read_bytes()
     assert load_tensors(tensor_file, {"activations": (12, 8)})["activations"].shape == (12, 8)
-    for name, content in [("truncated", good[: len(good) // 2]), ("header only", good[:8]), ("empty", b""),
-                          ("foreign", b"PK\x03\x04 this is a zip, not safetensors" * 20),
-                          ("json", b'{"activations": [1, 2, 3]}')]:
+    for _case, content in [
+        ("truncated", good[: len(good) // 2]),
+        ("header only", good[:8]),
+        ("empty", b""),
+        ("foreign", b"PK\x03\x04 this is a zip, not safetensors" * 20),
+        ("json", b'{"activations": [1, 2, 3]}'),
+    ]:
         tensor_file.write_bytes(content)
         raises_one_line(rf"{re.escape(str(tensor_file))}: not a readable safetensors file", load_tensors, tensor_file)
     tensor_file.write_bytes(good)
-    raises_one_line(r"activations\.safetensors: tensor 'activations' has shape \(12, 8\), config expects \(12, 16\)",
-                    load_tensors, tensor_file, {"activations": (12, 16)})
+    raises_one_line(
+        r"activations\.safetensors: tensor 'activations' has shape \(12, 8\), config expects \(12, 16\)",
+        load_tensors,
+        tensor_file,
+        {"activations": (12, 16)},
+    )
     raises_one_line(r"activations\.safetensors: tensor 'index' is missing", load_tensors, tensor_file, {"index": (12,)})
     raises_one_line(r"nothing\.safetensors: file not found", load_tensors, tmp_path / "nothing.safetensors")
 
@@ -439,8 +502,12 @@ def test_activation_table_refuses_corrupt_or_foreign_files(tmp_path):
     save_tensors(tensors, {"weights": torch.randn(4, 8)})
     raises_one_line(r"activations\.safetensors: no 'activations' tensor", load_activation_table, tensors, index)
     save_tensors(tensors, {"activations": torch.randn(4)})
-    raises_one_line(r"activations\.safetensors: 'activations' is torch\.float32 of shape \(4,\), expected a 2-D",
-                    load_activation_table, tensors, index)
+    raises_one_line(
+        r"activations\.safetensors: 'activations' is torch\.float32 of shape \(4,\), expected a 2-D",
+        load_activation_table,
+        tensors,
+        index,
+    )
     save_tensors(tensors, {"activations": torch.randn(5, 8)})
     raises_one_line(r"index\.csv: 4 rows but .*activations\.safetensors holds 5", load_activation_table, tensors, index)
     tensors.write_bytes(tensors.read_bytes()[:-10])
@@ -467,8 +534,16 @@ def test_sae_training_checkpoint_refuses_a_planted_pickle(tmp_path):
     cfg = SAEConfig(d_model=8, value_vocab_sizes=[3] * 6, epochs=3, batch_size=32)
     train_sae(h, rule, value, cfg, checkpoint_dir=tmp_path / "ckpt", progress=False, stop_after_epochs=1)
     plant_pickle(tmp_path / "ckpt" / "state.safetensors", tmp_path / "marker")
-    raises_one_line(r"ckpt/state\.safetensors: not a readable safetensors file", train_sae, h, rule, value, cfg,
-                    checkpoint_dir=tmp_path / "ckpt", progress=False)
+    raises_one_line(
+        r"ckpt/state\.safetensors: not a readable safetensors file",
+        train_sae,
+        h,
+        rule,
+        value,
+        cfg,
+        checkpoint_dir=tmp_path / "ckpt",
+        progress=False,
+    )
     assert not (tmp_path / "marker").exists()
 
 
@@ -506,8 +581,9 @@ def test_model_dir_loads_when_intact(model_dir):
     assert model.config.n_layer == 2 and tokenizer.pad_token_id is not None
 
 
-@pytest.mark.parametrize("corruption",
-                         ["truncated", "foreign", "pickle", "bin_only", "wider", "deeper", "other_tensors"])
+@pytest.mark.parametrize(
+    "corruption", ["truncated", "foreign", "pickle", "bin_only", "wider", "deeper", "other_tensors"]
+)
 def test_model_dir_refuses_corrupt_or_misfitting_weights(model_dir, tmp_path, corruption):
     from safetensors.torch import save_file
 
@@ -564,8 +640,17 @@ def lm_training(tokenizer_dir: Path, tmp_path: Path, **cfg_changes):
     def run(**kwargs):
         from biosae.lm.model import train_language_model
 
-        return train_language_model(model, tokenizer, TEXTS, cfg, tmp_path / "final", tmp_path / "checkpoint",
-                                    tmp_path / "log.csv", progress=False, **kwargs)
+        return train_language_model(
+            model,
+            tokenizer,
+            TEXTS,
+            cfg,
+            tmp_path / "final",
+            tmp_path / "checkpoint",
+            tmp_path / "log.csv",
+            progress=False,
+            **kwargs,
+        )
 
     return model, run
 
@@ -583,9 +668,13 @@ def test_lm_checkpoint_refuses_corrupt_state(tiny_lm, tmp_path, corruption):
         expected = r"checkpoint/state\.json: not valid JSON"
     else:
         tensors = load_tensors(checkpoint / "state.safetensors")
-        save_tensors(checkpoint / "state.safetensors",
-                     {name: torch.zeros(*(2 * n for n in t.shape)) if name.startswith("model.") else t
-                      for name, t in tensors.items()})
+        save_tensors(
+            checkpoint / "state.safetensors",
+            {
+                name: torch.zeros(*(2 * n for n in t.shape)) if name.startswith("model.") else t
+                for name, t in tensors.items()
+            },
+        )
         expected = r"checkpoint/state\.safetensors: tensor 'model\..*' has shape .*, config expects"
     raises_one_line(expected, run)
     assert not marker.exists() and not (tmp_path / "final").exists()
@@ -669,8 +758,14 @@ def uninterrupted_sae(tmp_path_factory):
 def test_killed_sae_training_resumes_to_the_uninterrupted_result(tmp_path, sig, uninterrupted_sae):
     checkpoint = tmp_path / "ckpt"
     code = f"from tests.test_reliability import sae_job; sae_job({str(checkpoint)!r})"
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
     wait_for(lambda: checkpoint_field(checkpoint / "state.json", "epoch") >= 2, process, 120, "an SAE checkpoint")
     process.send_signal(sig)
     process.communicate(timeout=30)
@@ -707,12 +802,28 @@ def process_tree(pid: int) -> set[int]:
 
 def start_snakemake(workdir: Path, *args, output: Path | None = None) -> subprocess.Popen:
     """Snakemake in the background, in its own session; its output piped, or written to ``output``."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(workdir / "config.yaml"), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
     stdout = open(output, "w") if output else subprocess.PIPE  # noqa: SIM115 - closed below, the child keeps its copy
-    process = subprocess.Popen(command, cwd=workdir, stdout=stdout, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"})
+    process = subprocess.Popen(
+        command,
+        cwd=workdir,
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"},
+    )
     if output:
         stdout.close()
     return process
@@ -804,15 +915,22 @@ def test_killed_lm_job_resumes_from_its_checkpoint_through_snakemake(tmp_path):
 
 
 def digests(directory: Path) -> dict[str, str]:
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(directory.iterdir())
-            if path.is_file()}
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.iterdir())
+        if path.is_file()
+    }
 
 
 def determinism_config() -> dict:
     """The tiny config made cheaper still (the point is equality, not learning): the seed's hook
     only, since every layer's jobs are the same code at another layer."""
-    return tiny_config(training={"epochs": 2, "batch_size": 8}, sae={"epochs": 3},
-                       evaluate={"max_prompts_per_cell": 12, "swap_alphas": [1.0]}, sweep={"layers": [-1]})
+    return tiny_config(
+        training={"epochs": 2, "batch_size": 8},
+        sae={"epochs": 3},
+        evaluate={"max_prompts_per_cell": 12, "swap_alphas": [1.0]},
+        sweep={"layers": [-1]},
+    )
 
 
 @pytest.mark.slow
@@ -856,8 +974,11 @@ def scanned_files() -> list[Path]:
 
 def code_tokens(source: str) -> list[tokenize.TokenInfo]:
     """Tokens of code, without comments and strings (a docstring may say "no pickle")."""
-    return [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
-            if t.type not in (tokenize.COMMENT, tokenize.STRING)]
+    return [
+        t
+        for t in tokenize.generate_tokens(io.StringIO(source).readline)
+        if t.type not in (tokenize.COMMENT, tokenize.STRING)
+    ]
 
 
 def unsafe_uses(source: str) -> list[str]:
@@ -872,7 +993,7 @@ def unsafe_uses(source: str) -> list[str]:
             problems.append(f"line {token.start[0]}: yaml.{token.string}")
         if token.string == "load" and index >= 2 and tokens[index - 1].string == ".":
             owner = tokens[index - 2].string
-            call = tokens[index:index + 60]
+            call = tokens[index : index + 60]
             closing = next((i for i, t in enumerate(call) if t.string == ")"), len(call))
             arguments = "".join(t.string for t in call[:closing])
             if owner == "yaml":
@@ -885,11 +1006,14 @@ def unsafe_uses(source: str) -> list[str]:
 
 
 def test_scanner_catches_what_it_should():
-    bad = ("import pickle\nx = yaml.load(f)\ny = torch.load(p)\nz = torch.load(p, weights_only=False)\n"
-           "import dill\nnp.load(p, allow_pickle=True)\nyaml.unsafe_load(s)\n")
+    bad = (
+        "import pickle\nx = yaml.load(f)\ny = torch.load(p)\nz = torch.load(p, weights_only=False)\n"
+        "import dill\nnp.load(p, allow_pickle=True)\nyaml.unsafe_load(s)\n"
+    )
     assert len(unsafe_uses(bad)) == 7
-    good = ('a = torch.load(p, map_location="cpu", weights_only=True)\nb = yaml.safe_load(f)\n'
-            '"""no pickle"""  # pickle\n')
+    good = (
+        'a = torch.load(p, map_location="cpu", weights_only=True)\nb = yaml.safe_load(f)\n"""no pickle"""  # pickle\n'
+    )
     assert unsafe_uses(good) == []
 
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from biosae.errors import BiosaeError
 from biosae.evaluation import metrics as m
 from biosae.evaluation import plots
-from biosae.errors import BiosaeError
 from biosae.evaluation.figures import write_figures
 from biosae.evaluation.report import render_summary, write_summary
 
@@ -25,8 +25,13 @@ def tiny_metrics():
     metrics = {
         "cells": cells,
         "n_prompts": {cell: 60 for cell in cells},
-        "slot_accuracy": {"train": 0.99, "ood_template": 0.97, "ood_person": 0.96, "ood_both": 0.85,
-                          "hard_unseen_person": 0.55},
+        "slot_accuracy": {
+            "train": 0.99,
+            "ood_template": 0.97,
+            "ood_person": 0.96,
+            "ood_both": 0.85,
+            "hard_unseen_person": 0.55,
+        },
         "confusion": {"train": m.confusion_matrix(rules, rules)},
         "lm_qa_accuracy": {
             "train": m.lm_answer_accuracy(np.ones(60, bool), rules, np.zeros(60, int)),
@@ -35,8 +40,10 @@ def tiny_metrics():
         "ablation": {"slot": {"train": identity_ablation}, "random_direction": {"train": identity_ablation}},
         "swap": {"alpha=2.0": {"train": m.swap_matrix(rules, np.ones((6, 60)))}},
         "value_accuracy": {"train": {"sae": 0.8, "majority_baseline": 0.1}},
-        "baselines": {cell: {"chance": 1 / 6, "bag_of_words": 1.0, "linear_probe": 0.99, "untrained_lm_sae": 0.9}
-                      for cell in cells},
+        "baselines": {
+            cell: {"chance": 1 / 6, "bag_of_words": 1.0, "linear_probe": 0.99, "untrained_lm_sae": 0.9}
+            for cell in cells
+        },
         "asked_vs_answered": {"hard_unseen_person": m.asked_vs_answered(asked, answered)},
         "notes": ["a note from the run"],
     }
@@ -54,7 +61,9 @@ def test_summary_starts_with_the_headline_table_and_states_failures(tmp_path):
     assert "| cell | n | SAE slot acc. | untrained LM | bag of words |" in text
     assert "| ood_both | 60 | 0.850 | 0.900 | 1.000 | 0.990 | 0.167 | -0.050 | -0.150 | – |" in text
     lines = text.splitlines()
-    assert any(line.startswith("- **FAIL**") and "every OOD cell" in line and "ood_both 0.850" in line for line in lines)
+    assert any(
+        line.startswith("- **FAIL**") and "every OOD cell" in line and "ood_both 0.850" in line for line in lines
+    )
     assert any(line.startswith("- **FAIL**") and "untrained-LM" in line for line in lines)
     assert any(line.startswith("- **PASS**") and "train cell" in line and "0.990" in line for line in lines)
     assert "## Ablation" in text and "random_direction" in text
@@ -62,8 +71,10 @@ def test_summary_starts_with_the_headline_table_and_states_failures(tmp_path):
     assert "| train | 0.800 | 0.100 | +0.700 |" in text
     assert "birth_city/" not in text.split("## LM answer accuracy per question template")[0]
     assert "| birth_date/0 |" in text
-    assert ("for hard_unseen_person (LM answer accuracy 0.767), birth_city questions were answered with "
-            "the work_city 40% of the time (4/10)") in text
+    assert (
+        "for hard_unseen_person (LM answer accuracy 0.767), birth_city questions were answered with "
+        "the work_city 40% of the time (4/10)"
+    ) in text
     assert "university questions were answered with none of the person's attributes 100%" in text
     assert "for train" not in text  # the LM answers the train cell well: no finding there
     assert "- a note from the run" in text
@@ -106,7 +117,9 @@ def test_training_curves_and_cell_bars_write_png_files(tmp_path):
         plots.plot_training_curves(log, ["nothing"], tmp_path / "none.png", "x")
     plots.plot_cells_bar(
         {"SAE": {"train": 0.99, "ood_both": 0.9}, "untrained LM": {"train": 0.5}, "bag of words": {"ood_both": 1.0}},
-        tmp_path / "bars.png", "slot accuracy per cell", reference_lines={"seed OOD bar": 0.9},
+        tmp_path / "bars.png",
+        "slot accuracy per cell",
+        reference_lines={"seed OOD bar": 0.9},
     )
     assert_png(tmp_path / "bars.png")
 
@@ -129,8 +142,15 @@ def test_grids_draw_one_panel_per_cell_in_one_file(tmp_path):
     assert grid[0] > 2.5 * single[0] and grid[1] > 1.7 * single[1]
 
     drop = m.ablation_matrix(rules, np.ones(30, bool), np.stack([rules != k for k in range(6)]))["accuracy_drop"]
-    plots.plot_matrix_grid({"train": drop, "ood_both": drop}, "slot ablation", tmp_path / "ablation.png",
-                           "ablated slot", "rule", vmin=-0.2, vmax=1.0)
+    plots.plot_matrix_grid(
+        {"train": drop, "ood_both": drop},
+        "slot ablation",
+        tmp_path / "ablation.png",
+        "ablated slot",
+        "rule",
+        vmin=-0.2,
+        vmax=1.0,
+    )
     assert_png(tmp_path / "ablation.png")
     with pytest.raises(ValueError, match="no matrix"):
         plots.plot_matrix_grid({}, "nothing", tmp_path / "empty.png", "a", "b")
@@ -151,8 +171,15 @@ def test_evaluation_figures_are_one_file_per_test(tmp_path):
         "swap": {f"alpha={a}": {cell: swap for cell in cells} for a in (1.0, 2.0)},
     }
     written = write_figures(metrics, tmp_path)
-    assert sorted(written.values()) == sorted([
-        "slot_accuracy_by_cell.png", "confusion.png", "ablation_slot.png", "ablation_direction.png",
-        "ablation_random_direction.png", "swap_alpha1.0.png", "swap_alpha2.0.png",
-    ])
+    assert sorted(written.values()) == sorted(
+        [
+            "slot_accuracy_by_cell.png",
+            "confusion.png",
+            "ablation_slot.png",
+            "ablation_direction.png",
+            "ablation_random_direction.png",
+            "swap_alpha1.0.png",
+            "swap_alpha2.0.png",
+        ]
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written.values())

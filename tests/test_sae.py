@@ -8,9 +8,9 @@ import pickle
 import pytest
 import torch
 
-from biosae.sae import training as sae_training
 from biosae.errors import BiosaeError
 from biosae.io import load_tensors, read_json, write_json
+from biosae.sae import training as sae_training
 from biosae.sae.model import (
     SAEConfig,
     SupervisedSAE,
@@ -185,6 +185,7 @@ def test_value_logits_use_the_rule_head_gated_by_its_slot():
     logits = model.value_logits(h, z, rule)
     x = model.standardize(h)
     assert logits.shape == (4, 3)
+
     def head(k, row):  # rule k's value head, nn.Linear on the gated row
         return (x[row] * z[row, k]) @ model.head_weights[k][0] + model.head_biases[k][0]
 
@@ -277,19 +278,33 @@ def test_checkpoints_are_written_by_interval_and_after_the_last_epoch(tmp_path, 
     cfg = config(epochs=3, batch_size=32)
     written = []
     real_save = training._save_checkpoint
-    monkeypatch.setattr(training, "_save_checkpoint",
-                        lambda directory, model, optimizer, epoch, *rest: written.append(epoch)
-                        or real_save(directory, model, optimizer, epoch, *rest))
-    every_epoch, _ = train_sae(h, rule, value, cfg, checkpoint_dir=tmp_path / "every", progress=False,
-                               checkpoint_every_s=0)
+    monkeypatch.setattr(
+        training,
+        "_save_checkpoint",
+        lambda directory, model, optimizer, epoch, *rest: (
+            written.append(epoch) or real_save(directory, model, optimizer, epoch, *rest)
+        ),
+    )
+    every_epoch, _ = train_sae(
+        h, rule, value, cfg, checkpoint_dir=tmp_path / "every", progress=False, checkpoint_every_s=0
+    )
     assert written == [1, 2, 3]
     written.clear()
     # an hour between checkpoints: only the call's last epoch is written, interrupted or not
-    train_sae(h, rule, value, cfg, checkpoint_dir=tmp_path / "rare", progress=False, stop_after_epochs=2,
-              checkpoint_every_s=3600)
+    train_sae(
+        h,
+        rule,
+        value,
+        cfg,
+        checkpoint_dir=tmp_path / "rare",
+        progress=False,
+        stop_after_epochs=2,
+        checkpoint_every_s=3600,
+    )
     assert written == [2]
-    resumed, _ = train_sae(h, rule, value, cfg, checkpoint_dir=tmp_path / "rare", progress=False,
-                           checkpoint_every_s=3600)
+    resumed, _ = train_sae(
+        h, rule, value, cfg, checkpoint_dir=tmp_path / "rare", progress=False, checkpoint_every_s=3600
+    )
     assert written == [2, 3]
     assert all(torch.equal(t, resumed.state_dict()[n]) for n, t in every_epoch.state_dict().items())
 
@@ -335,11 +350,13 @@ def test_layers_trained_together_equal_each_trained_alone(tmp_path):
     other = torch.tanh(h @ torch.randn(32, 32, generator=torch.Generator().manual_seed(1)))
     cfg = config(epochs=3, batch_size=32)
     alone = [train_sae(layer, rule, value, cfg, progress=False) for layer in (h, other)]
-    train_sae_layers([h, other], rule, value, cfg, checkpoint_dir=tmp_path / "ckpt", progress=False,
-                     stop_after_epochs=1)
+    train_sae_layers(
+        [h, other], rule, value, cfg, checkpoint_dir=tmp_path / "ckpt", progress=False, stop_after_epochs=1
+    )
     logs = [tmp_path / "a.csv", tmp_path / "b.csv"]
-    together = train_sae_layers([h, other], rule, value, cfg, log_paths=logs, checkpoint_dir=tmp_path / "ckpt",
-                                progress=False)
+    together = train_sae_layers(
+        [h, other], rule, value, cfg, log_paths=logs, checkpoint_dir=tmp_path / "ckpt", progress=False
+    )
     for (model, history), (reference, reference_history), log in zip(together, alone, logs):
         for name, tensor in reference.state_dict().items():
             torch.testing.assert_close(model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)

@@ -84,7 +84,9 @@ def cluster_state():
     try:
         answer = subprocess.run(
             ["sinfo", "--noheader", "--responding", "--format=%T"],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     except subprocess.TimeoutExpired:
         return False, "sinfo did not answer within 30 s"
@@ -105,7 +107,9 @@ def start_cluster(state_dir):
     return subprocess.run(
         [str(CI_SLURM_SCRIPTS / "start.sh")],
         env={**os.environ, "BIOSAE_SLURM_DIR": str(state_dir)},
-        capture_output=True, text=True, timeout=180,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 
@@ -113,7 +117,8 @@ def stop_cluster(state_dir):
     subprocess.run(
         [str(CI_SLURM_SCRIPTS / "stop.sh")],
         env={**os.environ, "BIOSAE_SLURM_DIR": str(state_dir)},
-        timeout=120, check=False,
+        timeout=120,
+        check=False,
     )
 
 
@@ -155,10 +160,16 @@ def write_tiny_config(workdir):
 def run_snakemake(workdir, options, timeout):
     """Snakemake on the repository's Snakefile in workdir; returns its output (stdout+stderr)."""
     command = [
-        sys.executable, "-m", "snakemake", *SLURM_TARGETS,
-        "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir),
-        "--configfile", str(workdir / "config.yaml"),
+        sys.executable,
+        "-m",
+        "snakemake",
+        *SLURM_TARGETS,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
         *options,
     ]
     env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
@@ -166,8 +177,13 @@ def run_snakemake(workdir, options, timeout):
     env.update(PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
     # A session of its own, so that a timeout can interrupt Snakemake, which then scancels its jobs.
     process = subprocess.Popen(
-        command, cwd=workdir, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        command,
+        cwd=workdir,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         output, _ = process.communicate(timeout=timeout)
@@ -179,9 +195,7 @@ def run_snakemake(workdir, options, timeout):
             os.killpg(process.pid, signal.SIGKILL)
             output, _ = process.communicate()
         pytest.fail(f"snakemake ran over {timeout} s: {' '.join(command)}\n{output[-6000:]}")
-    assert process.returncode == 0, (
-        f"snakemake failed ({process.returncode}): {' '.join(command)}\n{output[-6000:]}"
-    )
+    assert process.returncode == 0, f"snakemake failed ({process.returncode}): {' '.join(command)}\n{output[-6000:]}"
     return output
 
 
@@ -222,14 +236,17 @@ def compare_numbers(slurm, local, where, tally):
         if slurm.keys() != local.keys():
             return [f"{where}: keys differ ({sorted(set(slurm) ^ set(local))})"]
         return [
-            line for key in slurm if not TIMING_KEY.search(str(key))
+            line
+            for key in slurm
+            if not TIMING_KEY.search(str(key))
             for line in compare_numbers(slurm[key], local[key], f"{where}.{key}", tally)
         ]
     if isinstance(slurm, list) and isinstance(local, list):
         if len(slurm) != len(local):
             return [f"{where}: lengths differ ({len(slurm)} vs {len(local)})"]
         return [
-            line for index, (a, b) in enumerate(zip(slurm, local))
+            line
+            for index, (a, b) in enumerate(zip(slurm, local))
             for line in compare_numbers(a, b, f"{where}[{index}]", tally)
         ]
     if isinstance(slurm, (int, float)) and not isinstance(slurm, bool) and isinstance(local, (int, float)):
@@ -254,10 +271,14 @@ def tensor_differences(slurm_dir, local_dir):
     lines = []
     for name in TENSOR_FILES:
         slurm, local = load_file(slurm_dir / name), load_file(local_dir / name)
-        largest = max(
-            ((slurm[key].double() - local[key].double()).abs().max().item() if slurm[key].numel() else 0.0)
-            for key in local
-        ) if slurm.keys() == local.keys() else float("nan")
+        largest = (
+            max(
+                ((slurm[key].double() - local[key].double()).abs().max().item() if slurm[key].numel() else 0.0)
+                for key in local
+            )
+            if slurm.keys() == local.keys()
+            else float("nan")
+        )
         lines.append(f"{name}: largest |difference| {largest:.3g}")
     return lines
 
@@ -287,8 +308,13 @@ def assert_same_outputs(slurm_dir, local_dir):
         )
     # All of it at once, with the tensors' differences: that says which stage diverged.
     assert not differences, "\n".join(
-        [f"{len(differences)} differences:", *differences[:40], "numbers not equal:", *tally["unequal"][:40],
-         *tensor_differences(slurm_dir, local_dir)]
+        [
+            f"{len(differences)} differences:",
+            *differences[:40],
+            "numbers not equal:",
+            *tally["unequal"][:40],
+            *tensor_differences(slurm_dir, local_dir),
+        ]
     )
     if tally["unequal"]:
         print(f"{len(tally['unequal'])} of {tally['numbers']} numbers within {METRIC_CLOSE_ABS_TOL} but not equal:")

@@ -12,9 +12,22 @@ from tests.conftest import copy_run, planned_jobs, run_snakemake, tiny_config, w
 
 pytestmark = pytest.mark.slow
 
-DOWNSTREAM_OF_DATASET = {"dataset", "train_lm", "lm_qa_accuracy", "untrained_lm", "activations",
-                         "untrained_activations", "train_sae", "untrained_sae", "train_das", "train_unsupervised_sae",
-                         "evaluate_methods", "evaluate", "aggregate", "all"}
+DOWNSTREAM_OF_DATASET = {
+    "dataset",
+    "train_lm",
+    "lm_qa_accuracy",
+    "untrained_lm",
+    "activations",
+    "untrained_activations",
+    "train_sae",
+    "untrained_sae",
+    "train_das",
+    "train_unsupervised_sae",
+    "evaluate_methods",
+    "evaluate",
+    "aggregate",
+    "all",
+}
 PROFILE = [0, 1, -1]  # every hook point of tiny_config's 2-block model: the default layer profile
 
 
@@ -27,30 +40,61 @@ def edit_config(directory: Path, section: str, key: str, value) -> None:
 
 def test_default_outputs_where_the_readme_says(tiny_pipeline):
     results = tiny_pipeline / "results"
-    for relative in ("dataset/train_kg.json", "dataset/test_kg.json", "dataset/qa_train.jsonl",
-                     "dataset/qa_test.jsonl", "dataset/qa_hard.jsonl", "dataset/lm_corpus.jsonl",
-                     "lm/final/config.json", "lm/final/model.safetensors", "lm/final/tokenizer.json",
-                     "lm/qa_accuracy.json", "lm/train_log.csv", "activations/index.csv",
-                     *(f"activations/layer_{layer}.safetensors" for layer in PROFILE),
-                     "baselines/untrained_lm/activations/index.csv",
-                     *(f"baselines/untrained_lm/activations/layer_{layer}.safetensors" for layer in PROFILE),
-                     *(f"sae/layer_{layer}/{name}" for layer in PROFILE
-                       for name in ("cfg.json", "sae.safetensors", "train_log.csv", "value_candidates.json")),
-                     *(f"baselines/untrained_lm/sae/layer_{layer}/cfg.json" for layer in PROFILE),
-                     "eval/metrics.json", "eval/summary.md", "eval/figures/confusion.png",
-                     "aggregate/summary.csv", "aggregate/summary.md",
-                     "eval/figures/methods_interchange.png",
-                     *(f"methods/das/layer_{layer}/{name}" for layer in PROFILE
-                       for name in ("cfg.json", "das.safetensors", "train_log.csv", "train_pairs.csv")),
-                     *(f"methods/sae_unsupervised/layer_{layer}/{name}" for layer in PROFILE
-                       for name in ("cfg.json", "sae.safetensors")),
-                     *(f"methods/tests/layer_{layer}.json" for layer in PROFILE)):
+    for relative in (
+        "dataset/train_kg.json",
+        "dataset/test_kg.json",
+        "dataset/qa_train.jsonl",
+        "dataset/qa_test.jsonl",
+        "dataset/qa_hard.jsonl",
+        "dataset/lm_corpus.jsonl",
+        "lm/final/config.json",
+        "lm/final/model.safetensors",
+        "lm/final/tokenizer.json",
+        "lm/qa_accuracy.json",
+        "lm/train_log.csv",
+        "activations/index.csv",
+        *(f"activations/layer_{layer}.safetensors" for layer in PROFILE),
+        "baselines/untrained_lm/activations/index.csv",
+        *(f"baselines/untrained_lm/activations/layer_{layer}.safetensors" for layer in PROFILE),
+        *(
+            f"sae/layer_{layer}/{name}"
+            for layer in PROFILE
+            for name in ("cfg.json", "sae.safetensors", "train_log.csv", "value_candidates.json")
+        ),
+        *(f"baselines/untrained_lm/sae/layer_{layer}/cfg.json" for layer in PROFILE),
+        "eval/metrics.json",
+        "eval/summary.md",
+        "eval/figures/confusion.png",
+        "aggregate/summary.csv",
+        "aggregate/summary.md",
+        "eval/figures/methods_interchange.png",
+        *(
+            f"methods/das/layer_{layer}/{name}"
+            for layer in PROFILE
+            for name in ("cfg.json", "das.safetensors", "train_log.csv", "train_pairs.csv")
+        ),
+        *(
+            f"methods/sae_unsupervised/layer_{layer}/{name}"
+            for layer in PROFILE
+            for name in ("cfg.json", "sae.safetensors")
+        ),
+        *(f"methods/tests/layer_{layer}.json" for layer in PROFILE),
+    ):
         assert (results / relative).is_file(), relative
     assert sorted(p.name for p in (results / "activations").iterdir()) == sorted(
-        ["index.csv", *(f"layer_{layer}.safetensors" for layer in PROFILE)])
+        ["index.csv", *(f"layer_{layer}.safetensors" for layer in PROFILE)]
+    )
     assert not list(tiny_pipeline.rglob("*.pkl")) and not list(tiny_pipeline.rglob("*.pt"))
-    for rule in ("dataset", "train_lm", "activations", "train_sae", "train_das", "train_unsupervised_sae",
-                 "evaluate_methods", "evaluate"):
+    for rule in (
+        "dataset",
+        "train_lm",
+        "activations",
+        "train_sae",
+        "train_das",
+        "train_unsupervised_sae",
+        "evaluate_methods",
+        "evaluate",
+    ):
         assert (tiny_pipeline / "logs" / f"{rule}.log").is_file()
         assert (tiny_pipeline / "benchmarks" / f"{rule}.tsv").is_file()
 
@@ -76,7 +120,8 @@ def test_metrics_cover_every_cell_and_test(tiny_pipeline):
         assert sum(map(sum, metrics["confusion"][cell])) == metrics["n_prompts"][cell]
         base = metrics["baselines"][cell]
         assert metrics["margins"][cell]["over_untrained_lm"] == pytest.approx(
-            metrics["slot_accuracy"][cell] - base["untrained_lm_sae"])
+            metrics["slot_accuracy"][cell] - base["untrained_lm_sae"]
+        )
     # every method, every test, every cell (steering for the additive methods only)
     assert list(metrics["methods"]) == ["sae_slot", "diffmean", "probe", "das", "sae_unsupervised", "random"]
     for name, result in metrics["methods"].items():
@@ -94,13 +139,19 @@ def test_metrics_cover_every_cell_and_test(tiny_pipeline):
     assert metrics["methods"]["sae_slot"]["steering"]["ood_both"] == metrics["swap"][f"alpha={chosen}"]["ood_both"]
     assert metrics["methods"]["das"]["fit"]["rank"] == 8
     names = {entry["name"] for entry in metrics["expected_results"]}
-    assert {"slot_diagonal_accuracy_train", "ood_slot_accuracy_min", "slot_ablation_diagonal_train",
-            "margin_over_untrained_lm_min"} <= names
+    assert {
+        "slot_diagonal_accuracy_train",
+        "ood_slot_accuracy_min",
+        "slot_ablation_diagonal_train",
+        "margin_over_untrained_lm_min",
+    } <= names
     qa = json.loads((tiny_pipeline / "results" / "lm" / "qa_accuracy.json").read_text())
     assert set(qa) == set(cells)
     assert set(qa["train"]["by_rule"]) == {"birth_date", "birth_city", "university", "major", "employer", "work_city"}
     summary = (tiny_pipeline / "results" / "eval" / "summary.md").read_text()
-    assert summary.index("Which method localizes the rule") < summary.index("Headline") < summary.index("Expected results")
+    assert (
+        summary.index("Which method localizes the rule") < summary.index("Headline") < summary.index("Expected results")
+    )
 
 
 def test_nothing_to_do_after_a_complete_run(tiny_pipeline, tmp_path):
@@ -152,9 +203,18 @@ def test_storage_dtype_change_recollects_activations_but_keeps_the_lms(tiny_pipe
     edit_config(run, "activations", "dtype", "bfloat16")
     layers = len(PROFILE)
     # one job per LM trains every layer's SAE, DAS and TopK SAE
-    assert planned_jobs(run) == {"activations": 1, "untrained_activations": 1, "train_sae": 1,
-                                 "untrained_sae": 1, "train_das": 1, "train_unsupervised_sae": 1,
-                                 "evaluate_methods": 1, "evaluate": layers, "aggregate": 1, "all": 1}
+    assert planned_jobs(run) == {
+        "activations": 1,
+        "untrained_activations": 1,
+        "train_sae": 1,
+        "untrained_sae": 1,
+        "train_das": 1,
+        "train_unsupervised_sae": 1,
+        "evaluate_methods": 1,
+        "evaluate": layers,
+        "aggregate": 1,
+        "all": 1,
+    }
 
 
 def test_one_layer_in_one_config_line(tiny_pipeline, tmp_path):
@@ -163,9 +223,20 @@ def test_one_layer_in_one_config_line(tiny_pipeline, tmp_path):
     files stay, unused)."""
     write_config(tmp_path, tiny_config(sweep={"layers": [-1]}))
     assert planned_jobs(tmp_path) == {
-        "dataset": 1, "train_lm": 1, "lm_qa_accuracy": 1, "untrained_lm": 1, "activations": 1,
-        "untrained_activations": 1, "train_sae": 1, "untrained_sae": 1, "train_das": 1, "train_unsupervised_sae": 1,
-        "evaluate_methods": 1, "evaluate": 1, "all": 1}
+        "dataset": 1,
+        "train_lm": 1,
+        "lm_qa_accuracy": 1,
+        "untrained_lm": 1,
+        "activations": 1,
+        "untrained_activations": 1,
+        "train_sae": 1,
+        "untrained_sae": 1,
+        "train_das": 1,
+        "train_unsupervised_sae": 1,
+        "evaluate_methods": 1,
+        "evaluate": 1,
+        "all": 1,
+    }
     result = run_snakemake(tmp_path, "-n")
     assert "layer_-1.safetensors" in result.stdout and "layer_0.safetensors" not in result.stdout
     assert "results/sweep/" not in result.stdout
@@ -197,7 +268,12 @@ def test_report_builds_with_figures_and_summary(tiny_pipeline, tmp_path):
         ("dataset", "num_persons", 10**9, "config key dataset.num_persons: 1000000000 is more than"),
         ("model", "n_layer", 0, "config key model.n_layer: 0 is less than the minimum of 1"),
         ("methods", "names", ["sae_slot", "pca"], "config key methods.names.1: 'pca' is not one of"),
-        ("methods", "das", {"rank": 65}, "config key methods.das.rank: 65 is above the activations' width model.n_embd 64"),
+        (
+            "methods",
+            "das",
+            {"rank": 65},
+            "config key methods.das.rank: 65 is above the activations' width model.n_embd 64",
+        ),
     ],
 )
 def test_bad_config_stops_before_any_job_with_one_line(tmp_path, section, key, value, message):
@@ -218,4 +294,7 @@ def test_unknown_pretrained_model_offline_is_one_line(tmp_path, monkeypatch):
     write_config(tmp_path, config)
     result = run_snakemake(tmp_path, "-n", check=False)
     assert result.returncode != 0
-    assert "config key model.name: 'no-such-org/no-such-model' is neither a local directory" in result.stderr + result.stdout
+    assert (
+        "config key model.name: 'no-such-org/no-such-model' is neither a local directory"
+        in result.stderr + result.stdout
+    )

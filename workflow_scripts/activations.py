@@ -4,9 +4,9 @@ the profile, from one forward pass per batch, one file per layer."""
 import torch
 from _common import rule_context
 
+from biosae.dataset.questions import load_question_files
 from biosae.lm.activations import layer_of_file, write_activation_files
 from biosae.lm.model import load_model_dir, pick_device
-from biosae.dataset.questions import load_question_files
 
 smk = snakemake  # noqa: F821
 with rule_context(smk) as log:
@@ -14,6 +14,7 @@ with rule_context(smk) as log:
     model, tokenizer = load_model_dir(smk.input.model, pick_device())
     rows = load_question_files({key: path for key, path in smk.input.items() if key != "model"})
     layer_paths = {layer_of_file(path): path for path in smk.output.layers}
-    write_activation_files(model, tokenizer, rows, layer_paths, smk.output.index, smk.params.dtype, smk.input.model,
-                           smk.params.batch_size)
+    write_activation_files(
+        model, tokenizer, rows, layer_paths, smk.output.index, smk.params.dtype, smk.input.model, smk.params.batch_size
+    )
     log.info("%d rows at layers %s, stored as %s", len(rows), list(layer_paths), smk.params.dtype)

@@ -16,21 +16,38 @@ smk = snakemake  # noqa: F821
 with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
     inputs = load_evaluation_inputs(
-        model_dir=smk.input.model, activations=smk.input.activations, index=smk.input.index,
-        sae_dir=os.path.dirname(smk.input.sae_cfg), candidates=smk.input.candidates,
-        untrained_activations=smk.input.untrained_activations, untrained_index=smk.input.untrained_index,
-        untrained_sae_dir=os.path.dirname(smk.input.untrained_sae_cfg), qa_accuracy=smk.input.qa_accuracy,
-        layer=smk.params.layer, methods=smk.params.methods, method_tests=smk.input.method_tests,
+        model_dir=smk.input.model,
+        activations=smk.input.activations,
+        index=smk.input.index,
+        sae_dir=os.path.dirname(smk.input.sae_cfg),
+        candidates=smk.input.candidates,
+        untrained_activations=smk.input.untrained_activations,
+        untrained_index=smk.input.untrained_index,
+        untrained_sae_dir=os.path.dirname(smk.input.untrained_sae_cfg),
+        qa_accuracy=smk.input.qa_accuracy,
+        layer=smk.params.layer,
+        methods=smk.params.methods,
+        method_tests=smk.input.method_tests,
     )
     section = smk.params.evaluate
-    metrics = evaluate(inputs, section["max_prompts_per_cell"], section["swap_alphas"], smk.params.seed,
-                       progress=lambda cell: log.info("causal tests done: %s", cell))
+    metrics = evaluate(
+        inputs,
+        section["max_prompts_per_cell"],
+        section["swap_alphas"],
+        smk.params.seed,
+        progress=lambda cell: log.info("causal tests done: %s", cell),
+    )
     with atomic_directory(smk.output.figures) as tmp:
         figures = write_figures(metrics, tmp, smk.input.lm_log, smk.input.sae_log)
     write_json(smk.output.metrics, metrics)
     # the default run: every other layer of the default seed first (the layer profile)
     profile = [read_json(path) for path in smk.input.profile] + [metrics] if smk.input.profile else None
-    write_summary(metrics, smk.output.summary, {caption: f"figures/{name}" for caption, name in figures.items()},
-                  profile, len(transformer_blocks(inputs.model)))
+    write_summary(
+        metrics,
+        smk.output.summary,
+        {caption: f"figures/{name}" for caption, name in figures.items()},
+        profile,
+        len(transformer_blocks(inputs.model)),
+    )
     for line in metrics["expected_results"]:
         log.info("%s", line)

@@ -24,16 +24,29 @@ with rule_context(smk) as log:
         # of each layer beside the seed hook's (rules/methods.smk says why those are the inputs).
         layer = layout.layer_of(path)
         name = layout.layer_name(layer)
-        activations, index = load_activation_table(layout.activation_file_beside(smk.input.index, layer),
-                                                   smk.input.index)
+        activations, index = load_activation_table(
+            layout.activation_file_beside(smk.input.index, layer), smk.input.index
+        )
         if samples is None:
             samples = cell_samples(model, tokenizer, index, ordered_cells(index), section["max_prompts_per_cell"], seed)
             answered = answered_rules(index)
-        trained, fit = load_trained_methods(layout.das_dir(lmrun, layer) if "das" in names else None,
-                                            layout.topk_sae_dir(lmrun, layer) if "sae_unsupervised" in names else None)
-        tests = evaluate_methods(samples, layer, activations, index, names,
-                                 alphas=section["swap_alphas"], seed=seed, answered_rule=answered, fit=fit,
-                                 progress=lambda cell: log.info("%s: causal tests done: %s", name, cell), **trained)
+        trained, fit = load_trained_methods(
+            layout.das_dir(lmrun, layer) if "das" in names else None,
+            layout.topk_sae_dir(lmrun, layer) if "sae_unsupervised" in names else None,
+        )
+        tests = evaluate_methods(
+            samples,
+            layer,
+            activations,
+            index,
+            names,
+            alphas=section["swap_alphas"],
+            seed=seed,
+            answered_rule=answered,
+            fit=fit,
+            progress=lambda cell: log.info("%s: causal tests done: %s", name, cell),
+            **trained,
+        )
         write_json(path, tests)
         log.info("%s: %s tested", name, ", ".join(tests["methods"]) or "the random control")
         del activations

@@ -3,10 +3,10 @@
 import torch
 from _common import rule_context
 
+from biosae.dataset.questions import load_question_files
 from biosae.io import write_json
 from biosae.lm.model import load_model_dir, pick_device
 from biosae.lm.qa_accuracy import accuracy_report, encode_rows, score_answers
-from biosae.dataset.questions import load_question_files
 
 smk = snakemake  # noqa: F821
 with rule_context(smk) as log:

@@ -26,17 +26,24 @@ with rule_context(smk) as log:
     else:
         model, tokenizer = load_pretrained(model_section["name"])
     cfg = TrainingConfig.from_sections(training_section, model_section, seed)
-    log.info("model: %s parameters, vocabulary %d, device %s", sum(p.numel() for p in model.parameters()),
-             len(tokenizer), pick_device())
+    log.info(
+        "model: %s parameters, vocabulary %d, device %s",
+        sum(p.numel() for p in model.parameters()),
+        len(tokenizer),
+        pick_device(),
+    )
     qa_rows = read_jsonl(smk.input.qa_train) + read_jsonl(smk.input.qa_test)
     monitor = monitor_for_cells(tokenizer, qa_rows, cells=("train", "ood_person"), per_cell=300, seed=seed)
-    summary = train_language_model(model, tokenizer, texts, cfg, smk.output.model, smk.params.checkpoint_dir,
-                                   smk.output.log_csv, monitor=monitor)
+    summary = train_language_model(
+        model, tokenizer, texts, cfg, smk.output.model, smk.params.checkpoint_dir, smk.output.log_csv, monitor=monitor
+    )
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     peak = measure_matmul_flops(dtype)
     summary["peak_matmul_flops_per_s"] = round(peak, 1)
     summary["mfu"] = round(summary["model_flops_per_s"] / peak, 4)
     write_json(smk.output.summary, summary)
     log.info("trained: %s", summary)
-    print(f"LM training: {summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%} "
-          f"of the measured {cfg.precision} matmul peak ({peak / 1e9:,.0f} GFLOP/s)")
+    print(
+        f"LM training: {summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%} "
+        f"of the measured {cfg.precision} matmul peak ({peak / 1e9:,.0f} GFLOP/s)"
+    )

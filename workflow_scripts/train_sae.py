@@ -16,16 +16,30 @@ with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
     max_rows = smk.params.sae["max_train_rows"]
     names, paths = zip(*profile_layer_files(smk.output.cfg, smk.input.index))
-    layers, rule_idx, value_target, candidates, index = load_training_layers(paths, smk.input.index, max_rows,
-                                                                             smk.params.seed)
+    layers, rule_idx, value_target, candidates, index = load_training_layers(
+        paths, smk.input.index, max_rows, smk.params.seed
+    )
     cfg = sae_config(smk.params.sae, layers[0].shape[1], candidates, smk.params.seed)
-    trained = train_sae_layers(layers, rule_idx, value_target, cfg, log_paths=smk.output.log_csv,
-                               checkpoint_dir=smk.params.checkpoint_dir, progress=True,
-                               layer_names=[name.replace("_", " ") for name in names])
+    trained = train_sae_layers(
+        layers,
+        rule_idx,
+        value_target,
+        cfg,
+        log_paths=smk.output.log_csv,
+        checkpoint_dir=smk.params.checkpoint_dir,
+        progress=True,
+        layer_names=[name.replace("_", " ") for name in names],
+    )
     for (model, history), cfg_path, candidates_path, name in zip(trained, smk.output.cfg, smk.output.candidates, names):
         os.makedirs(os.path.dirname(cfg_path), exist_ok=True)
         save_sae(os.path.dirname(cfg_path), model)
         write_json(candidates_path, candidates)
-        log.info("%s: SAE trained on %d of %d train-cell rows (sae.max_train_rows: %s); last epoch: %s", name,
-                 len(rule_idx), int((index["split"] == "train").sum()), max_rows, history[-1])
+        log.info(
+            "%s: SAE trained on %d of %d train-cell rows (sae.max_train_rows: %s); last epoch: %s",
+            name,
+            len(rule_idx),
+            int((index["split"] == "train").sum()),
+            max_rows,
+            history[-1],
+        )
     shutil.rmtree(smk.params.checkpoint_dir, ignore_errors=True)

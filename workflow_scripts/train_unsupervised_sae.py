@@ -17,9 +17,15 @@ with rule_context(smk) as log:
     names, paths = zip(*profile_layer_files(smk.output.cfg, smk.input.index))
     layers, _, _, _, index = load_training_layers(paths, smk.input.index, max_rows, smk.params.seed)
     cfg = TopKSAEConfig(d_model=layers.shape[2], seed=smk.params.seed, **section)
-    trained = train_topk_sae_layers(layers, cfg,
-                                    progress=lambda layer, row: log.info("TopK SAE %s %s", names[layer], row))
+    trained = train_topk_sae_layers(
+        layers, cfg, progress=lambda layer, row: log.info("TopK SAE %s %s", names[layer], row)
+    )
     for (model, history), cfg_path, name in zip(trained, smk.output.cfg, names):
         save_topk_sae(os.path.dirname(cfg_path), model, {"history": history})
-        log.info("%s: unsupervised SAE trained on %d of %d train-cell rows: %s", name, layers.shape[1],
-                 int((index["split"] == "train").sum()), history[-1])
+        log.info(
+            "%s: unsupervised SAE trained on %d of %d train-cell rows: %s",
+            name,
+            layers.shape[1],
+            int((index["split"] == "train").sum()),
+            history[-1],
+        )

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from biosae.dataset.entities import EntityPools, Templates, load_entity_pools, load_templates
-from biosae.errors import BiosaeError
-from biosae.io import write_json_records, write_jsonl
 from biosae.dataset.question_templates import (
     check_hard_wordings_untrained,
     describe_training,
@@ -21,8 +19,10 @@ from biosae.dataset.question_templates import (
     fixed_text,
     training_wordings,
 )
-from biosae.rules import RULES
 from biosae.dataset.text import format_answer, format_birth_date, format_prompt, words
+from biosae.errors import BiosaeError
+from biosae.io import write_json_records, write_jsonl
+from biosae.rules import RULES
 
 YEAR_RANGE = (1900, 2099)
 
@@ -42,7 +42,7 @@ class DatasetConfig:
     qa_templates_dir: str = "data/qa_templates"
 
     @classmethod
-    def from_config(cls, section: dict) -> "DatasetConfig":
+    def from_config(cls, section: dict) -> DatasetConfig:
         return cls(**{key: section[key] for key in cls.__dataclass_fields__ if key in section})
 
 
@@ -163,8 +163,13 @@ def qa_rows(persons: list[dict], templates: Templates, trained: dict, seen_perso
     """Rows of every evaluated wording (trained and held out), its cell from person x wording."""
     evaluated = evaluated_wordings(trained)
     return [
-        _qa_row(person, rule_idx, template_idx, templates.questions[rule][template_idx],
-                evaluation_cell(seen_person, template_idx in trained[rule]))
+        _qa_row(
+            person,
+            rule_idx,
+            template_idx,
+            templates.questions[rule][template_idx],
+            evaluation_cell(seen_person, template_idx in trained[rule]),
+        )
         for person in persons
         for rule_idx, rule in enumerate(RULES)
         for template_idx in evaluated[rule]
@@ -224,8 +229,9 @@ def build_dataset(config: DatasetConfig):
     """Generate everything in memory: (train persons, test persons, QA rows by file, corpus)."""
     pools = load_entity_pools(config.entities_dir)
     templates = load_templates(config.templates_dir, config.qa_templates_dir)
-    trained = training_wordings(config.train_templates, config.train_template_idx, templates.questions,
-                                config.qa_templates_dir)
+    trained = training_wordings(
+        config.train_templates, config.train_template_idx, templates.questions, config.qa_templates_dir
+    )
     check_hard_wordings_untrained(templates.questions, templates.hard_questions, trained, config.qa_templates_dir)
     rng = np.random.default_rng(config.seed)
     persons = generate_persons(pools, config, rng)
@@ -244,9 +250,15 @@ def build_dataset(config: DatasetConfig):
     check_question_vocabulary(templates, vocabulary, config.qa_templates_dir, trained)
 
     # Mixed training: biographies of ALL persons + QA of the training cell only.
-    corpus = [{"source": "biography", "person_id": p["person_id"], "text": bio} for p in persons for bio in p["biographies"]]
+    corpus = [
+        {"source": "biography", "person_id": p["person_id"], "text": bio} for p in persons for bio in p["biographies"]
+    ]
     corpus += [
-        {"source": "qa", "person_id": row["person_id"], "text": format_prompt(row["question"]) + format_answer(row["answer"])}
+        {
+            "source": "qa",
+            "person_id": row["person_id"],
+            "text": format_prompt(row["question"]) + format_answer(row["answer"]),
+        }
         for row in qa_train
     ]
     return train_persons, test_persons, {"qa_train": qa_train, "qa_test": qa_test, "qa_hard": qa_hard}, corpus
@@ -261,8 +273,9 @@ def write_dataset(config: DatasetConfig, outputs: dict) -> dict:
         write_jsonl(outputs[key], rows)
     write_jsonl(outputs["corpus"], corpus)
     templates = load_templates(config.templates_dir, config.qa_templates_dir)
-    trained = training_wordings(config.train_templates, config.train_template_idx, templates.questions,
-                                config.qa_templates_dir)
+    trained = training_wordings(
+        config.train_templates, config.train_template_idx, templates.questions, config.qa_templates_dir
+    )
     return {
         "training_wordings": describe_training(trained, templates.question_families),
         "train_persons": len(train_persons),

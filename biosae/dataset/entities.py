@@ -17,8 +17,8 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from biosae.errors import BiosaeError
 from biosae.dataset.question_templates import SEED_WORDINGS, split_family
+from biosae.errors import BiosaeError
 from biosae.rules import RULES
 
 

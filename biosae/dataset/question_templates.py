@@ -19,9 +19,9 @@ from __future__ import annotations
 import re
 import string
 
+from biosae.dataset.text import words
 from biosae.errors import BiosaeError
 from biosae.rules import RULES
-from biosae.dataset.text import words
 
 SEED_WORDINGS = 4  # indices 0-3: the seed's 1 trained + 3 held-out wordings per rule
 

@@ -53,8 +53,15 @@ def validate_extra_rows(path, rows: list[dict], line_numbers: list[int] | None =
         if rule_idx is not None and rule_name is not None and RULES[rule_idx] != rule_name:
             raise BiosaeError(f"{path}:{line}: rule_idx {rule_idx} and rule_name {rule_name!r} disagree")
         index = rule_idx if rule_idx is not None else RULES.index(rule_name)
-        out.append({**row, "rule_idx": index, "rule_name": RULES[index],
-                    "template_idx": int(row.get("template_idx", 0)), "split": cell})
+        out.append(
+            {
+                **row,
+                "rule_idx": index,
+                "rule_name": RULES[index],
+                "template_idx": int(row.get("template_idx", 0)),
+                "split": cell,
+            }
+        )
     return out
 
 

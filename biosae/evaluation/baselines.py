@@ -13,7 +13,7 @@ SoftmaxRegression), fitted on the train cell; deterministic without a seed. nump
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ def question_words_without_name(question: str, full_name: str) -> list[str]:
     name = words(full_name)
     kept, i = [], 0
     while i < len(tokens):
-        if name and tokens[i:i + len(name)] == name:
+        if name and tokens[i : i + len(name)] == name:
             i += len(name)
             continue
         kept.append(tokens[i])
@@ -59,8 +59,9 @@ class BagOfWordsClassifier:
         self._model = SoftmaxRegression(n_rules, l2, max_iter)
         self.vocabulary: dict[str, int] = {}
 
-    def _features(self, texts: Sequence[str], full_names: Sequence[str],
-                  question_words: list[list[str]] | None = None) -> torch.Tensor:
+    def _features(
+        self, texts: Sequence[str], full_names: Sequence[str], question_words: list[list[str]] | None = None
+    ) -> torch.Tensor:
         if len(texts) != len(full_names):
             raise ValueError(f"{len(texts)} texts but {len(full_names)} full names")
         if question_words is None:
@@ -75,7 +76,7 @@ class BagOfWordsClassifier:
         features[torch.tensor(rows, dtype=torch.long), torch.tensor(columns, dtype=torch.long)] = 1.0
         return features
 
-    def fit(self, texts: Sequence[str], full_names: Sequence[str], rule_idx) -> "BagOfWordsClassifier":
+    def fit(self, texts: Sequence[str], full_names: Sequence[str], rule_idx) -> BagOfWordsClassifier:
         if len(texts) != len(full_names):
             raise ValueError(f"{len(texts)} texts but {len(full_names)} full names")
         question_words = [question_words_without_name(text, name) for text, name in zip(texts, full_names)]

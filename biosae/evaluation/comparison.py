@@ -34,11 +34,11 @@ from biosae.rules import RULES
 class CausalSample:
     """The causal sample of one cell and its prefix cache, at no layer in particular."""
 
-    rows: np.ndarray            # rows of the activation index, in cache order
-    rules: np.ndarray           # asked rule per row
-    first: np.ndarray           # correct first answer token per row
-    person_tokens: np.ndarray   # [n, 6]: the row's person's first answer token per rule (-1: unknown)
-    cache: PromptCache          # prefix keys/values and clean residuals at every hook point
+    rows: np.ndarray  # rows of the activation index, in cache order
+    rules: np.ndarray  # asked rule per row
+    first: np.ndarray  # correct first answer token per row
+    person_tokens: np.ndarray  # [n, 6]: the row's person's first answer token per rule (-1: unknown)
+    cache: PromptCache  # prefix keys/values and clean residuals at every hook point
 
 
 @dataclass
@@ -66,19 +66,23 @@ class CellPrompts(CausalSample):
 
 def ablation_edits(method) -> list:
     """Six edit builders (rows -> edit), edit k removing rule k."""
-    return [lambda idx, edit=ablation_edit(method, k): edit for k in range(len(RULES))]
+    return [lambda idx, edit=ablation_edit(method, k): edit for k in range(len(RULES))]  # noqa: B008 (bound per k)
 
 
 def ablation_result(cell: CellPrompts, predicted: np.ndarray, logprob: np.ndarray) -> dict:
     """The 6x6 ablation matrix from the six edited passes' predictions [6, N] and log-probs [6, N]."""
-    return M.ablation_matrix(cell.rules, cell.clean_correct, predicted == cell.first[None, :], cell.clean_logprob, logprob)
+    return M.ablation_matrix(
+        cell.rules, cell.clean_correct, predicted == cell.first[None, :], cell.clean_logprob, logprob
+    )
 
 
 def steering_edits(cell: CellPrompts, method, alpha: float) -> list:
     """Six edit builders, edit B moving every prompt from its own rule to rule B with strength alpha."""
     source = torch.tensor(cell.rules)
-    return [lambda idx, target=target: steering_edit(method, source[idx], target, float(alpha))
-            for target in range(len(RULES))]
+    return [
+        lambda idx, target=target: steering_edit(method, source[idx], target, float(alpha))
+        for target in range(len(RULES))
+    ]
 
 
 def steering_result(cell: CellPrompts, predicted: np.ndarray) -> dict:
@@ -113,7 +117,8 @@ def interchange_result(cell: CellPrompts, predicted: np.ndarray, pairs: Intercha
     source_answer = index["answer_first_token"].to_numpy()[source_rows]
     known = pairs.scored & (base_target >= 0)
     return M.interchange_result(
-        cell.rules[known], target_rules[known],
+        cell.rules[known],
+        target_rules[known],
         success=predicted[known] == base_target[known],
         leaked=predicted[known] == source_answer[known],
         unchanged=predicted[known] == cell.clean_pred[known],
@@ -135,7 +140,7 @@ class EditBatch:
         if not self.edits:
             return {}
         predicted, logprob = cell.run_many(self.edits)
-        return {key: (predicted[start:start + n], logprob[start:start + n]) for key, start, n in self.keys}
+        return {key: (predicted[start : start + n], logprob[start : start + n]) for key, start, n in self.keys}
 
 
 def pick_alpha(train_results: dict) -> float | None:
@@ -148,8 +153,14 @@ def pick_alpha(train_results: dict) -> float | None:
     return best
 
 
-def readout_tests(methods: dict, activations: torch.Tensor, index, cells: list[str], answered_rule: np.ndarray,
-                  untrained_slots: np.ndarray | None) -> tuple[dict, dict]:
+def readout_tests(
+    methods: dict,
+    activations: torch.Tensor,
+    index,
+    cells: list[str],
+    answered_rule: np.ndarray,
+    untrained_slots: np.ndarray | None,
+) -> tuple[dict, dict]:
     """Detection and faithfulness per method and cell, and the faithfulness reference per cell.
 
     ``answered_rule[i]``: which of the person's attributes the LM's first answer token belongs to
@@ -166,14 +177,21 @@ def readout_tests(methods: dict, activations: torch.Tensor, index, cells: list[s
         mask = split == cell
         wrong = mask & other_attribute
         for name, readout in readouts.items():
-            per_method[name]["detection"][cell] = None if readout is None else M.slot_accuracy(rules[mask], readout[mask])
+            per_method[name]["detection"][cell] = (
+                None if readout is None else M.slot_accuracy(rules[mask], readout[mask])
+            )
             per_method[name]["faithfulness"][cell] = (
-                None if readout is None else M.faithfulness(readout[wrong], answered_rule[wrong]))
+                None if readout is None else M.faithfulness(readout[wrong], answered_rule[wrong])
+            )
         slot_readout = readouts.get("sae_slot")
         reference[cell] = {
             "n": int(wrong.sum()),
-            "chance": M.independence_chance(slot_readout[wrong] if slot_readout is not None else None, answered_rule[wrong]),
+            "chance": M.independence_chance(
+                slot_readout[wrong] if slot_readout is not None else None, answered_rule[wrong]
+            ),
             "uniform_chance": 1.0 / len(RULES),
-            "untrained_lm_sae": None if untrained_slots is None else M.faithfulness(untrained_slots[wrong], answered_rule[wrong])["rate"],
+            "untrained_lm_sae": None
+            if untrained_slots is None
+            else M.faithfulness(untrained_slots[wrong], answered_rule[wrong])["rate"],
         }
     return per_method, reference

@@ -29,7 +29,7 @@ Subspace (``basis`` B, ``ablation_directions``, ``rule_means``, read-out weights
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ Edit = Callable[[torch.Tensor], torch.Tensor]
 
 def project_out(direction: torch.Tensor) -> Edit:
     """Remove the component of h along a unit ``direction``."""
+
     def edit(h: torch.Tensor) -> torch.Tensor:
         return h - (h @ direction)[:, None] * direction
 
@@ -98,8 +99,9 @@ def interchange_edit(method: LocalizationMethod, source_h: torch.Tensor) -> Edit
     return edit
 
 
-def steering_edit(method: LocalizationMethod, source_rules: torch.Tensor, target_rule: int, alpha: float
-                  ) -> Edit | None:
+def steering_edit(
+    method: LocalizationMethod, source_rules: torch.Tensor, target_rule: int, alpha: float
+) -> Edit | None:
     """Move each row from its own rule (``source_rules``) to ``target_rule`` with strength
     ``alpha``; None for a method that is not steerable."""
     if not method.steerable:

@@ -52,9 +52,21 @@ class EvaluationInputs:
     method_tests: dict = field(default_factory=dict)
 
 
-def load_evaluation_inputs(*, model_dir, activations, index, sae_dir, candidates, untrained_activations,
-                           untrained_index, untrained_sae_dir, qa_accuracy, layer: int, methods,
-                           method_tests=None) -> EvaluationInputs:
+def load_evaluation_inputs(
+    *,
+    model_dir,
+    activations,
+    index,
+    sae_dir,
+    candidates,
+    untrained_activations,
+    untrained_index,
+    untrained_sae_dir,
+    qa_accuracy,
+    layer: int,
+    methods,
+    method_tests=None,
+) -> EvaluationInputs:
     """Everything one evaluation reads, from the files of a run (the evaluate rule's inputs; the
     benchmark times evaluate in-process from the same files). ``method_tests``: the JSON file of
     the other methods' tests at this layer (rule evaluate_methods); None: set them before evaluating."""
@@ -62,10 +74,20 @@ def load_evaluation_inputs(*, model_dir, activations, index, sae_dir, candidates
     trained, table = load_activation_table(activations, index)
     untrained, untrained_table = load_activation_table(untrained_activations, untrained_index)
     return EvaluationInputs(
-        model=model, tokenizer=tokenizer, layer=layer, sae=load_sae(sae_dir), activations=trained, index=table,
-        candidates=read_json(candidates), untrained_sae=load_sae(untrained_sae_dir), untrained_activations=untrained,
-        untrained_index=untrained_table, qa_accuracy=read_json(qa_accuracy), method_names=tuple(methods),
-        method_tests=read_json(method_tests) if method_tests is not None else {})
+        model=model,
+        tokenizer=tokenizer,
+        layer=layer,
+        sae=load_sae(sae_dir),
+        activations=trained,
+        index=table,
+        candidates=read_json(candidates),
+        untrained_sae=load_sae(untrained_sae_dir),
+        untrained_activations=untrained,
+        untrained_index=untrained_table,
+        qa_accuracy=read_json(qa_accuracy),
+        method_names=tuple(methods),
+        method_tests=read_json(method_tests) if method_tests is not None else {},
+    )
 
 
 def ordered_cells(index) -> list[str]:
@@ -88,6 +110,7 @@ def error_term_diagnostics(activations, reconstruction, rule_idx, split, cells: 
     is still there after the edit; near chance: the slots hold it). ``reconstruction_r2``: share of
     the activations' variance around the train mean that ``decode(z)`` explains.
     """
+
     def float64(x):
         return x.detach().double() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float64))
 
@@ -118,8 +141,9 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: Lin
     untrained_rules = inputs.untrained_index["rule_idx"].to_numpy()
     untrained_split = inputs.untrained_index["split"].to_numpy()
 
-    bag_of_words = BagOfWordsClassifier().fit(list(index["question"][train]), list(index["full_name"][train]),
-                                             rules[train])
+    bag_of_words = BagOfWordsClassifier().fit(
+        list(index["question"][train]), list(index["full_name"][train]), rules[train]
+    )
     probe = probe or LinearProbe().fit(acts[torch.from_numpy(train)].numpy(), rules[train])
     probe_predictions = probe.predict(acts.numpy())
     bow_predictions = bag_of_words.predict(list(index["question"]), list(index["full_name"]))
@@ -129,8 +153,18 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: Lin
     lm_correct = index["lm_first_token_correct"].to_numpy().astype(bool)
     templates = index["template_idx"].to_numpy()
 
-    out = {key: {} for key in ("n_prompts", "slot_accuracy", "confusion", "baselines", "value_accuracy",
-                               "lm_qa_accuracy", "asked_vs_answered")}
+    out = {
+        key: {}
+        for key in (
+            "n_prompts",
+            "slot_accuracy",
+            "confusion",
+            "baselines",
+            "value_accuracy",
+            "lm_qa_accuracy",
+            "asked_vs_answered",
+        )
+    }
     with torch.no_grad():
         reconstruction = torch.cat([inputs.sae(rows) for rows in acts.split(4096)])
     out["error_term"] = error_term_diagnostics(acts, reconstruction, rules, index["split"].to_numpy(), cells)
@@ -150,8 +184,10 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: Lin
         sae_value = M.value_accuracy(value_pred[mask], targets[mask], rules[mask])
         majority = M.majority_baseline_accuracy(targets[train], rules[train], targets[mask], rules[mask])
         out["value_accuracy"][cell] = {
-            "sae": sae_value["accuracy"], "majority_baseline": majority["accuracy"],
-            "sae_by_rule": sae_value["by_rule"], "majority_baseline_by_rule": majority["by_rule"],
+            "sae": sae_value["accuracy"],
+            "majority_baseline": majority["accuracy"],
+            "sae_by_rule": sae_value["by_rule"],
+            "majority_baseline_by_rule": majority["by_rule"],
         }
         lm = M.lm_answer_accuracy(lm_correct[mask], rules[mask], templates[mask])
         exact = inputs.qa_accuracy.get(cell, {})
@@ -159,9 +195,11 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: Lin
         lm["exact_by_template"] = {k: v["exact"] for k, v in exact.get("by_template", {}).items()}
         out["lm_qa_accuracy"][cell] = lm
         person_ids = index["person_id"].to_numpy()[mask]
-        answered = M.match_answered_rule(index["lm_predicted_first_token"].to_numpy()[mask],
-                                         [[-1 if t is None else t for t in answers[p]] for p in person_ids],
-                                         rules[mask])
+        answered = M.match_answered_rule(
+            index["lm_predicted_first_token"].to_numpy()[mask],
+            [[-1 if t is None else t for t in answers[p]] for p in person_ids],
+            rules[mask],
+        )
         out["asked_vs_answered"][cell] = M.asked_vs_answered(rules[mask], answered)
     return out
 
@@ -171,14 +209,25 @@ def sae_causal_metrics(inputs: EvaluationInputs, samples: dict, alphas, progress
     steering at the alpha the train cell picks) and the SAE's own sections: the slot swap at every
     alpha and the ablation of each slot's decoder direction."""
     directions = [project_out(slot_direction(inputs.sae, k)) for k in range(len(RULES))]
-    causal = causal_tests(samples, inputs.layer, inputs.activations, inputs.index,
-                          {SAE_METHOD: SaeSlotMethod(inputs.sae)}, alphas, every_alpha=(SAE_METHOD,),
-                          extra_ablations={"direction": directions}, progress=progress)
+    causal = causal_tests(
+        samples,
+        inputs.layer,
+        inputs.activations,
+        inputs.index,
+        {SAE_METHOD: SaeSlotMethod(inputs.sae)},
+        alphas,
+        every_alpha=(SAE_METHOD,),
+        extra_ablations={"direction": directions},
+        progress=progress,
+    )
     result = causal["methods"][SAE_METHOD]
     swaps = result.pop("steering_by_alpha")
-    return {"method": result, "direction": causal["extra_ablations"]["direction"],
-            "swap": {f"alpha={float(a)}": swaps.get(f"alpha={float(a)}", {}) for a in alphas},
-            "interchange_pairs": causal["interchange_pairs"]}
+    return {
+        "method": result,
+        "direction": causal["extra_ablations"]["direction"],
+        "swap": {f"alpha={float(a)}": swaps.get(f"alpha={float(a)}", {}) for a in alphas},
+        "interchange_pairs": causal["interchange_pairs"],
+    }
 
 
 def joined_methods(inputs: EvaluationInputs, sae_result: dict, sae_readout: dict) -> dict:
@@ -192,8 +241,10 @@ def joined_methods(inputs: EvaluationInputs, sae_result: dict, sae_readout: dict
         elif name in others:
             joined[name] = others[name]
         else:
-            raise BiosaeError(f"the method tests of layer {inputs.layer} hold no {name!r} "
-                              f"(they hold {', '.join(others) or 'none'}): rerun evaluate_methods")
+            raise BiosaeError(
+                f"the method tests of layer {inputs.layer} hold no {name!r} "
+                f"(they hold {', '.join(others) or 'none'}): rerun evaluate_methods"
+            )
     return joined
 
 
@@ -201,8 +252,9 @@ def evaluate(inputs: EvaluationInputs, max_prompts_per_cell: int, swap_alphas, s
     cells = ordered_cells(inputs.index)
     metrics = {"cells": cells, "layer": inputs.layer}
     if inputs.method_tests.get("layer") != inputs.layer:
-        raise BiosaeError(f"the method tests are of layer {inputs.method_tests.get('layer')}, "
-                          f"this evaluation of layer {inputs.layer}")
+        raise BiosaeError(
+            f"the method tests are of layer {inputs.method_tests.get('layer')}, this evaluation of layer {inputs.layer}"
+        )
     train = (inputs.index["split"] == "train").to_numpy()
     train_rules = inputs.index["rule_idx"].to_numpy()[train]
     probe = LinearProbe().fit(inputs.activations[torch.from_numpy(train.copy())].numpy(), train_rules)  # a baseline
@@ -210,13 +262,19 @@ def evaluate(inputs: EvaluationInputs, max_prompts_per_cell: int, swap_alphas, s
     samples = cell_samples(inputs.model, inputs.tokenizer, inputs.index, cells, max_prompts_per_cell, seed)
     sae = sae_causal_metrics(inputs, samples, swap_alphas, progress)
     if sae["interchange_pairs"] != inputs.method_tests.get("interchange_pairs"):
-        raise BiosaeError(f"the method tests of layer {inputs.layer} were scored on other interchange pairs "
-                          "(another seed or evaluate.max_prompts_per_cell?): rerun evaluate_methods")
+        raise BiosaeError(
+            f"the method tests of layer {inputs.layer} were scored on other interchange pairs "
+            "(another seed or evaluate.max_prompts_per_cell?): rerun evaluate_methods"
+        )
     sae_only = {SAE_METHOD: SaeSlotMethod(inputs.sae)} if SAE_METHOD in inputs.method_names else {}
-    readouts, reference = readout_tests(sae_only, inputs.activations, inputs.index, cells,
-                                        answered_rules(inputs.index), aligned_untrained_slots(inputs))
-    metrics["ablation"] = {"slot": sae["method"]["ablation"], "direction": sae["direction"],
-                           "random_direction": inputs.method_tests["random_direction"]}
+    readouts, reference = readout_tests(
+        sae_only, inputs.activations, inputs.index, cells, answered_rules(inputs.index), aligned_untrained_slots(inputs)
+    )
+    metrics["ablation"] = {
+        "slot": sae["method"]["ablation"],
+        "direction": sae["direction"],
+        "random_direction": inputs.method_tests["random_direction"],
+    }
     metrics["swap"] = sae["swap"]
     metrics["methods"] = joined_methods(inputs, sae["method"], readouts.get(SAE_METHOD, {}))
     metrics["faithfulness_reference"] = reference
@@ -229,14 +287,18 @@ def evaluate(inputs: EvaluationInputs, max_prompts_per_cell: int, swap_alphas, s
 def answered_rules(index) -> np.ndarray:
     """Per row: which of the person's attributes the LM's first answer token is (6: none)."""
     answers = person_answer_tokens(index)
-    return M.match_answered_rule(index["lm_predicted_first_token"].to_numpy(),
-                                 [[-1 if t is None else t for t in answers[p]] for p in index["person_id"]],
-                                 index["rule_idx"].to_numpy())
+    return M.match_answered_rule(
+        index["lm_predicted_first_token"].to_numpy(),
+        [[-1 if t is None else t for t in answers[p]] for p in index["person_id"]],
+        index["rule_idx"].to_numpy(),
+    )
 
 
 def aligned_untrained_slots(inputs: EvaluationInputs) -> np.ndarray | None:
     """The untrained-LM SAE's argmax slot for each row of the trained LM's index (same QA rows)."""
     untrained = inputs.untrained_index
-    if len(untrained) != len(inputs.index) or not np.array_equal(untrained["row"].to_numpy(), inputs.index["row"].to_numpy()):
+    if len(untrained) != len(inputs.index) or not np.array_equal(
+        untrained["row"].to_numpy(), inputs.index["row"].to_numpy()
+    ):
         return None
     return slot_predictions(inputs.untrained_sae, inputs.untrained_activations)

@@ -33,8 +33,9 @@ def profile_row(metrics: dict) -> dict:
     return {
         "layer": metrics.get("layer"),
         "slot_accuracy": mean_of_present((metrics.get("slot_accuracy") or {}).get(c) for c in held_out),
-        "margin_over_untrained_lm": mean_of_present(((metrics.get("margins") or {}).get(c) or {}).get("over_untrained_lm")
-                                          for c in held_out),
+        "margin_over_untrained_lm": mean_of_present(
+            ((metrics.get("margins") or {}).get(c) or {}).get("over_untrained_lm") for c in held_out
+        ),
         "faithfulness": mean_of_present(((sae.get("faithfulness") or {}).get(c) or {}).get("rate") for c in hard),
         "methods": method_scores(metrics, held_out),
     }
@@ -58,10 +59,18 @@ def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_l
     table = []
     for row in rows:
         scores = row["methods"]
-        table.append([label(row["layer"]), _number(row["slot_accuracy"]), _number(row["margin_over_untrained_lm"]),
-                      _number(row["faithfulness"]),
-                      *[f"{_number((scores.get(m) or {}).get('selectivity'))} / {_number((scores.get(m) or {}).get('iia'))}"
-                        for m in methods]])
+        table.append(
+            [
+                label(row["layer"]),
+                _number(row["slot_accuracy"]),
+                _number(row["margin_over_untrained_lm"]),
+                _number(row["faithfulness"]),
+                *[
+                    f"{_number((scores.get(m) or {}).get('selectivity'))} / {_number((scores.get(m) or {}).get('iia'))}"
+                    for m in methods
+                ],
+            ]
+        )
     lines = [
         "## Layer profile (every hook point, default seed)",
         "",
@@ -70,22 +79,34 @@ def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_l
         f"attribute the LM answered, where it answered another one; chance ≈ 1/{N_RULES}) over the hard cells. "
         "Method columns: ablation selectivity / interchange accuracy (IIA).",
         "",
-        *markdown_table(["layer", "slot accuracy", "margin over untrained LM", "faithfulness",
-                         *[f"{m}: sel. / IIA" for m in methods]], table),
+        *markdown_table(
+            [
+                "layer",
+                "slot accuracy",
+                "margin over untrained LM",
+                "faithfulness",
+                *[f"{m}: sel. / IIA" for m in methods],
+            ],
+            table,
+        ),
     ]
     sae_rows = [r for r in rows if (r["methods"].get("sae_slot") or {}).get("selectivity") is not None]
     if sae_rows:
         peak = max(sae_rows, key=lambda r: r["methods"]["sae_slot"]["selectivity"])
         sae = peak["methods"]["sae_slot"]
         others = {m: s for m, s in peak["methods"].items() if m not in ("sae_slot", "random")}
-        line = (f"\nThe SAE's causal effect peaks at layer {label(peak['layer'])}: ablation selectivity "
-                f"{_number(sae['selectivity'])}, IIA {_number(sae['iia'])}.")
+        line = (
+            f"\nThe SAE's causal effect peaks at layer {label(peak['layer'])}: ablation selectivity "
+            f"{_number(sae['selectivity'])}, IIA {_number(sae['iia'])}."
+        )
         for score, what in (("selectivity", "ablation selectivity"), ("iia", "IIA")):
             ranked = [(s[score], m) for m, s in others.items() if s[score] is not None]
             if ranked and sae[score] is not None:
                 value, name = max(ranked)
                 relation = "ahead of" if sae[score] >= value else "behind"
-                line += (f" By {what} there the best other method is {name} ({_number(value)}): the SAE is "
-                         f"{abs(sae[score] - value):.3f} {relation} it.")
+                line += (
+                    f" By {what} there the best other method is {name} ({_number(value)}): the SAE is "
+                    f"{abs(sae[score] - value):.3f} {relation} it."
+                )
         lines.append(line)
     return lines

@@ -30,8 +30,10 @@ def method_scores(metrics: dict, cells: list[str]) -> dict[str, dict]:
         selectivity = [lookup(result, "ablation", cell, "selectivity") for cell in cells]
         iia = [v for v in iia if v is not None]
         selectivity = [v for v in selectivity if v is not None]
-        scores[name] = {"iia": float(np.mean(iia)) if iia else None,
-                        "selectivity": float(np.mean(selectivity)) if selectivity else None}
+        scores[name] = {
+            "iia": float(np.mean(iia)) if iia else None,
+            "selectivity": float(np.mean(selectivity)) if selectivity else None,
+        }
     return scores
 
 
@@ -64,8 +66,10 @@ def verdict_lines(metrics: dict, cells: list[str]) -> list[str]:
             continue
         sae = (scores.get("sae_slot") or {}).get(score)
         control = (scores.get("random") or {}).get(score)
-        line = (f"- By {label}, mean over the held-out cells, the best method at layer {layer} is **{name}** "
-                f"({_number(value)})")
+        line = (
+            f"- By {label}, mean over the held-out cells, the best method at layer {layer} is **{name}** "
+            f"({_number(value)})"
+        )
         if name != "sae_slot" and sae is not None:
             line += f"; the supervised SAE's slots reach {_number(sae)} ({value - sae:.3f} behind)"
         elif name == "sae_slot":
@@ -92,20 +96,36 @@ def methods_section(metrics: dict, cells: list[str]) -> list[str]:
             interchange = lookup(result, "interchange", cell) or {}
             steering = lookup(result, "steering", cell, "mean_off_diagonal")
             faithful = lookup(result, "faithfulness", cell) or {}
-            rows.append([
-                cell, name,
-                _number(lookup(result, "ablation", cell, "selectivity")),
-                _number(interchange.get("iia")), _number(interchange.get("leaked")), _number(interchange.get("unchanged")),
-                "–" if steering is None else f"{steering:.3f} (α={result.get('alpha'):g})",
-                _number(lookup(result, "detection", cell)),
-                "–" if faithful.get("rate") is None else f"{faithful['rate']:.3f} (n={faithful.get('n')})",
-            ])
-    reference_rows = [[cell, str(ref.get("n")), _number(ref.get("chance")), _number(ref.get("uniform_chance")),
-                       _number(ref.get("untrained_lm_sae"))]
-                      for cell in cells if (ref := reference.get(cell)) and ref.get("n")]
-    fits = [f"- {name}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                      for k, v in result["fit"].items())
-            for name in order if (result := methods[name]).get("fit")]
+            rows.append(
+                [
+                    cell,
+                    name,
+                    _number(lookup(result, "ablation", cell, "selectivity")),
+                    _number(interchange.get("iia")),
+                    _number(interchange.get("leaked")),
+                    _number(interchange.get("unchanged")),
+                    "–" if steering is None else f"{steering:.3f} (α={result.get('alpha'):g})",
+                    _number(lookup(result, "detection", cell)),
+                    "–" if faithful.get("rate") is None else f"{faithful['rate']:.3f} (n={faithful.get('n')})",
+                ]
+            )
+    reference_rows = [
+        [
+            cell,
+            str(ref.get("n")),
+            _number(ref.get("chance")),
+            _number(ref.get("uniform_chance")),
+            _number(ref.get("untrained_lm_sae")),
+        ]
+        for cell in cells
+        if (ref := reference.get(cell)) and ref.get("n")
+    ]
+    fits = [
+        f"- {name}: "
+        + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result["fit"].items())
+        for name in order
+        if (result := methods[name]).get("fit")
+    ]
     lines = [
         "## Which method localizes the rule? (same prompts, same tests)",
         "",
@@ -121,17 +141,41 @@ def methods_section(metrics: dict, cells: list[str]) -> list[str]:
         "the LM answered another attribute of the same person, the share where the read-out names the attribute "
         "it answered.",
         "",
-        *markdown_table(["cell", "method", "ablation selectivity", "IIA", "leaked", "unchanged", "steering", "detection",
-                 "faithfulness"], rows),
+        *markdown_table(
+            [
+                "cell",
+                "method",
+                "ablation selectivity",
+                "IIA",
+                "leaked",
+                "unchanged",
+                "steering",
+                "detection",
+                "faithfulness",
+            ],
+            rows,
+        ),
     ]
     if reference_rows:
-        lines += ["", "Faithfulness references (same rows): chance = the agreement of a read-out independent of the "
-                  "answer (from the SAE read-out's and the answers' frequencies); the untrained-LM SAE's slot.", "",
-                  *markdown_table(["cell", "n", "chance", "1/6", "untrained-LM SAE"], reference_rows)]
+        lines += [
+            "",
+            "Faithfulness references (same rows): chance = the agreement of a read-out independent of the "
+            "answer (from the SAE read-out's and the answers' frequencies); the untrained-LM SAE's slot.",
+            "",
+            *markdown_table(["cell", "n", "chance", "1/6", "untrained-LM SAE"], reference_rows),
+        ]
     if fits:
-        lines += ["", "Training of the fitted methods (DAS: IIA on train-cell pairs and on held-out train-cell "
-                  "persons; unsupervised SAE: explained variance on the train cell):", "", *fits]
-    lines += ["", "AlignSAE's α-swap (0.85 at α = 2 on GPT-2) is a reference, not a like-for-like anchor: its "
-              "committed script writes the edited vector into the last token's input embedding, not into layer L, "
-              "and decodes without the error term."]
+        lines += [
+            "",
+            "Training of the fitted methods (DAS: IIA on train-cell pairs and on held-out train-cell "
+            "persons; unsupervised SAE: explained variance on the train cell):",
+            "",
+            *fits,
+        ]
+    lines += [
+        "",
+        "AlignSAE's α-swap (0.85 at α = 2 on GPT-2) is a reference, not a like-for-like anchor: its "
+        "committed script writes the edited vector into the last token's input embedding, not into layer L, "
+        "and decodes without the error term.",
+    ]
     return lines

@@ -23,11 +23,11 @@ from biosae.evaluation.comparison import (
     CausalSample,
     CellPrompts,
     EditBatch,
+    ablation_edits,
     ablation_result,
     interchange_edits,
     interchange_result,
     pick_alpha,
-    ablation_edits,
     readout_tests,
     steering_edits,
     steering_result,
@@ -41,8 +41,9 @@ from biosae.methods.pairs import InterchangePairs, evaluation_pairs, person_answ
 from biosae.methods.probe import LinearProbe
 from biosae.methods.random_control import fit_random
 from biosae.methods.registry import build_methods
-from biosae.sae.topk import CFG_FILENAME as TOPK_CFG_FILENAME, load_topk_sae
 from biosae.rules import RULES
+from biosae.sae.topk import CFG_FILENAME as TOPK_CFG_FILENAME
+from biosae.sae.topk import load_topk_sae
 
 SAE_METHOD = "sae_slot"  # tested inside evaluate, beside its SAE's other tests
 CONTROL_METHOD = "random"  # always tested: metrics.json's ``ablation.random_direction`` is its ablation
@@ -83,14 +84,30 @@ def cell_samples(model, tokenizer, index, cells: list[str], max_prompts: int, se
         sub = index.iloc[rows]
         prompts, first = encode_prompts(tokenizer, sub.to_dict("records"))
         person_tokens = np.array([[t if t is not None else -1 for t in answers[p]] for p in sub["person_id"]])
-        samples[cell] = CellSample(rows, sub["rule_idx"].to_numpy(), first, person_tokens,
-                                   PromptCache(model, prompts), evaluation_pairs(index, cell, rows, seed))
+        samples[cell] = CellSample(
+            rows,
+            sub["rule_idx"].to_numpy(),
+            first,
+            person_tokens,
+            PromptCache(model, prompts),
+            evaluation_pairs(index, cell, rows, seed),
+        )
     return samples
 
 
-def causal_tests(samples: dict[str, CellSample], layer: int, activations: torch.Tensor, index, methods: dict,
-                 alphas, *, every_alpha: tuple = (), extra_ablations: dict | None = None,
-                 das_training_pairs: set = frozenset(), progress=None) -> dict:
+def causal_tests(
+    samples: dict[str, CellSample],
+    layer: int,
+    activations: torch.Tensor,
+    index,
+    methods: dict,
+    alphas,
+    *,
+    every_alpha: tuple = (),
+    extra_ablations: dict | None = None,
+    das_training_pairs: set = frozenset(),
+    progress=None,
+) -> dict:
     """Ablation, interchange and steering of every method in ``methods`` on every cell's sample, at ``layer``.
 
     The train cell runs first: it picks each additive method's alpha, scored on every cell. A method
@@ -111,14 +128,22 @@ def causal_tests(samples: dict[str, CellSample], layer: int, activations: torch.
         pairs = sample.pairs
         leaked_pairs = pairs.as_set() & das_training_pairs
         if leaked_pairs:
-            raise BiosaeError(f"DAS trained on {len(leaked_pairs)} pair(s) scored on cell {cell}, e.g. "
-                              f"{sorted(leaked_pairs)[0]}: its training pool must exclude the scored bases")
+            raise BiosaeError(
+                f"DAS trained on {len(leaked_pairs)} pair(s) scored on cell {cell}, e.g. "
+                f"{sorted(leaked_pairs)[0]}: its training pool must exclude the scored bases"
+            )
         pairs_summary[cell] = {"n": int(pairs.scored.sum()), "without_source": int((~pairs.scored).sum())}
         # every alpha on the train cell (to pick one) and for the every_alpha methods; elsewhere only
         # the alpha the train cell picked
-        alphas_of = {name: [float(a) for a in alphas] if cell == "train" or name in every_alpha
-                     else [chosen_alpha[name]] if name in chosen_alpha else []
-                     for name, method in methods.items() if method.steerable}
+        alphas_of = {
+            name: [float(a) for a in alphas]
+            if cell == "train" or name in every_alpha
+            else [chosen_alpha[name]]
+            if name in chosen_alpha
+            else []
+            for name, method in methods.items()
+            if method.steerable
+        }
         batch = EditBatch()
         for name, method in methods.items():
             batch.add((name, "ablation"), ablation_edits(method))
@@ -132,10 +157,12 @@ def causal_tests(samples: dict[str, CellSample], layer: int, activations: torch.
             extra[name][cell] = ablation_result(prompts_of_cell, *outcome[(name, "extra")])
         for name, result in per_method.items():
             result["ablation"][cell] = ablation_result(prompts_of_cell, *outcome[(name, "ablation")])
-            result["interchange"][cell] = interchange_result(prompts_of_cell, outcome[(name, "interchange")][0][0],
-                                                             pairs, index)
-            steering = {alpha: steering_result(prompts_of_cell, outcome[(name, alpha)][0])
-                        for alpha in alphas_of.get(name, [])}
+            result["interchange"][cell] = interchange_result(
+                prompts_of_cell, outcome[(name, "interchange")][0][0], pairs, index
+            )
+            steering = {
+                alpha: steering_result(prompts_of_cell, outcome[(name, alpha)][0]) for alpha in alphas_of.get(name, [])
+            }
             if cell == "train" and steering:
                 result["alpha_selection"] = {f"alpha={alpha}": value for alpha, value in steering.items()}
                 if pick_alpha(result["alpha_selection"]) is not None:
@@ -149,15 +176,30 @@ def causal_tests(samples: dict[str, CellSample], layer: int, activations: torch.
             progress(cell)
     for name, result in per_method.items():
         result["alpha"] = chosen_alpha.get(name)
-        result["alpha_selection"] = {key: value["mean_off_diagonal"] for key, value in result["alpha_selection"].items()}
+        result["alpha_selection"] = {
+            key: value["mean_off_diagonal"] for key, value in result["alpha_selection"].items()
+        }
         if name in every_alpha:
             result["steering_by_alpha"] = by_alpha[name]
     return {"methods": per_method, "extra_ablations": extra, "interchange_pairs": pairs_summary}
 
 
-def evaluate_methods(samples: dict[str, CellSample], layer: int, activations: torch.Tensor, index, names, *,
-                     alphas, seed: int, answered_rule: np.ndarray, das_basis=None, das_training_pairs: set = frozenset(),
-                     unsupervised_sae=None, fit: dict | None = None, progress=None) -> dict:
+def evaluate_methods(
+    samples: dict[str, CellSample],
+    layer: int,
+    activations: torch.Tensor,
+    index,
+    names,
+    *,
+    alphas,
+    seed: int,
+    answered_rule: np.ndarray,
+    das_basis=None,
+    das_training_pairs: set = frozenset(),
+    unsupervised_sae=None,
+    fit: dict | None = None,
+    progress=None,
+) -> dict:
     """Every method of ``names`` but the supervised SAE, and the random control, at one layer:
     causal tests and read-outs, as evaluate puts them in metrics.json's ``methods``. JSON-able.
 
@@ -169,23 +211,32 @@ def evaluate_methods(samples: dict[str, CellSample], layer: int, activations: to
     train_activations = activations[torch.from_numpy(train.copy())]
     tested = [name for name in names if name != SAE_METHOD]
     probe = LinearProbe().fit(train_activations.numpy(), train_rules) if "probe" in tested else None
-    inputs = FitInputs(train_activations, train_rules, seed, probe=probe, das_basis=das_basis,
-                       unsupervised_sae=unsupervised_sae)
+    inputs = FitInputs(
+        train_activations, train_rules, seed, probe=probe, das_basis=das_basis, unsupervised_sae=unsupervised_sae
+    )
     methods = build_methods(tested, inputs)
     if CONTROL_METHOD not in methods:
         # not compared, but tested all the same: one random direction per rule (the rank
         # build_methods gives it when no method is wider)
         methods[CONTROL_METHOD] = fit_random(FitInputs(train_activations, train_rules, seed, rank=len(RULES)))
-    causal = causal_tests(samples, layer, activations, index, methods, alphas,
-                          das_training_pairs=das_training_pairs, progress=progress)
+    causal = causal_tests(
+        samples, layer, activations, index, methods, alphas, das_training_pairs=das_training_pairs, progress=progress
+    )
     # samples holds every cell, in evaluation order
     readouts, _ = readout_tests(methods, activations, index, list(samples), answered_rule, None)
     fit = fit or {}
     return {
         "layer": layer,
-        "methods": {name: {"rank": getattr(methods[name], "rank", None), "steerable": bool(methods[name].steerable),
-                           **causal["methods"][name], **readouts[name], "fit": fit.get(name)}
-                    for name in tested},
+        "methods": {
+            name: {
+                "rank": getattr(methods[name], "rank", None),
+                "steerable": bool(methods[name].steerable),
+                **causal["methods"][name],
+                **readouts[name],
+                "fit": fit.get(name),
+            }
+            for name in tested
+        },
         "random_direction": causal["methods"][CONTROL_METHOD]["ablation"],
         "interchange_pairs": causal["interchange_pairs"],
     }

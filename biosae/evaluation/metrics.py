@@ -5,7 +5,7 @@ denominator is zero, is ``None`` (JSON null), never NaN: ``metrics.json`` stays 
 missing number can't pass for a measured one. Matrices are nested lists, rows first, indexed by
 ``biosae.rules.RULES`` (rule index = slot index).
 
-metrics.json (results/eval/metrics.json), written by the evaluate stage. ``<cell>`` is one of
+metrics.json (path: ``biosae.layout.eval_metrics``), written by the evaluate stage. ``<cell>`` is one of
 ``EVALUATION_CELLS`` (train, ood_template, ood_person, ood_both), ``HARD_CELLS``
 (hard_seen_person, hard_unseen_person) or ``extra:<stem>`` for a user's extra question file::
 
@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -152,8 +152,9 @@ def _difference(a, b):
     return None if _is_missing(a) or _is_missing(b) else float(a - b)
 
 
-def ablation_matrix(rule_idx, clean_correct, ablated_correct_by_slot, clean_logprob=None,
-                    ablated_logprob_by_slot=None) -> dict:
+def ablation_matrix(
+    rule_idx, clean_correct, ablated_correct_by_slot, clean_logprob=None, ablated_logprob_by_slot=None
+) -> dict:
     """The seed's ablation test on one cell, for one mode (slot, direction or random control).
 
     rule_idx int[N]; clean_correct bool[N]: the LM's first answer token is right without any
@@ -191,10 +192,12 @@ def ablation_matrix(rule_idx, clean_correct, ablated_correct_by_slot, clean_logp
     for k in range(ablated.shape[0]):
         acc_row = [float(ablated[k, mask].mean()) if n else None for mask, n in zip(masks, counts)]
         ablated_acc.append(acc_row)
-        accuracy_drop.append([
-            None if not clean_acc[r] or acc_row[r] is None else (clean_acc[r] - acc_row[r]) / clean_acc[r]
-            for r in range(N_RULES)
-        ])
+        accuracy_drop.append(
+            [
+                None if not clean_acc[r] or acc_row[r] is None else (clean_acc[r] - acc_row[r]) / clean_acc[r]
+                for r in range(N_RULES)
+            ]
+        )
     diagonal_mean, off_diagonal_mean = _diagonal_split(accuracy_drop)
 
     logprob_drop = None
@@ -419,8 +422,10 @@ def match_answered_rule(predicted_token, answer_tokens_by_rule, asked_rule) -> n
     answers = np.asarray(answer_tokens_by_rule)
     asked = _rule_array(asked_rule, "asked_rule")
     if answers.shape != (predicted.size, N_RULES) or asked.size != predicted.size:
-        raise ValueError(f"expected predicted_token[N], answer_tokens_by_rule[N, 6], asked_rule[N]; got "
-                         f"{predicted.shape}, {answers.shape}, {asked.shape}")
+        raise ValueError(
+            f"expected predicted_token[N], answer_tokens_by_rule[N, 6], asked_rule[N]; got "
+            f"{predicted.shape}, {answers.shape}, {asked.shape}"
+        )
     matches = answers == predicted[:, None]
     answered = np.where(matches.any(axis=1), matches.argmax(axis=1), ANSWERED_NONE)
     asked_matches = matches[np.arange(asked.size), asked]
@@ -433,8 +438,13 @@ def asked_vs_answered(rule_idx, answered_rule_idx) -> list[list[int]]:
     answered_rule_idx: 0..5, or 6 / -1 / None for "none of the person's attributes".
     """
     rules = _rule_array(rule_idx)
-    answered = np.array([ANSWERED_NONE if a is None or not 0 <= int(a) < N_RULES else int(a)
-                         for a in np.asarray(answered_rule_idx, dtype=object).reshape(-1)], dtype=np.int64)
+    answered = np.array(
+        [
+            ANSWERED_NONE if a is None or not 0 <= int(a) < N_RULES else int(a)
+            for a in np.asarray(answered_rule_idx, dtype=object).reshape(-1)
+        ],
+        dtype=np.int64,
+    )
     if answered.size != rules.size:
         raise ValueError(f"rule_idx has {rules.size} rows, answered_rule_idx {answered.size}")
     counts = np.zeros((N_RULES, N_RULES + 1), dtype=np.int64)
@@ -454,13 +464,15 @@ def answered_instead(matrix: Sequence[Sequence[int]], min_rate: float = 0.1) -> 
         for c, count in enumerate(row):
             if c == r or total == 0 or count / total < min_rate:
                 continue
-            findings.append({
-                "asked": RULES[r],
-                "answered": RULES[c] if c < N_RULES else "none",
-                "rate": count / total,
-                "count": int(count),
-                "n": int(total),
-            })
+            findings.append(
+                {
+                    "asked": RULES[r],
+                    "answered": RULES[c] if c < N_RULES else "none",
+                    "rate": count / total,
+                    "count": int(count),
+                    "n": int(total),
+                }
+            )
     return sorted(findings, key=lambda f: (-f["rate"], f["asked"]))
 
 
@@ -474,18 +486,16 @@ def margins(sae_slot_accuracy_by_cell: dict, baseline_by_cell: dict) -> dict[str
     Both dicts must come from the same rows of each cell (the same n_prompts), so that the margin
     is the difference of the two numbers shown beside it.
     """
-    return {
-        cell: _difference(value, baseline_by_cell.get(cell))
-        for cell, value in sae_slot_accuracy_by_cell.items()
-    }
+    return {cell: _difference(value, baseline_by_cell.get(cell)) for cell, value in sae_slot_accuracy_by_cell.items()}
 
 
 def headline_margins(slot_accuracy: dict, baselines: dict) -> dict[str, dict]:
     """The metrics.json "margins" section from its "slot_accuracy" and "baselines" sections."""
     over_untrained = margins(slot_accuracy, {c: (b or {}).get("untrained_lm_sae") for c, b in baselines.items()})
     over_bow = margins(slot_accuracy, {c: (b or {}).get("bag_of_words") for c, b in baselines.items()})
-    return {cell: {"over_untrained_lm": over_untrained[cell], "over_bag_of_words": over_bow[cell]}
-            for cell in slot_accuracy}
+    return {
+        cell: {"over_untrained_lm": over_untrained[cell], "over_bag_of_words": over_bow[cell]} for cell in slot_accuracy
+    }
 
 
 def _passes(value, threshold: float, comparison: str) -> bool:
@@ -505,8 +515,16 @@ def _judge(values_by_cell: dict, threshold: float, comparison: str) -> tuple[flo
 
 def _entry(name, description, source, threshold, comparison, values_by_cell: dict) -> dict:
     value, passed = _judge(values_by_cell, threshold, comparison)
-    return {"name": name, "description": description, "source": source, "threshold": threshold,
-            "comparison": comparison, "value": value, "passed": passed, "by_cell": dict(values_by_cell)}
+    return {
+        "name": name,
+        "description": description,
+        "source": source,
+        "threshold": threshold,
+        "comparison": comparison,
+        "value": value,
+        "passed": passed,
+        "by_cell": dict(values_by_cell),
+    }
 
 
 def expected_results(metrics: dict) -> list[dict]:
@@ -519,18 +537,40 @@ def expected_results(metrics: dict) -> list[dict]:
     slot = metrics.get("slot_accuracy") or {}
     cells = list(metrics.get("cells") or slot.keys())
     held_out = [cell for cell in cells if cell != "train"]
-    ablation_train = (((metrics.get("ablation") or {}).get("slot") or {}).get("train") or {})
+    ablation_train = ((metrics.get("ablation") or {}).get("slot") or {}).get("train") or {}
     untrained = {cell: ((metrics.get("baselines") or {}).get(cell) or {}).get("untrained_lm_sae") for cell in held_out}
     margin_by_cell = margins({cell: slot.get(cell) for cell in held_out}, untrained)
     return [
-        _entry("slot_diagonal_accuracy_train", "SAE slot (diagonal) accuracy on the train cell",
-               "seed", SEED_DIAGONAL_ACCURACY, ">=", {"train": slot.get("train")}),
-        _entry("ood_slot_accuracy_min", "SAE slot accuracy on every OOD cell",
-               "seed", SEED_OOD_SLOT_ACCURACY, ">=", {cell: slot.get(cell) for cell in OOD_CELLS}),
-        _entry("slot_ablation_diagonal_train",
-               "mean normalized accuracy drop on the slot-ablation diagonal, train cell",
-               "seed", SEED_ABLATION_DIAGONAL, ">", {"train": ablation_train.get("diagonal_mean")}),
-        _entry("margin_over_untrained_lm_min",
-               "margin of SAE slot accuracy over the untrained-LM SAE's, on every held-out cell",
-               "biosae", MARGIN_OVER_UNTRAINED_LM, ">=", margin_by_cell),
+        _entry(
+            "slot_diagonal_accuracy_train",
+            "SAE slot (diagonal) accuracy on the train cell",
+            "seed",
+            SEED_DIAGONAL_ACCURACY,
+            ">=",
+            {"train": slot.get("train")},
+        ),
+        _entry(
+            "ood_slot_accuracy_min",
+            "SAE slot accuracy on every OOD cell",
+            "seed",
+            SEED_OOD_SLOT_ACCURACY,
+            ">=",
+            {cell: slot.get(cell) for cell in OOD_CELLS},
+        ),
+        _entry(
+            "slot_ablation_diagonal_train",
+            "mean normalized accuracy drop on the slot-ablation diagonal, train cell",
+            "seed",
+            SEED_ABLATION_DIAGONAL,
+            ">",
+            {"train": ablation_train.get("diagonal_mean")},
+        ),
+        _entry(
+            "margin_over_untrained_lm_min",
+            "margin of SAE slot accuracy over the untrained-LM SAE's, on every held-out cell",
+            "biosae",
+            MARGIN_OVER_UNTRAINED_LM,
+            ">=",
+            margin_by_cell,
+        ),
     ]

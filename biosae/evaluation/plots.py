@@ -7,7 +7,7 @@ written atomically: a killed job leaves no half-written PNG under a final name. 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
@@ -75,8 +75,14 @@ def _panel_grid(count: int, columns: int, panel_width: float, panel_height: floa
     height = _GRID_BOTTOM + _GRID_TOP + rows * panel_height + (rows - 1) * _GRID_HGAP
     figure = Figure(figsize=(width, height))
     axes = figure.subplots(rows, columns, squeeze=False).flatten()
-    figure.subplots_adjust(left=_GRID_LEFT / width, right=1 - _GRID_RIGHT / width, bottom=_GRID_BOTTOM / height,
-                           top=1 - _GRID_TOP / height, wspace=_GRID_WGAP / panel_width, hspace=_GRID_HGAP / panel_height)
+    figure.subplots_adjust(
+        left=_GRID_LEFT / width,
+        right=1 - _GRID_RIGHT / width,
+        bottom=_GRID_BOTTOM / height,
+        top=1 - _GRID_TOP / height,
+        wspace=_GRID_WGAP / panel_width,
+        hspace=_GRID_HGAP / panel_height,
+    )
     for extra in axes[count:]:
         extra.remove()
     return figure, axes[:count]
@@ -90,9 +96,18 @@ def _shared_colorbar(figure: Figure, image) -> None:
     figure.colorbar(image, cax=bar)
 
 
-def plot_matrix_grid(matrices: dict[str, list], title: str, path, row_label: str, col_label: str,
-                     vmin: float | None = None, vmax: float | None = None, cmap: str = "viridis",
-                     fmt: str = ".2f", columns: int = 3) -> None:
+def plot_matrix_grid(
+    matrices: dict[str, list],
+    title: str,
+    path,
+    row_label: str,
+    col_label: str,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str = "viridis",
+    fmt: str = ".2f",
+    columns: int = 3,
+) -> None:
     """One annotated heatmap per entry of ``matrices`` (e.g. {evaluation cell: 6x6 ablation drop}),
     side by side on one colour scale, so that cells compare at a glance (and one file is drawn,
     not one per cell)."""
@@ -109,8 +124,9 @@ def plot_matrix_grid(matrices: dict[str, list], title: str, path, row_label: str
         vmax = (float(finite.max()) if finite.size else 1.0) if vmax is None else vmax
     figure, panels = _panel_grid(len(values), columns, 0.75 * first.shape[1], 0.6 * first.shape[0])
     for axes, (name, matrix) in zip(panels, values.items()):
-        image = _heatmap(axes, matrix, matrix, _rule_names(matrix.shape[0]), _rule_names(matrix.shape[1]),
-                         vmin, vmax, cmap, fmt)
+        image = _heatmap(
+            axes, matrix, matrix, _rule_names(matrix.shape[0]), _rule_names(matrix.shape[1]), vmin, vmax, cmap, fmt
+        )
         axes.set_xlabel(col_label)
         axes.set_ylabel(row_label)
         axes.set_title(name)
@@ -130,9 +146,17 @@ def plot_confusion_grid(matrices: dict[str, list], title: str, path, columns: in
         totals = counts.sum(axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             rates = np.where(totals > 0, counts / totals, np.nan)
-        image = _heatmap(axes, rates, counts, _rule_names(counts.shape[0]),
-                         [f"slot {i}\n{rule}" for i, rule in enumerate(_rule_names(counts.shape[1]))], 0.0, 1.0,
-                         "Blues", ".0f")
+        image = _heatmap(
+            axes,
+            rates,
+            counts,
+            _rule_names(counts.shape[0]),
+            [f"slot {i}\n{rule}" for i, rule in enumerate(_rule_names(counts.shape[1]))],
+            0.0,
+            1.0,
+            "Blues",
+            ".0f",
+        )
         axes.set_xlabel("argmax SAE slot")
         axes.set_ylabel("asked rule")
         axes.set_title(name)
@@ -169,8 +193,14 @@ def plot_training_curves(csv_path, columns: Sequence[str], path, title: str, x_c
     save_figure(figure, path)
 
 
-def plot_cells_bar(values_by_series: dict[str, dict], path, title: str, cells: Sequence[str] | None = None,
-                   ylabel: str = "slot accuracy", reference_lines: dict[str, float] | None = None) -> None:
+def plot_cells_bar(
+    values_by_series: dict[str, dict],
+    path,
+    title: str,
+    cells: Sequence[str] | None = None,
+    ylabel: str = "slot accuracy",
+    reference_lines: dict[str, float] | None = None,
+) -> None:
     """Grouped bars: one group per cell, one bar per series (e.g. {"SAE": {cell: acc},
     "untrained LM": {...}, "bag of words": {...}}). A missing value leaves its bar out.
     ``reference_lines`` draws labelled horizontal lines (e.g. {"seed OOD bar": 0.90})."""

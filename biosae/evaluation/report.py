@@ -48,13 +48,20 @@ def _headline(metrics: dict, cells: list[str]) -> list[str]:
     for cell in cells:
         base = baselines.get(cell) or {}
         cell_margin = margin.get(cell) or {}
-        rows.append([
-            cell, str((metrics.get("n_prompts") or {}).get(cell, "–")), format_number(slot.get(cell)),
-            format_number(base.get("untrained_lm_sae")), format_number(base.get("bag_of_words")),
-            format_number(base.get("linear_probe")), format_number(base.get("chance")),
-            _signed(cell_margin.get("over_untrained_lm")), _signed(cell_margin.get("over_bag_of_words")),
-            format_number(_lm_accuracy(metrics, cell)),
-        ])
+        rows.append(
+            [
+                cell,
+                str((metrics.get("n_prompts") or {}).get(cell, "–")),
+                format_number(slot.get(cell)),
+                format_number(base.get("untrained_lm_sae")),
+                format_number(base.get("bag_of_words")),
+                format_number(base.get("linear_probe")),
+                format_number(base.get("chance")),
+                _signed(cell_margin.get("over_untrained_lm")),
+                _signed(cell_margin.get("over_bag_of_words")),
+                format_number(_lm_accuracy(metrics, cell)),
+            ]
+        )
     return [
         "## Headline: which attribute is asked, per cell",
         "",
@@ -63,8 +70,21 @@ def _headline(metrics: dict, cells: list[str]) -> list[str]:
         "the question text without the name, a linear probe on the same activations, chance. "
         "Margins = SAE − baseline. LM answer accuracy = greedy first answer token right.",
         "",
-        *markdown_table(["cell", "n", "SAE slot acc.", "untrained LM", "bag of words", "linear probe", "chance",
-                 "SAE − untrained LM", "SAE − BoW", "LM answer acc."], rows),
+        *markdown_table(
+            [
+                "cell",
+                "n",
+                "SAE slot acc.",
+                "untrained LM",
+                "bag of words",
+                "linear probe",
+                "chance",
+                "SAE − untrained LM",
+                "SAE − BoW",
+                "LM answer acc.",
+            ],
+            rows,
+        ),
     ]
 
 
@@ -75,9 +95,11 @@ def _expected(metrics: dict) -> list[str]:
         verdict = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[entry.get("passed")]
         by_cell = entry.get("by_cell") or {}
         several = len(by_cell) > 1
-        line = (f"- **{verdict}** [{entry.get('source', '')}] {entry.get('description', entry['name'])}: "
-                f"{'minimum ' if several else ''}{format_number(entry.get('value'))}, "
-                f"required {entry['comparison']} {entry['threshold']}")
+        line = (
+            f"- **{verdict}** [{entry.get('source', '')}] {entry.get('description', entry['name'])}: "
+            f"{'minimum ' if several else ''}{format_number(entry.get('value'))}, "
+            f"required {entry['comparison']} {entry['threshold']}"
+        )
         if several:
             line += " (" + ", ".join(f"{cell} {format_number(value)}" for cell, value in by_cell.items()) + ")"
         lines.append(line)
@@ -88,9 +110,16 @@ def _ablation(metrics: dict, cells: list[str]) -> list[str]:
     ablation = metrics.get("ablation") or {}
     modes = [m for m in ABLATION_MODES if m in ablation] + [m for m in ablation if m not in ABLATION_MODES]
     rows = [
-        [mode, cell, format_number(result.get("diagonal_mean")), format_number(result.get("off_diagonal_mean")),
-         _signed(result.get("selectivity")), _signed(result.get("logprob_selectivity"))]
-        for mode in modes for cell in cells + [c for c in ablation[mode] if c not in cells]
+        [
+            mode,
+            cell,
+            format_number(result.get("diagonal_mean")),
+            format_number(result.get("off_diagonal_mean")),
+            _signed(result.get("selectivity")),
+            _signed(result.get("logprob_selectivity")),
+        ]
+        for mode in modes
+        for cell in cells + [c for c in ablation[mode] if c not in cells]
         if (result := ablation[mode].get(cell))
     ]
     if not rows:
@@ -102,16 +131,23 @@ def _ablation(metrics: dict, cells: list[str]) -> list[str]:
         "mean diagonal − mean off-diagonal (also for the drop of the correct token's log-probability). "
         "`random_direction` is the control of equal norm.",
         "",
-        *markdown_table(["mode", "cell", "diagonal drop", "off-diagonal drop", "selectivity", "log-prob selectivity"], rows),
+        *markdown_table(
+            ["mode", "cell", "diagonal drop", "off-diagonal drop", "selectivity", "log-prob selectivity"], rows
+        ),
     ]
 
 
 def _error_term(metrics: dict, cells: list[str]) -> list[str]:
     error_term, baselines = metrics.get("error_term") or {}, metrics.get("baselines") or {}
     rows = [
-        [cell, format_number(result.get("rule_probe_accuracy")), format_number((baselines.get(cell) or {}).get("linear_probe")),
-         format_number(result.get("reconstruction_r2"))]
-        for cell in cells + [c for c in error_term if c not in cells] if (result := error_term.get(cell))
+        [
+            cell,
+            format_number(result.get("rule_probe_accuracy")),
+            format_number((baselines.get(cell) or {}).get("linear_probe")),
+            format_number(result.get("reconstruction_r2")),
+        ]
+        for cell in cells + [c for c in error_term if c not in cells]
+        if (result := error_term.get(cell))
     ]
     if not rows:
         return []
@@ -130,8 +166,14 @@ def _error_term(metrics: dict, cells: list[str]) -> list[str]:
 def _swap(metrics: dict, cells: list[str]) -> list[str]:
     swap = metrics.get("swap") or {}
     rows = [
-        [alpha, cell, format_number(result.get("mean_off_diagonal")), format_number(result.get("clean_mean_off_diagonal"))]
-        for alpha, by_cell in swap.items() for cell in cells + [c for c in by_cell if c not in cells]
+        [
+            alpha,
+            cell,
+            format_number(result.get("mean_off_diagonal")),
+            format_number(result.get("clean_mean_off_diagonal")),
+        ]
+        for alpha, by_cell in swap.items()
+        for cell in cells + [c for c in by_cell if c not in cells]
         if (result := by_cell.get(cell))
     ]
     if not rows:
@@ -158,8 +200,11 @@ def _value_heads(metrics: dict, cells: list[str]) -> list[str]:
         rows.append([cell, format_number(sae), format_number(majority), _signed(gain)])
     if not rows:
         return []
-    return ["## Value heads (first answer token)", "",
-            *markdown_table(["cell", "value heads", "per-rule majority", "difference"], rows)]
+    return [
+        "## Value heads (first answer token)",
+        "",
+        *markdown_table(["cell", "value heads", "per-rule majority", "difference"], rows),
+    ]
 
 
 def _template_sort_key(key: str):
@@ -180,9 +225,13 @@ def _per_template(metrics: dict, cells: list[str]) -> list[str]:
             result = templates.get(key)
             row.append("" if result is None else f"{format_number(result.get('accuracy'))} ({result.get('n', '?')})")
         rows.append(row)
-    return ["## LM answer accuracy per question template", "",
-            "Entries: accuracy (number of prompts); template indices as in `data/qa_templates/`.", "",
-            *markdown_table(["rule/template", *by_cell], rows)]
+    return [
+        "## LM answer accuracy per question template",
+        "",
+        "Entries: accuracy (number of prompts); template indices as in `data/qa_templates/`.",
+        "",
+        *markdown_table(["rule/template", *by_cell], rows),
+    ]
 
 
 def _answered_instead(metrics: dict, cells: list[str]) -> list[str]:
@@ -194,24 +243,34 @@ def _answered_instead(metrics: dict, cells: list[str]) -> list[str]:
             continue
         findings = answered_instead(matrices[cell], FINDING_MIN_RATE)
         if not findings:
-            lines.append(f"- {cell} (LM answer accuracy {accuracy:.3f}): no single wrong attribute takes "
-                         f"{FINDING_MIN_RATE:.0%} of any rule's questions.")
+            lines.append(
+                f"- {cell} (LM answer accuracy {accuracy:.3f}): no single wrong attribute takes "
+                f"{FINDING_MIN_RATE:.0%} of any rule's questions."
+            )
         for finding in findings:
-            answered = ("none of the person's attributes" if finding["answered"] == "none"
-                        else f"the {finding['answered']}")
-            lines.append(f"- for {cell} (LM answer accuracy {accuracy:.3f}), {finding['asked']} questions were "
-                         f"answered with {answered} {finding['rate']:.0%} of the time "
-                         f"({finding['count']}/{finding['n']}).")
+            answered = (
+                "none of the person's attributes" if finding["answered"] == "none" else f"the {finding['answered']}"
+            )
+            lines.append(
+                f"- for {cell} (LM answer accuracy {accuracy:.3f}), {finding['asked']} questions were "
+                f"answered with {answered} {finding['rate']:.0%} of the time "
+                f"({finding['count']}/{finding['n']})."
+            )
     if not lines:
         return []
-    return ["## Which attribute the LM answers instead", "",
-            f"Cells with LM answer accuracy below {LOW_LM_ACCURACY}: the asked attribute against the attribute "
-            "whose answer's first token the LM gave (full matrix: `asked_vs_answered` in metrics.json).", "",
-            *lines]
+    return [
+        "## Which attribute the LM answers instead",
+        "",
+        f"Cells with LM answer accuracy below {LOW_LM_ACCURACY}: the asked attribute against the attribute "
+        "whose answer's first token the LM gave (full matrix: `asked_vs_answered` in metrics.json).",
+        "",
+        *lines,
+    ]
 
 
-def render_summary(metrics: dict, figures: dict[str, str] | None = None, profile: list[dict] | None = None,
-                   n_layer: int | None = None) -> str:
+def render_summary(
+    metrics: dict, figures: dict[str, str] | None = None, profile: list[dict] | None = None, n_layer: int | None = None
+) -> str:
     """The summary as markdown text. ``figures``: optional {caption: path relative to the summary};
     ``profile``: the metrics of every layer of the default seed (this run's included), which then
     open the page (biosae.evaluation.layer_profile)."""
@@ -234,7 +293,12 @@ def render_summary(metrics: dict, figures: dict[str, str] | None = None, profile
     return "\n\n".join("\n".join(section) for section in sections if section) + "\n"
 
 
-def write_summary(metrics: dict, path, figures: dict[str, str] | None = None, profile: list[dict] | None = None,
-                  n_layer: int | None = None) -> None:
+def write_summary(
+    metrics: dict,
+    path,
+    figures: dict[str, str] | None = None,
+    profile: list[dict] | None = None,
+    n_layer: int | None = None,
+) -> None:
     """Write render_summary(...) to ``path`` atomically."""
     write_text(path, render_summary(metrics, figures, profile, n_layer))

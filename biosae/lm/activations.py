@@ -53,6 +53,7 @@ def _hook_point(model, layer: int, apply):
     blocks = transformer_blocks(model)
     resolved = resolve_layer(model, layer)
     if resolved == 0:
+
         def pre_hook(module, args, kwargs):
             if args:
                 return (apply(args[0]), *args[1:]), kwargs
@@ -131,8 +132,16 @@ def answer_position_pass(model, prompt_ids: list[list[int]], pad_id: int, layer:
     return (captured[0].cpu() if capture else None), logprobs.cpu()
 
 
-def collect_activations(model, tokenizer, prompt_ids: list[list[int]], answer_first_token: np.ndarray, layers,
-                        batch_size: int = 256, progress: bool = True, write=None) -> dict:
+def collect_activations(
+    model,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    answer_first_token: np.ndarray,
+    layers,
+    batch_size: int = 256,
+    progress: bool = True,
+    write=None,
+) -> dict:
     """Activations at the answer position for every prompt at every layer of ``layers`` (an int
     or a list), all from ONE forward pass per batch, plus the LM's own first-token verdict.
 
@@ -159,8 +168,11 @@ def collect_activations(model, tokenizer, prompt_ids: list[list[int]], answer_fi
         captured: dict = {}
         with torch.inference_mode(), residual_capture(model, layers, positions, captured):
             if keeps_logits:  # the LM head at the answer position only, not at every token
-                next_token = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                   logits_to_keep=positions[:, None]).logits[:, 0].float()
+                next_token = (
+                    model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=positions[:, None])
+                    .logits[:, 0]
+                    .float()
+                )
             else:
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
                 next_token = logits[torch.arange(len(batch), device=device), positions].float()
@@ -183,8 +195,21 @@ def collect_activations(model, tokenizer, prompt_ids: list[list[int]], answer_fi
     }
 
 
-INDEX_COLUMNS = ("row", "person_id", "full_name", "rule_idx", "rule_name", "template_idx", "split", "question", "answer",
-                 "answer_first_token", "lm_predicted_first_token", "lm_first_token_correct", "lm_first_token_logprob")
+INDEX_COLUMNS = (
+    "row",
+    "person_id",
+    "full_name",
+    "rule_idx",
+    "rule_name",
+    "template_idx",
+    "split",
+    "question",
+    "answer",
+    "answer_first_token",
+    "lm_predicted_first_token",
+    "lm_first_token_correct",
+    "lm_first_token_logprob",
+)
 
 
 def encode_prompts(tokenizer, rows: list[dict]) -> tuple[list[list[int]], np.ndarray]:
@@ -217,8 +242,9 @@ def index_table(rows: list[dict], first_tokens: np.ndarray, verdict: dict):
     )
 
 
-def build_activation_tables(model, tokenizer, rows: list[dict], layers: list[int], batch_size: int = 256,
-                            progress=True):
+def build_activation_tables(
+    model, tokenizer, rows: list[dict], layers: list[int], batch_size: int = 256, progress=True
+):
     """({layer: activations [N, d] float32}, index DataFrame), every layer from one pass, in memory."""
     prompt_ids, first_tokens = encode_prompts(tokenizer, rows)
     result = collect_activations(model, tokenizer, prompt_ids, first_tokens, layers, batch_size, progress)
@@ -252,15 +278,20 @@ class LayerFileWriter:
     def __init__(self, path, rows: int, width: int, dtype: str, metadata: dict[str, str]):
         code, self.numpy_dtype, self.torch_dtype = STORAGE_DTYPES[dtype]
         nbytes = rows * width * np.dtype(self.numpy_dtype).itemsize
-        header = {"__metadata__": metadata,
-                  "activations": {"dtype": code, "shape": [rows, width], "data_offsets": [0, nbytes]}}
+        header = {
+            "__metadata__": metadata,
+            "activations": {"dtype": code, "shape": [rows, width], "data_offsets": [0, nbytes]},
+        }
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as safetensors' own writer does
         with open(path, "wb") as handle:
             handle.write(struct.pack("<Q", len(raw)) + raw)
             handle.truncate(8 + len(raw) + nbytes)
-        self.data = (np.memmap(path, dtype=self.numpy_dtype, mode="r+", offset=8 + len(raw), shape=(rows, width))
-                     if nbytes else None)
+        self.data = (
+            np.memmap(path, dtype=self.numpy_dtype, mode="r+", offset=8 + len(raw), shape=(rows, width))
+            if nbytes
+            else None
+        )
 
     def write(self, rows: np.ndarray, h: torch.Tensor) -> None:
         stored = h.to(self.torch_dtype)
@@ -282,8 +313,17 @@ def layer_of_file(path) -> int:
     return int(match.group(1))
 
 
-def write_activation_files(model, tokenizer, rows: list[dict], layer_paths: dict, index_path, dtype: str = "float32",
-                           model_dir="", batch_size: int = 256, progress=True):
+def write_activation_files(
+    model,
+    tokenizer,
+    rows: list[dict],
+    layer_paths: dict,
+    index_path,
+    dtype: str = "float32",
+    model_dir="",
+    batch_size: int = 256,
+    progress=True,
+):
     """Every layer of ``layer_paths`` ({layer: path}) from one forward pass per batch, one
     safetensors file per layer in ``dtype``, plus the index table; each written atomically.
     Returns the index."""
@@ -298,13 +338,20 @@ def write_activation_files(model, tokenizer, rows: list[dict], layer_paths: dict
 
         def write(layer, batch_rows, h):
             if layer not in writers:
-                metadata = {"layer": str(layer), "blocks": str(resolve_layer(model, layer)), "model": str(model_dir),
-                            "rows": str(len(rows)), "dtype": dtype, "hook": HOOK_DESCRIPTION}
+                metadata = {
+                    "layer": str(layer),
+                    "blocks": str(resolve_layer(model, layer)),
+                    "model": str(model_dir),
+                    "rows": str(len(rows)),
+                    "dtype": dtype,
+                    "hook": HOOK_DESCRIPTION,
+                }
                 writers[layer] = LayerFileWriter(temporary[layer], len(rows), h.shape[1], dtype, metadata)
             writers[layer].write(batch_rows, h)
 
-        result = collect_activations(model, tokenizer, prompt_ids, first_tokens, list(layer_paths), batch_size,
-                                     progress, write=write)
+        result = collect_activations(
+            model, tokenizer, prompt_ids, first_tokens, list(layer_paths), batch_size, progress, write=write
+        )
         for writer in writers.values():
             writer.close()
         index = index_table(rows, first_tokens, result)
@@ -321,8 +368,10 @@ def load_activation_table(tensor_path, index_path):
         raise BiosaeError(f"{tensor_path}: no 'activations' tensor")
     table = activations["activations"]
     if table.ndim != 2 or not table.is_floating_point():
-        raise BiosaeError(f"{tensor_path}: 'activations' is {table.dtype} of shape {tuple(table.shape)}, "
-                          f"expected a 2-D float tensor [rows, d_model]")
+        raise BiosaeError(
+            f"{tensor_path}: 'activations' is {table.dtype} of shape {tuple(table.shape)}, "
+            f"expected a 2-D float tensor [rows, d_model]"
+        )
     try:
         index = pd.read_csv(index_path, keep_default_na=False)
     except (OSError, ValueError) as error:

@@ -48,14 +48,19 @@ class Gpt2LastToken:
         self.ln_f, self.lm_head = model.transformer.ln_f, model.lm_head
         self.n_head = model.config.n_head
         self.width = model.config.n_embd
-        self.activations = [_tanh_gelu if type(block.mlp.act).__name__ in TANH_GELU_CLASSES else block.mlp.act
-                            for block in self.blocks]
+        self.activations = [
+            _tanh_gelu if type(block.mlp.act).__name__ in TANH_GELU_CLASSES else block.mlp.act for block in self.blocks
+        ]
 
     @staticmethod
     def supports(model) -> bool:
         config = getattr(model, "config", None)
-        return (getattr(config, "model_type", None) == "gpt2" and not getattr(config, "add_cross_attention", False)
-                and hasattr(model, "transformer") and hasattr(model, "lm_head"))
+        return (
+            getattr(config, "model_type", None) == "gpt2"
+            and not getattr(config, "add_cross_attention", False)
+            and hasattr(model, "transformer")
+            and hasattr(model, "lm_head")
+        )
 
     def clean_residuals(self, last_ids: torch.Tensor, prefix: list, position: int) -> torch.Tensor:
         """The last token's residual stream at every hook point, ``[n_layer + 1, B, d]``: index L

@@ -35,12 +35,16 @@ def pretrained_config_json(name: str, download: bool = True) -> dict | None:
         try:
             path = Path(cached if isinstance(cached, str) else hf_hub_download(name, "config.json"))
         except Exception as error:  # huggingface_hub raises many types (offline, 404, network)
-            raise BiosaeError(f"config key model.name: cannot read the config.json of {name!r} to count its "
-                              f"layers ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+            raise BiosaeError(
+                f"config key model.name: cannot read the config.json of {name!r} to count its "
+                f"layers ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+            ) from None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise BiosaeError(f"config key model.name: {path}: cannot read it to count the model's layers ({error})") from None
+        raise BiosaeError(
+            f"config key model.name: {path}: cannot read it to count the model's layers ({error})"
+        ) from None
 
 
 def block_count(model_section: dict, download: bool = True) -> int | None:
@@ -55,8 +59,10 @@ def block_count(model_section: dict, download: bool = True) -> int | None:
         for key in BLOCK_COUNT_KEYS:
             if isinstance(section.get(key), int):
                 return section[key]
-    raise BiosaeError(f"config key model.name: the config.json of {model_section['name']!r} names no layer count "
-                      f"(none of {', '.join(BLOCK_COUNT_KEYS)})")
+    raise BiosaeError(
+        f"config key model.name: the config.json of {model_section['name']!r} names no layer count "
+        f"(none of {', '.join(BLOCK_COUNT_KEYS)})"
+    )
 
 
 def depth(layer: int, n_layer: int) -> int:

@@ -43,7 +43,7 @@ class TrainingConfig:
     block_size: int = 128
 
     @classmethod
-    def from_sections(cls, training: dict, model: dict, seed: int) -> "TrainingConfig":
+    def from_sections(cls, training: dict, model: dict, seed: int) -> TrainingConfig:
         fields = {key: training[key] for key in cls.__dataclass_fields__ if key in training}
         fields["precision"] = resolve_precision(fields.get("precision", "auto"), pick_device())
         block = model["block_size"] if model["init"] == "scratch" else min(training["max_length"], model["block_size"])
@@ -147,8 +147,13 @@ def load_model_dir(directory, device=None):
     try:
         tokenizer = prepare_pretrained_tokenizer(AutoTokenizer.from_pretrained(str(directory)))
         # safetensors only: a pytorch_model.bin (a pickle) next to a missing model.safetensors is refused.
-        model, info = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, use_safetensors=True,
-                                                           output_loading_info=True, ignore_mismatched_sizes=True)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            str(directory),
+            dtype=torch.float32,
+            use_safetensors=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+        )
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise BiosaeError(f"{directory}: cannot load the model ({_first_line(error)})") from None
     finally:
@@ -288,7 +293,7 @@ def load_checkpoint(directory, model, optimizer, fingerprint: str):
         return None
     expected = {f"model.{name}": tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     tensors = load_tensors(directory / "state.safetensors", expected_shapes=expected)
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
     opt_state = optimizer.state_dict()
     restored: dict = {}
     for name, value in tensors.items():
@@ -337,7 +342,11 @@ def train_language_model(
     fingerprint = config_fingerprint(asdict(cfg), model.config.to_dict(), corpus_fingerprint(documents))
 
     state = load_checkpoint(checkpoint_dir, model, optimizer, fingerprint) or {
-        "fingerprint": fingerprint, "step": 0, "log": [], "train_seconds": 0.0, "tokens": 0,
+        "fingerprint": fingerprint,
+        "step": 0,
+        "log": [],
+        "train_seconds": 0.0,
+        "tokens": 0,
     }
     if state["step"]:
         log.info("resuming from %s at step %d of %d", checkpoint_dir, state["step"], total_steps)
@@ -365,7 +374,9 @@ def train_language_model(
                 logits = model(input_ids=batch, use_cache=False).logits
             loss = next_token_loss(logits, batch)
             if not torch.isfinite(loss):
-                raise BiosaeError(f"LM training: loss is {loss.item()} at epoch {epoch} step {step}; stopping before the weights go bad")
+                raise BiosaeError(
+                    f"LM training: loss is {loss.item()} at epoch {epoch} step {step}; stopping before the weights go bad"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -380,17 +391,33 @@ def train_language_model(
                 tokens_per_s = window_tokens / max(now - window_start, 1e-9)
                 window_tokens, window_start = 0, now
                 bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_per_s:,.0f}")
-                state["log"].append({"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr,
-                                     "loss": round(loss.item(), 5), "tokens_per_s": round(tokens_per_s, 1),
-                                     "elapsed_s": round(state["train_seconds"], 2), "monitor": ""})
+                state["log"].append(
+                    {
+                        "step": step,
+                        "epoch": round(step / steps_per_epoch, 3),
+                        "lr": lr,
+                        "loss": round(loss.item(), 5),
+                        "tokens_per_s": round(tokens_per_s, 1),
+                        "elapsed_s": round(state["train_seconds"], 2),
+                        "monitor": "",
+                    }
+                )
             end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
             if end_of_epoch and monitor is not None:
                 model.eval()
                 figures = monitor(model)
                 model.train()
-                state["log"].append({"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr,
-                                     "loss": round(loss.item(), 5), "tokens_per_s": "",
-                                     "elapsed_s": round(state["train_seconds"], 2), "monitor": json.dumps(figures)})
+                state["log"].append(
+                    {
+                        "step": step,
+                        "epoch": round(step / steps_per_epoch, 3),
+                        "lr": lr,
+                        "loss": round(loss.item(), 5),
+                        "tokens_per_s": "",
+                        "elapsed_s": round(state["train_seconds"], 2),
+                        "monitor": json.dumps(figures),
+                    }
+                )
                 log.info("epoch %.2f: %s", step / steps_per_epoch, figures)
             every = cfg.checkpoint_every_steps
             if end_of_epoch or (every and step % every == 0):

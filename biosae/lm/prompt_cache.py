@@ -89,7 +89,7 @@ class PromptCache:
         tiny test model). Equal to one pass per edit (tests/test_interventions.py)."""
         from transformers import DynamicCache  # only the generic path needs transformers
 
-        for group, (index, last, cache, length) in enumerate(self.groups):
+        for group, (index, last, cache, _length) in enumerate(self.groups):
             rows = len(index)
             per_call = max(1, max_rows // rows)
             out = []
@@ -106,13 +106,20 @@ class PromptCache:
 
                 repeated = None
                 if cache is not None:
-                    repeated = DynamicCache(ddp_cache_data=[(layer_cache.keys.repeat(len(chunk), 1, 1, 1),
-                                                             layer_cache.values.repeat(len(chunk), 1, 1, 1))
-                                                            for layer_cache in cache.layers])
+                    repeated = DynamicCache(
+                        ddp_cache_data=[
+                            (
+                                layer_cache.keys.repeat(len(chunk), 1, 1, 1),
+                                layer_cache.values.repeat(len(chunk), 1, 1, 1),
+                            )
+                            for layer_cache in cache.layers
+                        ]
+                    )
                 positions = torch.zeros(rows * len(chunk), dtype=torch.long, device=last.device)
                 with residual_hook(self.model, layer, positions, capture=None, edit=edit):
-                    logits = self.model(input_ids=last.repeat(len(chunk), 1), cache=repeated,
-                                        use_cache=repeated is not None).logits
+                    logits = self.model(
+                        input_ids=last.repeat(len(chunk), 1), cache=repeated, use_cache=repeated is not None
+                    ).logits
                 out.append(torch.log_softmax(logits[:, -1].float(), dim=-1).cpu().view(len(chunk), rows, -1))
             yield index, torch.cat(out)
 

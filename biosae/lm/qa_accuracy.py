@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from biosae.rules import RULES
 from biosae.dataset.text import format_answer, format_prompt
+from biosae.rules import RULES
 
 
 @dataclass
@@ -31,8 +31,11 @@ def encode_rows(tokenizer, rows: list[dict]) -> EncodedQA:
     # trainings read activation files), and transformers' import is ~1 s of each such job
     from biosae.lm.tokenization import encode_qa_batch
 
-    return EncodedQA(*encode_qa_batch(tokenizer, [format_prompt(row["question"]) for row in rows],
-                                      [format_answer(row["answer"]) for row in rows]))
+    return EncodedQA(
+        *encode_qa_batch(
+            tokenizer, [format_prompt(row["question"]) for row in rows], [format_answer(row["answer"]) for row in rows]
+        )
+    )
 
 
 def takes_logits_to_keep(model) -> bool:
@@ -84,8 +87,9 @@ def score_answers(model, encoded: EncodedQA, pad_id: int, batch_size: int = 256,
         for row, (begin, length) in enumerate(spans):
             answer_positions[row, begin : begin + length] = True
         if keeps_logits:  # [positions of every row's span, in row order, vocab]
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           logits_to_keep=answer_positions.to(device)).logits.float()
+            logits = model(
+                input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=answer_positions.to(device)
+            ).logits.float()
         else:
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
             logits = logits[answer_positions.to(device)]
@@ -100,7 +104,12 @@ def score_answers(model, encoded: EncodedQA, pad_id: int, batch_size: int = 256,
         first[index] = (predictions[firsts] == first_tokens).numpy()
         first_logprob[index] = logprobs[torch.arange(len(index)), first_tokens].numpy()
         predicted_first[index] = predictions[firsts].numpy()
-    return {"exact": exact, "first_token": first, "first_token_logprob": first_logprob, "predicted_first": predicted_first}
+    return {
+        "exact": exact,
+        "first_token": first,
+        "first_token_logprob": first_logprob,
+        "predicted_first": predicted_first,
+    }
 
 
 def accuracy_report(rows: list[dict], scores: dict) -> dict:

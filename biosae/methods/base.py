@@ -37,13 +37,13 @@ class FitInputs:
     their asked rules, the seed, and the trained artifacts (None where not given)."""
 
     train_activations: torch.Tensor  # [N, d], the train cell's rows
-    train_rule_idx: np.ndarray       # [N], the asked rule of each row
+    train_rule_idx: np.ndarray  # [N], the asked rule of each row
     seed: int = 0
-    sae: object = None               # the supervised SAE (biosae.sae.model.SupervisedSAE)
+    sae: object = None  # the supervised SAE (biosae.sae.model.SupervisedSAE)
     das_basis: torch.Tensor | None = None  # [k, d], the trained DAS subspace
     unsupervised_sae: object = None  # the trained TopK SAE (biosae.methods.unsupervised_sae.TopKSAE)
-    probe: object = None             # a LinearProbe fitted on the same rows already, or None
-    rank: int | None = None          # a control's rank (biosae.methods.registry.build_methods)
+    probe: object = None  # a LinearProbe fitted on the same rows already, or None
+    rank: int | None = None  # a control's rank (biosae.methods.registry.build_methods)
 
 
 class LocalizationMethod:
@@ -110,9 +110,16 @@ class SubspaceMethod(LocalizationMethod):
       ``h W^T + b``.
     """
 
-    def __init__(self, name: str, basis: torch.Tensor, ablation_directions: torch.Tensor,
-                 rule_means: torch.Tensor | None = None, readout_weights: torch.Tensor | None = None,
-                 readout_bias: torch.Tensor | None = None, steerable: bool = False):
+    def __init__(
+        self,
+        name: str,
+        basis: torch.Tensor,
+        ablation_directions: torch.Tensor,
+        rule_means: torch.Tensor | None = None,
+        readout_weights: torch.Tensor | None = None,
+        readout_bias: torch.Tensor | None = None,
+        steerable: bool = False,
+    ):
         self.name = name
         self.basis = orthonormal_basis(basis)
         self.ablation_directions = unit_rows(ablation_directions.float())

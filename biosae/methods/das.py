@@ -90,8 +90,10 @@ def split_training_pairs(index, excluded_rows, cfg: DASConfig) -> tuple[Intercha
     training_rows = rows[~np.isin(persons[rows], list(held))]
     if len(training_rows) > cfg.max_train_bases:
         training_rows = np.sort(rng.choice(training_rows, size=cfg.max_train_bases, replace=False))
-    return (draw_pairs(index, training_rows, training_rows, [cfg.seed, 1], cfg.sources_per_base),
-            draw_pairs(index, validation_rows, validation_rows, [cfg.seed, 2], 1))
+    return (
+        draw_pairs(index, training_rows, training_rows, [cfg.seed, 1], cfg.sources_per_base),
+        draw_pairs(index, validation_rows, validation_rows, [cfg.seed, 2], 1),
+    )
 
 
 def _pair_tensors(index, pairs: InterchangePairs):
@@ -102,8 +104,9 @@ def _pair_tensors(index, pairs: InterchangePairs):
     return bases[keep], sources[keep], targets[keep]
 
 
-def interchange_accuracy(model, tokenizer, index, activations, layer: int, pairs: InterchangePairs, edit_for_sources,
-                         cache=None) -> float | None:
+def interchange_accuracy(
+    model, tokenizer, index, activations, layer: int, pairs: InterchangePairs, edit_for_sources, cache=None
+) -> float | None:
     """Share of pairs where the LM, given the source's value, answers the base person's source-rule
     attribute. ``edit_for_sources(source_h) -> edit``. ``cache``: the bases' PromptCache, when
     built already (:class:`DASPrompts`)."""
@@ -112,8 +115,9 @@ def interchange_accuracy(model, tokenizer, index, activations, layer: int, pairs
         return None
     cache = cache or _bases_cache(model, tokenizer, index, bases)
     source_h = activations[torch.from_numpy(sources)]
-    predicted, _ = edited_predictions(cache, targets, layer,
-                                      lambda idx: edit_for_sources(source_h[torch.from_numpy(idx)]))
+    predicted, _ = edited_predictions(
+        cache, targets, layer, lambda idx: edit_for_sources(source_h[torch.from_numpy(idx)])
+    )
     return float((predicted == targets).mean())
 
 
@@ -130,13 +134,13 @@ class DASPrompts:
 
     training: InterchangePairs
     validation: InterchangePairs
-    bases: np.ndarray          # the training pairs that have a target, as row arrays
+    bases: np.ndarray  # the training pairs that have a target, as row arrays
     sources: np.ndarray
     targets: np.ndarray
-    unique_bases: np.ndarray   # rows of the training cache, in its order
-    training_cache: object     # PromptCache over unique_bases, autograd-ready
-    validation_cache: object   # PromptCache over the validation pairs' bases (None: no such pair)
-    settings: tuple = ()       # the config values the pairs and caches depend on (_pair_settings)
+    unique_bases: np.ndarray  # rows of the training cache, in its order
+    training_cache: object  # PromptCache over unique_bases, autograd-ready
+    validation_cache: object  # PromptCache over the validation pairs' bases (None: no such pair)
+    settings: tuple = ()  # the config values the pairs and caches depend on (_pair_settings)
 
 
 def _pair_settings(cfg: DASConfig) -> tuple:
@@ -151,20 +155,37 @@ def prepare_das_prompts(model, tokenizer, index, excluded_rows, cfg: DASConfig) 
     training_cache = _bases_cache(model, tokenizer, index, unique_bases, cfg.batch_size, for_training=True)
     validation_bases = _pair_tensors(index, validation)[0]
     validation_cache = _bases_cache(model, tokenizer, index, validation_bases) if len(validation_bases) else None
-    return DASPrompts(training, validation, bases, sources, targets, unique_bases, training_cache, validation_cache,
-                      _pair_settings(cfg))
+    return DASPrompts(
+        training,
+        validation,
+        bases,
+        sources,
+        targets,
+        unique_bases,
+        training_cache,
+        validation_cache,
+        _pair_settings(cfg),
+    )
 
 
-def train_das(model, tokenizer, index, activations: torch.Tensor, cfg: DASConfig, excluded_rows,
-              progress=None, prompts: DASPrompts | None = None
-              ) -> tuple[DASSubspace, list[dict], InterchangePairs, InterchangePairs]:
+def train_das(
+    model,
+    tokenizer,
+    index,
+    activations: torch.Tensor,
+    cfg: DASConfig,
+    excluded_rows,
+    progress=None,
+    prompts: DASPrompts | None = None,
+) -> tuple[DASSubspace, list[dict], InterchangePairs, InterchangePairs]:
     """Fit the subspace at ``cfg.layer`` (``activations``: that layer's); returns (subspace, log
     rows per epoch, training pairs, validation pairs). ``prompts``: :func:`prepare_das_prompts`
     of the same LM, index, excluded rows and pair settings, when another layer built it."""
     prompts = prompts or prepare_das_prompts(model, tokenizer, index, excluded_rows, cfg)
     if prompts.settings != _pair_settings(cfg):
-        raise ValueError(f"train_das: prompts built for pair settings {prompts.settings}, the config's are "
-                         f"{_pair_settings(cfg)}")
+        raise ValueError(
+            f"train_das: prompts built for pair settings {prompts.settings}, the config's are {_pair_settings(cfg)}"
+        )
     bases, sources, targets = prompts.bases, prompts.sources, prompts.targets
     pairs_of_base = {int(b): np.flatnonzero(bases == b) for b in prompts.unique_bases}
     cache = prompts.training_cache
@@ -181,8 +202,14 @@ def train_das(model, tokenizer, index, activations: torch.Tensor, cfg: DASConfig
             for group in torch.randperm(len(cache.groups), generator=generator).tolist():
                 positions = cache.groups[group][0]
                 # each base's pair for this epoch: its sources taken in turn
-                chosen = np.array([pairs_of_base[int(prompts.unique_bases[p])][(epoch - 1) % len(pairs_of_base[int(prompts.unique_bases[p])])]
-                                   for p in positions])
+                chosen = np.array(
+                    [
+                        pairs_of_base[int(prompts.unique_bases[p])][
+                            (epoch - 1) % len(pairs_of_base[int(prompts.unique_bases[p])])
+                        ]
+                        for p in positions
+                    ]
+                )
                 source_h = activations[torch.from_numpy(sources[chosen])].float()
                 logits = cache.group_logits(group, cfg.layer, lambda h: subspace.interchange(h, source_h))
                 target = torch.from_numpy(targets[chosen]).to(logits.device)
@@ -195,12 +222,28 @@ def train_das(model, tokenizer, index, activations: torch.Tensor, cfg: DASConfig
                 count += len(chosen)
             with torch.no_grad():
                 basis = subspace.basis().detach().clone()
-            validation_iia = None if prompts.validation_cache is None else interchange_accuracy(
-                model, tokenizer, index, activations, cfg.layer, prompts.validation,
-                lambda source_h: (lambda h: h + ((source_h - h) @ basis.T) @ basis), cache=prompts.validation_cache)
-            history.append({"epoch": epoch, "loss": round(total / max(count, 1), 5),
-                            "train_iia": round(hits / max(count, 1), 5),
-                            "validation_iia": None if validation_iia is None else round(validation_iia, 5)})
+            validation_iia = (
+                None
+                if prompts.validation_cache is None
+                else interchange_accuracy(
+                    model,
+                    tokenizer,
+                    index,
+                    activations,
+                    cfg.layer,
+                    prompts.validation,
+                    lambda source_h: lambda h: h + ((source_h - h) @ basis.T) @ basis,
+                    cache=prompts.validation_cache,
+                )
+            )
+            history.append(
+                {
+                    "epoch": epoch,
+                    "loss": round(total / max(count, 1), 5),
+                    "train_iia": round(hits / max(count, 1), 5),
+                    "validation_iia": None if validation_iia is None else round(validation_iia, 5),
+                }
+            )
             if progress:
                 progress(history[-1])
     finally:
@@ -222,21 +265,33 @@ def fit_das(inputs: FitInputs) -> DASMethod:
     return DASMethod(inputs.das_basis, class_means(inputs.train_activations, inputs.train_rule_idx))
 
 
-def save_das(directory, subspace: DASSubspace, cfg: DASConfig, history: list[dict], training: InterchangePairs,
-             validation: InterchangePairs, extra: dict | None = None) -> None:
+def save_das(
+    directory,
+    subspace: DASSubspace,
+    cfg: DASConfig,
+    history: list[dict],
+    training: InterchangePairs,
+    validation: InterchangePairs,
+    extra: dict | None = None,
+) -> None:
     import pandas as pd
 
     directory = Path(directory)
     write_json(directory / CFG_FILENAME, {**asdict(cfg), **(extra or {})})
-    save_tensors(directory / WEIGHTS_FILENAME, {"basis": subspace.basis().detach().contiguous()},
-                 metadata={"format": "biosae.DAS", "rank": str(cfg.rank)})
+    save_tensors(
+        directory / WEIGHTS_FILENAME,
+        {"basis": subspace.basis().detach().contiguous()},
+        metadata={"format": "biosae.DAS", "rank": str(cfg.rank)},
+    )
     with atomic_path(directory / LOG_FILENAME) as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False)
-    table = pd.DataFrame({
-        "base_row": np.concatenate([training.base_rows, validation.base_rows]),
-        "source_row": np.concatenate([training.source_rows, validation.source_rows]),
-        "use": ["train"] * len(training.base_rows) + ["validation"] * len(validation.base_rows),
-    })
+    table = pd.DataFrame(
+        {
+            "base_row": np.concatenate([training.base_rows, validation.base_rows]),
+            "source_row": np.concatenate([training.source_rows, validation.source_rows]),
+            "use": ["train"] * len(training.base_rows) + ["validation"] * len(validation.base_rows),
+        }
+    )
     with atomic_path(directory / PAIRS_FILENAME) as tmp:
         table.to_csv(tmp, index=False)
 
@@ -264,5 +319,10 @@ def das_fit_summary(cfg: dict, log_csv) -> dict:
     import pandas as pd
 
     last = pd.read_csv(log_csv).iloc[-1].to_dict()
-    return {"rank": cfg.get("rank"), "epochs": cfg.get("epochs"), "loss": last.get("loss"),
-            "train_iia": last.get("train_iia"), "validation_iia": last.get("validation_iia")}
+    return {
+        "rank": cfg.get("rank"),
+        "epochs": cfg.get("epochs"),
+        "loss": last.get("loss"),
+        "train_iia": last.get("train_iia"),
+        "validation_iia": last.get("validation_iia"),
+    }

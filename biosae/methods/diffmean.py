@@ -28,8 +28,15 @@ def fit_diffmean(inputs: FitInputs) -> SubspaceMethod:
     directions = diffmean_directions(means.double()).float()
     unit = unit_rows(directions)
     centre = means.mean(dim=0)
-    method = SubspaceMethod("diffmean", basis=directions, ablation_directions=directions, rule_means=means,
-                            readout_weights=unit, readout_bias=-(unit @ centre), steerable=True)
+    method = SubspaceMethod(
+        "diffmean",
+        basis=directions,
+        ablation_directions=directions,
+        rule_means=means,
+        readout_weights=unit,
+        readout_bias=-(unit @ centre),
+        steerable=True,
+    )
     method.directions = directions
     assert method.rank <= len(RULES)
     return method

@@ -17,7 +17,7 @@ from biosae.rules import RULES
 
 @dataclass
 class InterchangePairs:
-    base_rows: np.ndarray    # int[N] row numbers of the activation index
+    base_rows: np.ndarray  # int[N] row numbers of the activation index
     source_rows: np.ndarray  # int[N]; -1 where no source exists (such a base is not scored)
 
     @property
@@ -28,8 +28,9 @@ class InterchangePairs:
         return {(int(b), int(s)) for b, s in zip(self.base_rows, self.source_rows) if s >= 0}
 
 
-def draw_pairs(index, base_rows: np.ndarray, candidate_rows: np.ndarray, seed, sources_per_base: int = 1
-               ) -> InterchangePairs:
+def draw_pairs(
+    index, base_rows: np.ndarray, candidate_rows: np.ndarray, seed, sources_per_base: int = 1
+) -> InterchangePairs:
     """For each base row, ``sources_per_base`` sources among ``candidate_rows`` (rows of the
     activation index): another person, another rule, the rules cycled per base rule."""
     rng = np.random.default_rng(seed)

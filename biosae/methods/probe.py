@@ -51,7 +51,7 @@ class SoftmaxRegression:
         self.weight: torch.Tensor | None = None
         self.bias: torch.Tensor | None = None
 
-    def fit(self, features: torch.Tensor, labels: torch.Tensor) -> "SoftmaxRegression":
+    def fit(self, features: torch.Tensor, labels: torch.Tensor) -> SoftmaxRegression:
         labels = labels.long()
         if features.shape[0] != labels.shape[0] or features.shape[0] == 0:
             raise ValueError(f"fit: {features.shape[0]} feature rows, {labels.shape[0]} labels")
@@ -60,8 +60,13 @@ class SoftmaxRegression:
         weight = torch.zeros(features.shape[1], self.n_classes, dtype=torch.float64, requires_grad=True)
         bias = torch.zeros(self.n_classes, dtype=torch.float64, requires_grad=True)
         optimizer = torch.optim.LBFGS(
-            [weight, bias], lr=1.0, max_iter=self.max_iter, history_size=20,
-            tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe",
+            [weight, bias],
+            lr=1.0,
+            max_iter=self.max_iter,
+            history_size=20,
+            tolerance_grad=1e-7,
+            tolerance_change=1e-10,
+            line_search_fn="strong_wolfe",
         )
 
         def closure():
@@ -114,7 +119,7 @@ class LinearProbe:
             raise ValueError(f"activations: expected [N, {self.mean.shape[0]}], got {tuple(x.shape)}")
         return (x - self.mean) / self.std
 
-    def fit(self, activations, rule_idx) -> "LinearProbe":
+    def fit(self, activations, rule_idx) -> LinearProbe:
         x = _float64(activations)
         if x.ndim != 2:
             raise ValueError(f"activations: expected [N, d], got {tuple(x.shape)}")

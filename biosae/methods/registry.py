@@ -11,8 +11,9 @@ the evaluation derives its tests from that. :func:`register_method` adds one at 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from biosae.errors import BiosaeError
 from biosae.rules import RULES

@@ -77,8 +77,9 @@ def choose_latents(model: TopKSAE, train_activations: torch.Tensor, train_rule_i
 class UnsupervisedSAEMethod(SubspaceMethod):
     def __init__(self, model: TopKSAE, latents: list[int], means: torch.Tensor):
         directions = model.raw_decoder_directions().detach()[latents]
-        super().__init__("sae_unsupervised", basis=directions, ablation_directions=directions, rule_means=means,
-                         steerable=True)
+        super().__init__(
+            "sae_unsupervised", basis=directions, ablation_directions=directions, rule_means=means, steerable=True
+        )
         self.model, self.latents = model, list(latents)
         # decode(f with f_j = 0) + error term = h - f_j(h) * (raw decoder direction j)
         self.ablation_directions = directions

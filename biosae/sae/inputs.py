@@ -17,15 +17,18 @@ from biosae.sae.model import SAEConfig
 
 
 def value_candidates(index) -> dict[str, list[int]]:
-    return {rule: sorted(set(index.loc[index["rule_idx"] == r, "answer_first_token"].astype(int)))
-            for r, rule in enumerate(RULES)}
+    return {
+        rule: sorted(set(index.loc[index["rule_idx"] == r, "answer_first_token"].astype(int)))
+        for r, rule in enumerate(RULES)
+    }
 
 
 def value_targets(index, candidates: dict[str, list[int]]) -> np.ndarray:
     """Each row's answer first token as an index into its rule's candidate list."""
     lookup = {rule: {token: i for i, token in enumerate(tokens)} for rule, tokens in candidates.items()}
-    return np.array([lookup[RULES[r]][int(t)] for r, t in zip(index["rule_idx"], index["answer_first_token"])],
-                    dtype=np.int64)
+    return np.array(
+        [lookup[RULES[r]][int(t)] for r, t in zip(index["rule_idx"], index["answer_first_token"])], dtype=np.int64
+    )
 
 
 def training_rows(index, max_rows: int | None = None, seed: int = 0) -> np.ndarray:
@@ -64,8 +67,10 @@ def load_training_layers(activation_paths, index_path, max_rows: int | None = No
         if stacked is None:
             stacked = torch.empty(len(activation_paths), *h.shape, dtype=h.dtype)
         if h.shape != stacked.shape[1:]:
-            raise BiosaeError(f"{path}: activations of shape {tuple(h.shape)} after row selection, the other "
-                              f"layers' are {tuple(stacked.shape[1:])}")
+            raise BiosaeError(
+                f"{path}: activations of shape {tuple(h.shape)} after row selection, the other "
+                f"layers' are {tuple(stacked.shape[1:])}"
+            )
         stacked[layer] = h
         del activations, h
     return stacked, rule_idx, value_target, candidates, index
@@ -74,5 +79,10 @@ def load_training_layers(activation_paths, index_path, max_rows: int | None = No
 def sae_config(section: dict, d_model: int, candidates: dict[str, list[int]], seed: int) -> SAEConfig:
     """The SAEConfig of the config's ``sae`` section for activations of width ``d_model``."""
     hyper = {key: value for key, value in section.items() if key not in ("n_slots", "max_train_rows")}
-    return SAEConfig(d_model=d_model, value_vocab_sizes=[len(candidates[rule]) for rule in candidates],
-                     n_slots=section["n_slots"], seed=seed, **hyper)
+    return SAEConfig(
+        d_model=d_model,
+        value_vocab_sizes=[len(candidates[rule]) for rule in candidates],
+        n_slots=section["n_slots"],
+        seed=seed,
+        **hyper,
+    )

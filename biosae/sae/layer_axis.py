@@ -51,8 +51,10 @@ class LayerStack(nn.Module):
         """``tensor`` as a stack of batches ``[L, N, ...]``; a plain batch only for a stack of one."""
         if tensor.dim() == 2:
             if self.layers != 1:
-                raise BiosaeError(f"{type(self).__name__}: a batch of shape {tuple(tensor.shape)} for a stack of "
-                                  f"{self.layers} layers (expected [{self.layers}, N, ...])")
+                raise BiosaeError(
+                    f"{type(self).__name__}: a batch of shape {tuple(tensor.shape)} for a stack of "
+                    f"{self.layers} layers (expected [{self.layers}, N, ...])"
+                )
             return tensor.unsqueeze(0)
         return tensor
 

@@ -19,9 +19,9 @@ one layer's SAE in nn.Linear's layout (``encoder.weight`` ``[n_slots, d_model]``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -62,9 +62,7 @@ class SAEConfig:
         if self.d_model < 1:
             problems.append(f"d_model must be >= 1, got {self.d_model}")
         if len(self.value_vocab_sizes) != self.n_slots:
-            problems.append(
-                f"value_vocab_sizes has {len(self.value_vocab_sizes)} entries, n_slots is {self.n_slots}"
-            )
+            problems.append(f"value_vocab_sizes has {len(self.value_vocab_sizes)} entries, n_slots is {self.n_slots}")
         if any(size < 1 for size in self.value_vocab_sizes):
             problems.append(f"value_vocab_sizes must all be >= 1, got {self.value_vocab_sizes}")
         if not (self.temp_start > 0 and self.temp_end > 0):
@@ -82,7 +80,7 @@ class SAEConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SAEConfig":
+    def from_dict(cls, data: dict) -> SAEConfig:
         """Build a config from exactly its own keys; an unknown or missing key is a BiosaeError."""
         if not isinstance(data, dict):
             raise BiosaeError(f"SAE config: expected a mapping, got {type(data).__name__}")
@@ -242,8 +240,9 @@ def slot_entropy(z: torch.Tensor) -> torch.Tensor:
 
 def _mean_cross_entropy(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over rows of the cross-entropy of ``scores`` ``[..., N, C]`` against ``target`` ``[N]``."""
-    flat = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), target.expand(scores.shape[:-1]).reshape(-1),
-                           reduction="none")
+    flat = F.cross_entropy(
+        scores.reshape(-1, scores.shape[-1]), target.expand(scores.shape[:-1]).reshape(-1), reduction="none"
+    )
     return flat.view(scores.shape[:-1]).mean(dim=-1)
 
 
@@ -313,9 +312,14 @@ def _checkpoint_tensors(model: SupervisedSAE) -> dict[str, torch.Tensor]:
     """The tensors of a one-layer ``model`` under their checkpoint names and shapes (nn.Linear's
     ``[out, in]`` weights): views of the model's own, so loading copies into them."""
     model.require_one_layer("SAE checkpoint")
-    tensors = {"mean": model.mean[0], "std": model.std[0],
-               "encoder.weight": model.encoder_weight[0].t(), "encoder.bias": model.encoder_bias[0],
-               "decoder.weight": model.decoder_weight[0].t(), "decoder.bias": model.decoder_bias[0]}
+    tensors = {
+        "mean": model.mean[0],
+        "std": model.std[0],
+        "encoder.weight": model.encoder_weight[0].t(),
+        "encoder.bias": model.encoder_bias[0],
+        "decoder.weight": model.decoder_weight[0].t(),
+        "decoder.bias": model.decoder_bias[0],
+    }
     for k, (weight, bias) in enumerate(zip(model.head_weights, model.head_biases)):
         tensors[f"value_heads.{k}.weight"], tensors[f"value_heads.{k}.bias"] = weight[0].t(), bias[0]
     return tensors

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from biosae.errors import BiosaeError
 from biosae.io import load_tensors, read_json, save_tensors, write_json
@@ -108,8 +107,11 @@ def train_topk_sae_layers(train_activations, cfg: TopKSAEConfig, progress=None) 
     layer its model (a stack of one, eval mode) and one log row per logged epoch (the first, every
     tenth and the last). ``progress(layer, row)`` sees each row."""
     torch.manual_seed(cfg.seed)
-    h = torch.stack([layer.float() for layer in train_activations]) if isinstance(train_activations, (list, tuple)) \
+    h = (
+        torch.stack([layer.float() for layer in train_activations])
+        if isinstance(train_activations, (list, tuple))
         else train_activations.float()
+    )
     layers, rows_total = h.shape[0], h.shape[1]
     model = TopKSAE(cfg, layers)
     model.fit_standardization(h)
@@ -150,16 +152,23 @@ def _measure(model: TopKSAE, x_all: torch.Tensor, epoch: int, mean_loss: torch.T
         alive |= (f > 0).any(dim=1)
     mse = squared_error / x_all[0].numel()
     variance = x_all.var(dim=1).mean(dim=1).double()
-    return [{"epoch": epoch, "mse": round(float(mean_loss[index]), 6),
-             "explained_variance": round(float(1 - mse[index] / variance[index]), 5),
-             "alive_latents": int(alive[index].sum())} for index in range(layers)]
+    return [
+        {
+            "epoch": epoch,
+            "mse": round(float(mean_loss[index]), 6),
+            "explained_variance": round(float(1 - mse[index] / variance[index]), 5),
+            "alive_latents": int(alive[index].sum()),
+        }
+        for index in range(layers)
+    ]
 
 
 def train_topk_sae(train_activations: torch.Tensor, cfg: TopKSAEConfig, progress=None) -> tuple[TopKSAE, list[dict]]:
     """Fit on the train cell's activations ``[N, d]`` (the one-layer case of
     :func:`train_topk_sae_layers`); returns the model (eval mode) and one log row per logged epoch."""
-    [(model, history)] = train_topk_sae_layers([train_activations], cfg,
-                                               progress=(lambda _, row: progress(row)) if progress else None)
+    [(model, history)] = train_topk_sae_layers(
+        [train_activations], cfg, progress=(lambda _, row: progress(row)) if progress else None
+    )
     return model, history
 
 
@@ -167,8 +176,14 @@ def _checkpoint_tensors(model: TopKSAE) -> dict[str, torch.Tensor]:
     """The tensors of a one-layer ``model`` under their checkpoint names and shapes: views of the
     model's own, so loading copies into them."""
     model.require_one_layer("TopK SAE checkpoint")
-    return {"mean": model.mean[0], "std": model.std[0], "W_dec": model.decoder_weight[0].t(),
-            "W_enc": model.encoder_weight[0].t(), "b_enc": model.encoder_bias[0], "b_dec": model.decoder_bias[0]}
+    return {
+        "mean": model.mean[0],
+        "std": model.std[0],
+        "W_dec": model.decoder_weight[0].t(),
+        "W_enc": model.encoder_weight[0].t(),
+        "b_enc": model.encoder_bias[0],
+        "b_dec": model.decoder_bias[0],
+    }
 
 
 def save_topk_sae(directory, model: TopKSAE, extra: dict | None = None) -> None:

@@ -147,7 +147,9 @@ def _check_finite(losses: dict[str, torch.Tensor], epoch: int, step: int, layer_
         for layer_name, value in zip(layer_names, values):
             if not torch.isfinite(value):
                 kind = "nan" if torch.isnan(value) else "inf"
-                raise BiosaeError(f"SAE training: loss term {name!r}{layer_name} is {kind} at epoch {epoch} step {step}")
+                raise BiosaeError(
+                    f"SAE training: loss term {name!r}{layer_name} is {kind} at epoch {epoch} step {step}"
+                )
 
 
 def _accuracy(predicted: torch.Tensor, target: torch.Tensor) -> float:
@@ -222,9 +224,16 @@ def train_sae(
     :func:`train_sae_layers` with one layer; see there for everything else.
     """
     [(model, history)] = train_sae_layers(
-        [activations], rule_idx, value_target, cfg, log_paths=None if log_path is None else [log_path],
-        checkpoint_dir=checkpoint_dir, progress=progress, stop_after_epochs=stop_after_epochs,
-        checkpoint_every_s=checkpoint_every_s)
+        [activations],
+        rule_idx,
+        value_target,
+        cfg,
+        log_paths=None if log_path is None else [log_path],
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        stop_after_epochs=stop_after_epochs,
+        checkpoint_every_s=checkpoint_every_s,
+    )
     return model, history
 
 
@@ -323,8 +332,9 @@ def train_sae_layers(
             row["validation_value_accuracy"] = _accuracy(val_values[layer], value_val)
             row["validation_majority_value_accuracy"] = majority_accuracy
             history.append(row)
-        bar.set_postfix(total=f"{histories[0][-1]['total']:.4f}",
-                        val_slot=f"{histories[0][-1]['validation_slot_accuracy']:.3f}")
+        bar.set_postfix(
+            total=f"{histories[0][-1]['total']:.4f}", val_slot=f"{histories[0][-1]['validation_slot_accuracy']:.3f}"
+        )
 
         if log_paths is not None:
             for path, history in zip(log_paths, histories):

@@ -21,17 +21,17 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from biosae.io import write_text
 from biosae.evaluation.metrics import ABLATION_MODES, MARGIN_OVER_UNTRAINED_LM, SEED_OOD_SLOT_ACCURACY
 from biosae.evaluation.plots import save_figure
 from biosae.evaluation.report import format_number, markdown_table
+from biosae.io import write_text
 
 SUMMARY_COLUMNS = ("metric", "cell", "layer", "mean", "std", "n", "blocks")
 
@@ -53,10 +53,16 @@ class EmergenceCriterion:
 # bar, so half of perfect (diagonal drop 1, off-diagonal drop 0).
 EMERGENCE_CRITERIA = (
     EmergenceCriterion("slot_accuracy", "SAE slot accuracy", SEED_OOD_SLOT_ACCURACY, ">", "seed's OOD bar"),
-    EmergenceCriterion("margin_over_untrained_lm", "Slot accuracy margin over the untrained LM",
-                       MARGIN_OVER_UNTRAINED_LM, ">=", "this project's bar"),
-    EmergenceCriterion("direction_ablation_selectivity", "Direction-ablation selectivity", 0.5, ">",
-                       "half of perfect selectivity"),
+    EmergenceCriterion(
+        "margin_over_untrained_lm",
+        "Slot accuracy margin over the untrained LM",
+        MARGIN_OVER_UNTRAINED_LM,
+        ">=",
+        "this project's bar",
+    ),
+    EmergenceCriterion(
+        "direction_ablation_selectivity", "Direction-ablation selectivity", 0.5, ">", "half of perfect selectivity"
+    ),
 )
 
 METRIC_DESCRIPTIONS = {
@@ -75,8 +81,12 @@ METRIC_DESCRIPTIONS = {
     "faithfulness": "Share of other-attribute answers whose attribute the method's read-out names",
 }
 # Per-method metrics are named "<test>:<method>" (e.g. "iia:das"), described by their test.
-METHOD_TESTS = (("iia", ("interchange", "iia")), ("ablation_selectivity", ("ablation", "selectivity")),
-                ("steering", ("steering", "mean_off_diagonal")), ("faithfulness", ("faithfulness", "rate")))
+METHOD_TESTS = (
+    ("iia", ("interchange", "iia")),
+    ("ablation_selectivity", ("ablation", "selectivity")),
+    ("steering", ("steering", "mean_off_diagonal")),
+    ("faithfulness", ("faithfulness", "rate")),
+)
 
 
 @dataclass(frozen=True)
@@ -141,8 +151,12 @@ def headline_values(metrics: dict) -> dict[tuple[str, str], float | None]:
         paths.append((f"swap_success_{alpha}", lambda cell, alpha=alpha: ("swap", alpha, cell, "mean_off_diagonal")))
     for method in metrics.get("methods") or {}:
         for test, (section, key) in METHOD_TESTS:
-            paths.append((f"{test}:{method}", lambda cell, method=method, section=section, key=key:
-                          ("methods", method, section, cell, key)))
+            paths.append(
+                (
+                    f"{test}:{method}",
+                    lambda cell, method=method, section=section, key=key: ("methods", method, section, cell, key),
+                )
+            )
     values: dict[tuple[str, str], float | None] = {}
     for cell in _cells(metrics):
         for metric, path in paths:
@@ -189,12 +203,17 @@ def summarize(runs: Sequence[SweepRun], n_layer: int | None = None) -> list[dict
     rows = []
     for (metric, cell, layer), values in groups.items():
         n = len(values)
-        rows.append({
-            "metric": metric, "cell": cell, "layer": layer,
-            "mean": float(np.mean(values)) if n else None,
-            "std": float(np.std(values, ddof=1)) if n >= 2 else None,
-            "n": n, "blocks": resolve_layer(layer, n_layer),
-        })
+        rows.append(
+            {
+                "metric": metric,
+                "cell": cell,
+                "layer": layer,
+                "mean": float(np.mean(values)) if n else None,
+                "std": float(np.std(values, ddof=1)) if n >= 2 else None,
+                "n": n,
+                "blocks": resolve_layer(layer, n_layer),
+            }
+        )
     rows.sort(key=lambda row: (_metric_order(row["metric"]), cell_order[row["cell"]], _depth_key(row)))
     return rows
 
@@ -231,8 +250,12 @@ def emergence(rows: Sequence[dict], criterion: EmergenceCriterion, cell: str = E
         return None
     curve.sort(key=_depth_key)
     first = next((row for row in curve if _passes(row["mean"], criterion)), None)
-    return {"first": first, "lowest_swept": first is curve[0], "best": max(curve, key=lambda row: row["mean"]),
-            "curve": curve}
+    return {
+        "first": first,
+        "lowest_swept": first is curve[0],
+        "best": max(curve, key=lambda row: row["mean"]),
+        "curve": curve,
+    }
 
 
 def _mean_std(row: dict | None) -> str:
@@ -245,32 +268,41 @@ def _mean_std(row: dict | None) -> str:
 
 
 def _emergence_line(criterion: EmergenceCriterion, found: dict | None, n_layer: int | None, cell: str) -> str:
-    name = f"{criterion.description} on {cell} (mean over seeds), bar {criterion.comparison} " \
-           f"{criterion.threshold:g} ({criterion.source})"
+    name = (
+        f"{criterion.description} on {cell} (mean over seeds), bar {criterion.comparison} "
+        f"{criterion.threshold:g} ({criterion.source})"
+    )
     if found is None:
         return f"- {name}: no value at any layer (missing or null in every run)."
     curve = ", ".join(f"{layer_label(row['layer'], n_layer)}: {format_number(row['mean'])}" for row in found["curve"])
     first = found["first"]
     if first is None:
         best = found["best"]
-        return (f"- {name}: not passed at any layer swept (highest {format_number(best['mean'])} at layer "
-                f"{layer_label(best['layer'], n_layer)}). By layer: {curve}.")
+        return (
+            f"- {name}: not passed at any layer swept (highest {format_number(best['mean'])} at layer "
+            f"{layer_label(best['layer'], n_layer)}). By layer: {curve}."
+        )
     if len(found["curve"]) == 1:
         qualifier = " (the only layer swept: add layers to sweep.layers to see where it appears)"
     elif found["lowest_swept"]:
         qualifier = " (already at the lowest layer swept: sweep lower layers to see where it appears)"
     else:
         qualifier = ""
-    return (f"- {name}: first passed at layer {layer_label(first['layer'], n_layer)}{qualifier}, "
-            f"{_mean_std(first)}. By layer: {curve}.")
+    return (
+        f"- {name}: first passed at layer {layer_label(first['layer'], n_layer)}{qualifier}, "
+        f"{_mean_std(first)}. By layer: {curve}."
+    )
 
 
-def render_summary(rows: Sequence[dict], runs: Sequence[SweepRun], n_layer: int | None,
-                   figures: dict[str, str] | None = None) -> str:
+def render_summary(
+    rows: Sequence[dict], runs: Sequence[SweepRun], n_layer: int | None, figures: dict[str, str] | None = None
+) -> str:
     """summary.md: the runs, where the separation appears, every metric per cell against layer."""
     seeds = sorted({run.seed for run in runs})
-    layers = sorted({run.layer for run in runs} | {row["layer"] for row in rows},
-                    key=lambda layer: _depth_key({"blocks": resolve_layer(layer, n_layer), "layer": layer}))
+    layers = sorted(
+        {run.layer for run in runs} | {row["layer"] for row in rows},
+        key=lambda layer: _depth_key({"blocks": resolve_layer(layer, n_layer), "layer": layer}),
+    )
     labels = {layer: layer_label(layer, n_layer) for layer in layers}
     seeds_by_layer = {layer: sorted(run.seed for run in runs if run.layer == layer) for layer in layers}
     cells = list(dict.fromkeys(row["cell"] for row in rows))
@@ -278,15 +310,19 @@ def render_summary(rows: Sequence[dict], runs: Sequence[SweepRun], n_layer: int 
         "# biosae sweep summary",
         "",
         f"{len(runs)} runs: seeds {', '.join(map(str, seeds))} × layers {', '.join(labels.values())}"
-        + (f" of a {n_layer}-block model" if n_layer is not None else "") + ". "
+        + (f" of a {n_layer}-block model" if n_layer is not None else "")
+        + ". "
         "Layer L = the residual stream after L blocks; -1 = after the last block, before the final layer norm. "
         "Each entry: mean ± sample standard deviation across seeds (n = seeds with a value).",
     ]
     uneven = {layer: s for layer, s in seeds_by_layer.items() if s != seeds}
     if uneven:
-        lines += ["", "Seeds per layer differ: " + "; ".join(
-            f"layer {labels[layer]}: seeds {', '.join(map(str, s))}" for layer, s in uneven.items())
-            + " (the default run's (seed, layer) is always included)."]
+        lines += [
+            "",
+            "Seeds per layer differ: "
+            + "; ".join(f"layer {labels[layer]}: seeds {', '.join(map(str, s))}" for layer, s in uneven.items())
+            + " (the default run's (seed, layer) is always included).",
+        ]
     lines += [
         "",
         "## Where the separation appears",
@@ -294,18 +330,29 @@ def render_summary(rows: Sequence[dict], runs: Sequence[SweepRun], n_layer: int 
         "Published anchor: relation binding emerged in the middle layers of GPT-2 (100% at layer 6 against "
         "24% at layer 0). In this sweep:",
         "",
-        *[_emergence_line(criterion, emergence(rows, criterion), n_layer, EMERGENCE_CELL)
-          for criterion in EMERGENCE_CRITERIA],
+        *[
+            _emergence_line(criterion, emergence(rows, criterion), n_layer, EMERGENCE_CELL)
+            for criterion in EMERGENCE_CRITERIA
+        ],
     ]
     metrics = list(dict.fromkeys(row["metric"] for row in rows))
     by_key = {(row["metric"], row["cell"], row["layer"]): row for row in rows}
     lines += method_winner_lines(rows, layers, labels, cells)
     for metric in metrics:
         base = metric_base(metric)
-        table_rows = [[c, *[_mean_std(by_key.get((metric, c, layer))) for layer in layers]]
-                      for c in cells if any((metric, c, layer) in by_key for layer in layers)]
-        lines += ["", f"## {metric}", "", METRIC_DESCRIPTIONS.get(base, metric) + ".", "",
-                  *markdown_table(["cell", *(f"layer {labels[layer]}" for layer in layers)], table_rows)]
+        table_rows = [
+            [c, *[_mean_std(by_key.get((metric, c, layer))) for layer in layers]]
+            for c in cells
+            if any((metric, c, layer) in by_key for layer in layers)
+        ]
+        lines += [
+            "",
+            f"## {metric}",
+            "",
+            METRIC_DESCRIPTIONS.get(base, metric) + ".",
+            "",
+            *markdown_table(["cell", *(f"layer {labels[layer]}" for layer in layers)], table_rows),
+        ]
     if figures:
         lines += ["", "## Figures", "", *[f"![{caption}]({path})" for caption, path in figures.items()]]
     return "\n".join(lines) + "\n"
@@ -318,9 +365,18 @@ def method_rows(rows: Sequence[dict], test: str, cells: Sequence[str]) -> list[d
     for row in rows:
         if row["metric"].startswith(f"{test}:") and row["cell"] in cells and row["mean"] is not None:
             grouped.setdefault((row["metric"].split(":", 1)[1], row["layer"]), []).append(row)
-    return [{"metric": f"{test}_held_out", "cell": method, "layer": layer, "blocks": group[0]["blocks"],
-             "mean": float(np.mean([r["mean"] for r in group])), "std": None, "n": min(r["n"] for r in group)}
-            for (method, layer), group in grouped.items()]
+    return [
+        {
+            "metric": f"{test}_held_out",
+            "cell": method,
+            "layer": layer,
+            "blocks": group[0]["blocks"],
+            "mean": float(np.mean([r["mean"] for r in group])),
+            "std": None,
+            "n": min(r["n"] for r in group),
+        }
+        for (method, layer), group in grouped.items()
+    ]
 
 
 def method_winner_lines(rows: Sequence[dict], layers: Sequence[int], labels: dict, cells: Sequence[str]) -> list[str]:
@@ -335,7 +391,9 @@ def method_winner_lines(rows: Sequence[dict], layers: Sequence[int], labels: dic
         value = {(row["cell"], row["layer"]): row["mean"] for row in by_method}
         table = []
         for layer in layers:
-            ranked = sorted(((value[(m, layer)], m) for m in methods if m != "random" and (m, layer) in value), reverse=True)
+            ranked = sorted(
+                ((value[(m, layer)], m) for m in methods if m != "random" and (m, layer) in value), reverse=True
+            )
             if not ranked:
                 continue
             best, name = ranked[0]
@@ -343,13 +401,19 @@ def method_winner_lines(rows: Sequence[dict], layers: Sequence[int], labels: dic
             # against the best OTHER method: positive when the SAE leads, by how much
             others = [score for score, method in ranked if method != "sae_slot"]
             gap = "–" if sae is None or not others else f"{sae - others[0]:+.3f}"
-            table.append([f"layer {labels[layer]}", *[format_number(value.get((m, layer))) for m in methods],
-                          f"**{name}**", gap])
-        lines += ["", f"## Which method localizes the rule, per layer: {label}", "",
-                  f"Mean over the held-out cells ({', '.join(held_out)}) of each method's {label} (seed means). "
-                  "The winner excludes the random control; the last column is the supervised SAE's lead over the "
-                  "best other method (negative: it trails).", "",
-                  *markdown_table(["layer", *methods, "best", "sae_slot − best other"], table)]
+            table.append(
+                [f"layer {labels[layer]}", *[format_number(value.get((m, layer))) for m in methods], f"**{name}**", gap]
+            )
+        lines += [
+            "",
+            f"## Which method localizes the rule, per layer: {label}",
+            "",
+            f"Mean over the held-out cells ({', '.join(held_out)}) of each method's {label} (seed means). "
+            "The winner excludes the random control; the last column is the supervised SAE's lead over the "
+            "best other method (negative: it trails).",
+            "",
+            *markdown_table(["layer", *methods, "best", "sae_slot − best other"], table),
+        ]
     return lines
 
 
@@ -357,8 +421,15 @@ def method_winner_lines(rows: Sequence[dict], layers: Sequence[int], labels: dic
 # figures
 
 
-def plot_metric_by_layer(rows: Sequence[dict], metric: str, path, title: str, ylabel: str, n_layer: int | None,
-                         reference_lines: dict[str, float] | None = None) -> None:
+def plot_metric_by_layer(
+    rows: Sequence[dict],
+    metric: str,
+    path,
+    title: str,
+    ylabel: str,
+    n_layer: int | None,
+    reference_lines: dict[str, float] | None = None,
+) -> None:
     """One line per cell of ``metric``'s mean against depth (``row["blocks"]``, resolved), error
     bars = std across seeds (none where n < 2); cells are nudged sideways a little so their bars
     stay apart. The x axis shows every layer of ``rows``; a metric without any value still gets
@@ -378,9 +449,17 @@ def plot_metric_by_layer(rows: Sequence[dict], metric: str, path, title: str, yl
         spread = np.array([0.0 if row["std"] is None else row["std"] for row in curve], dtype=np.float64)
         axes.errorbar(x, mean, yerr=spread, marker="o", capsize=3, label=cell)
     if not cells:
-        axes.text(0.5, 0.5, f"no values: {metric} is missing or null in every run\n"
-                  "(null: a rate over zero prompts, e.g. an LM that never answers right)",
-                  transform=axes.transAxes, ha="center", va="center", fontsize=10, color="grey")
+        axes.text(
+            0.5,
+            0.5,
+            f"no values: {metric} is missing or null in every run\n"
+            "(null: a rate over zero prompts, e.g. an LM that never answers right)",
+            transform=axes.transAxes,
+            ha="center",
+            va="center",
+            fontsize=10,
+            color="grey",
+        )
     for label, value in (reference_lines or {}).items():
         axes.axhline(value, color="black", linestyle="--", linewidth=0.8)
         axes.annotate(label, (high + 0.25, value), ha="right", va="bottom", fontsize=8)
@@ -405,28 +484,60 @@ def write_figures(rows: Sequence[dict], directory, n_layer: int | None) -> dict[
         deepest = max((row["layer"] for row in rows if row["layer"] >= 0), default=0)
         rows = [{**row, "blocks": deepest + 1 if row["blocks"] is None else row["blocks"]} for row in rows]
     views = [
-        ("slot_accuracy", "SAE slot accuracy per cell against layer", "slot accuracy",
-         {"chance": 1 / 6, "seed OOD bar": SEED_OOD_SLOT_ACCURACY}),
-        ("margin_over_untrained_lm", "Slot accuracy margin over the untrained LM against layer", "SAE − untrained LM",
-         {"margin bar": MARGIN_OVER_UNTRAINED_LM, "no margin": 0.0}),
-        ("direction_ablation_selectivity", "Direction-ablation selectivity against layer", "selectivity",
-         {"none": 0.0}),
+        (
+            "slot_accuracy",
+            "SAE slot accuracy per cell against layer",
+            "slot accuracy",
+            {"chance": 1 / 6, "seed OOD bar": SEED_OOD_SLOT_ACCURACY},
+        ),
+        (
+            "margin_over_untrained_lm",
+            "Slot accuracy margin over the untrained LM against layer",
+            "SAE − untrained LM",
+            {"margin bar": MARGIN_OVER_UNTRAINED_LM, "no margin": 0.0},
+        ),
+        (
+            "direction_ablation_selectivity",
+            "Direction-ablation selectivity against layer",
+            "selectivity",
+            {"none": 0.0},
+        ),
     ]
     swaps = dict.fromkeys(row["metric"] for row in rows if row["metric"].startswith("swap_success"))
-    views += [(metric, f"Slot swap success ({metric.removeprefix('swap_success_')}) against layer",
-               "swap success (mean off-diagonal)", None) for metric in swaps]
+    views += [
+        (
+            metric,
+            f"Slot swap success ({metric.removeprefix('swap_success_')}) against layer",
+            "swap success (mean off-diagonal)",
+            None,
+        )
+        for metric in swaps
+    ]
     cells = list(dict.fromkeys(row["cell"] for row in rows))
     held_out = [cell for cell in cells if cell != "train"]
     for test, label in (("iia", "interchange accuracy (IIA)"), ("ablation_selectivity", "ablation selectivity")):
         extra = method_rows(rows, test, held_out)
         if extra:
             rows = [*rows, *extra]
-            views.append((f"{test}_held_out", f"Each method's {label}, mean over held-out cells, against layer",
-                          label, {"none": 0.0}))
+            views.append(
+                (
+                    f"{test}_held_out",
+                    f"Each method's {label}, mean over held-out cells, against layer",
+                    label,
+                    {"none": 0.0},
+                )
+            )
     written = {}
     for metric, title, ylabel, references in views:
         name = f"{metric.replace('=', '')}_by_layer.png"
-        plot_metric_by_layer(rows, metric, directory / name, title + " (error bars: std across seeds)", ylabel,
-                             n_layer, reference_lines=references)
+        plot_metric_by_layer(
+            rows,
+            metric,
+            directory / name,
+            title + " (error bars: std across seeds)",
+            ylabel,
+            n_layer,
+            reference_lines=references,
+        )
         written[title] = name
     return written

@@ -32,16 +32,16 @@ import numpy as np
 
 from biosae import layout
 from biosae.errors import BiosaeError
-from biosae.io import read_json, read_yaml
 from biosae.evaluation.layer_profile import mean_of_present
-from biosae.evaluation.metrics import ANSWERED_NONE
 from biosae.evaluation.method_summary import lookup
+from biosae.evaluation.metrics import ANSWERED_NONE
 from biosae.evaluation.report import markdown_table
+from biosae.io import read_json, read_yaml
 from biosae.rules import HARD_CELLS
 
-LM_TARGET = 0.80            # LM first-token accuracy on hard wordings, unseen persons
+LM_TARGET = 0.80  # LM first-token accuracy on hard wordings, unseen persons
 BAG_OF_WORDS_CEILING = 0.30  # the question text alone must not give the rule away
-SLOT_TARGET = 0.80           # SAE slot accuracy on the hard cells where the LM gets there
+SLOT_TARGET = 0.80  # SAE slot accuracy on the hard cells where the LM gets there
 
 
 @dataclass
@@ -74,8 +74,10 @@ def read_setting(directory: Path, name: str | None = None) -> list[SettingRun]:
     hook = int(read_json(hook_metrics)["layer"])
     config = read_yaml(directory / "config.yaml") if (directory / "config.yaml").is_file() else {}
     base_seed = (config or {}).get("seed")
-    seeds = [base_seed] + sorted(layout.seed_of(path.relative_to(directory))
-                                 for path in directory.glob(layout.lm_qa_accuracy(layout.sweep_lm_prefix("*"))))
+    seeds = [base_seed] + sorted(
+        layout.seed_of(path.relative_to(directory))
+        for path in directory.glob(layout.lm_qa_accuracy(layout.sweep_lm_prefix("*")))
+    )
     runs = []
     for seed in seeds:
         base = seed == base_seed
@@ -116,8 +118,11 @@ def causal_at(metrics: dict) -> dict:
     """The SAE slot's ablation selectivity and steering success (at its picked α), IIA, and the
     best other method's IIA, each a mean over the hard cells."""
     sae = lookup(metrics, "methods", "sae_slot") or {}
-    others = {name: mean_of_present(lookup(result, "interchange", cell, "iia") for cell in HARD_CELLS)
-              for name, result in (metrics.get("methods") or {}).items() if name not in ("sae_slot", "random")}
+    others = {
+        name: mean_of_present(lookup(result, "interchange", cell, "iia") for cell in HARD_CELLS)
+        for name, result in (metrics.get("methods") or {}).items()
+        if name not in ("sae_slot", "random")
+    }
     others = {name: value for name, value in others.items() if value is not None}
     best = max(others.items(), key=lambda item: item[1]) if others else (None, None)
     return {
@@ -125,15 +130,20 @@ def causal_at(metrics: dict) -> dict:
         "steering": mean_of_present(lookup(sae, "steering", cell, "mean_off_diagonal") for cell in HARD_CELLS),
         "alpha": sae.get("alpha"),
         "iia": mean_of_present(lookup(sae, "interchange", cell, "iia") for cell in HARD_CELLS),
-        "best_other": best[0], "best_other_iia": best[1],
+        "best_other": best[0],
+        "best_other_iia": best[1],
     }
 
 
 def study_row(run: SettingRun) -> dict:
     """The numbers of one setting at one seed (see the module docstring)."""
     hook = run.metrics_by_layer[run.hook_layer]
-    row = {"setting": run.setting, "seed": run.seed, "train_templates": run.train_templates,
-           "layers": sorted(run.metrics_by_layer)}
+    row = {
+        "setting": run.setting,
+        "seed": run.seed,
+        "train_templates": run.train_templates,
+        "layers": sorted(run.metrics_by_layer),
+    }
     for cell in HARD_CELLS:
         row[f"lm_first_token:{cell}"] = lookup(run.qa_accuracy, cell, "first_token")
         row[f"lm_exact:{cell}"] = lookup(run.qa_accuracy, cell, "exact")
@@ -152,8 +162,10 @@ def study_row(run: SettingRun) -> dict:
     unseen = HARD_CELLS[-1]
     row["meets_target"] = bool(
         (row[f"lm_first_token:{unseen}"] or 0) >= LM_TARGET
-        and row[f"bag_of_words:{unseen}"] is not None and row[f"bag_of_words:{unseen}"] <= BAG_OF_WORDS_CEILING
-        and (row[f"slot_accuracy:{unseen}"] or 0) >= SLOT_TARGET)
+        and row[f"bag_of_words:{unseen}"] is not None
+        and row[f"bag_of_words:{unseen}"] <= BAG_OF_WORDS_CEILING
+        and (row[f"slot_accuracy:{unseen}"] or 0) >= SLOT_TARGET
+    )
     return row
 
 
@@ -176,26 +188,40 @@ def across_seeds(rows: list[dict]) -> dict:
     The layer profile is averaged first and its peak taken after, so that the peak is the layer
     where the setting's mean selectivity is highest, not a different layer per seed.
     """
+
     def stats(values):
         values = [v for v in values if v is not None]
         if not values:
             return None
         return (float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None, len(values))
 
-    summary = {"setting": rows[0]["setting"], "seeds": [r["seed"] for r in rows],
-               "figures": {label: stats(read(r) for r in rows) for label, read in SEED_FIGURES}}
+    summary = {
+        "setting": rows[0]["setting"],
+        "seeds": [r["seed"] for r in rows],
+        "figures": {label: stats(read(r) for r in rows) for label, read in SEED_FIGURES},
+    }
     common = set.intersection(*(set(r["by_layer"]) for r in rows))
-    by_layer = {layer: {key: stats(r["by_layer"][layer][key] for r in rows)
-                        for key in ("selectivity", "steering", "iia", "best_other_iia")} for layer in common}
+    by_layer = {
+        layer: {
+            key: stats(r["by_layer"][layer][key] for r in rows)
+            for key in ("selectivity", "steering", "iia", "best_other_iia")
+        }
+        for layer in common
+    }
     measured = {layer: c for layer, c in by_layer.items() if c["selectivity"] is not None}
     summary["peak_layer"] = max(measured, key=lambda layer: measured[layer]["selectivity"][0]) if measured else None
     summary["peak"] = measured.get(summary["peak_layer"], {})
-    summary["peak_best_other"] = sorted({r["by_layer"][summary["peak_layer"]]["best_other"] for r in rows
-                                         if summary["peak_layer"] in r["by_layer"]} - {None})
-    lm, bag, slot = (summary["figures"][label] for label in
-                     ("LM first token, unseen", "bag of words, unseen", "SAE slot acc., unseen"))
-    summary["meets_target"] = bool(lm and bag and slot and lm[0] >= LM_TARGET
-                                   and bag[0] <= BAG_OF_WORDS_CEILING and slot[0] >= SLOT_TARGET)
+    summary["peak_best_other"] = sorted(
+        {r["by_layer"][summary["peak_layer"]]["best_other"] for r in rows if summary["peak_layer"] in r["by_layer"]}
+        - {None}
+    )
+    lm, bag, slot = (
+        summary["figures"][label]
+        for label in ("LM first token, unseen", "bag of words, unseen", "SAE slot acc., unseen")
+    )
+    summary["meets_target"] = bool(
+        lm and bag and slot and lm[0] >= LM_TARGET and bag[0] <= BAG_OF_WORDS_CEILING and slot[0] >= SLOT_TARGET
+    )
     return summary
 
 
@@ -223,36 +249,69 @@ def study_markdown(rows: list[dict]) -> list[str]:
         seed = "default seed" if row["seed"] is None else f"seed {row['seed']}"
         return f"{row['setting']} ({seed}, train wordings {row['train_templates']})"
 
-    lm = [[name(r), f"{_n(r[f'lm_first_token:{seen}'])} / {_n(r[f'lm_exact:{seen}'])}",
-           f"{_n(r[f'lm_first_token:{unseen}'])} / {_n(r[f'lm_exact:{unseen}'])}",
-           " · ".join(f"{key.replace('_', ' ')} {_n(value, '.2f')}"
-                      for key, value in (r[f"answered:{unseen}"] or {}).items()) or "–"]
-          for r in rows]
-    readout = [[name(r)] + [f"{_n(r[f'slot_accuracy:{cell}'])} ({_n(r[f'margin_over_untrained_lm:{cell}'], '+.3f')}"
-                            f" / {_n(r[f'margin_over_bag_of_words:{cell}'], '+.3f')})" for cell in HARD_CELLS]
-               + [_n(r[f"bag_of_words:{unseen}"]), _n(mean_of_present(r[f"faithfulness:{cell}"] for cell in HARD_CELLS))]
-               for r in rows]
+    lm = [
+        [
+            name(r),
+            f"{_n(r[f'lm_first_token:{seen}'])} / {_n(r[f'lm_exact:{seen}'])}",
+            f"{_n(r[f'lm_first_token:{unseen}'])} / {_n(r[f'lm_exact:{unseen}'])}",
+            " · ".join(
+                f"{key.replace('_', ' ')} {_n(value, '.2f')}" for key, value in (r[f"answered:{unseen}"] or {}).items()
+            )
+            or "–",
+        ]
+        for r in rows
+    ]
+    readout = [
+        [name(r)]
+        + [
+            f"{_n(r[f'slot_accuracy:{cell}'])} ({_n(r[f'margin_over_untrained_lm:{cell}'], '+.3f')}"
+            f" / {_n(r[f'margin_over_bag_of_words:{cell}'], '+.3f')})"
+            for cell in HARD_CELLS
+        ]
+        + [_n(r[f"bag_of_words:{unseen}"]), _n(mean_of_present(r[f"faithfulness:{cell}"] for cell in HARD_CELLS))]
+        for r in rows
+    ]
     causal = []
     for r in rows:
         hook, peak = r["hook"], r["peak"] or {}
-        causal.append([name(r), f"{_n(hook['selectivity'])} / {_n(hook['steering'])} / {_n(hook['iia'])}",
-                       _layer(r["peak_layer"]),
-                       f"{_n(peak.get('selectivity'))} / {_n(peak.get('steering'))} / {_n(peak.get('iia'))}",
-                       f"{peak.get('best_other') or '–'} {_n(peak.get('best_other_iia'))}"])
+        causal.append(
+            [
+                name(r),
+                f"{_n(hook['selectivity'])} / {_n(hook['steering'])} / {_n(hook['iia'])}",
+                _layer(r["peak_layer"]),
+                f"{_n(peak.get('selectivity'))} / {_n(peak.get('steering'))} / {_n(peak.get('iia'))}",
+                f"{peak.get('best_other') or '–'} {_n(peak.get('best_other_iia'))}",
+            ]
+        )
     lines = [
         "LM accuracy on the held-out hard wordings (first token / exact; every row of the cell), and what "
-        "its first answer token names on unseen persons:", "",
-        *markdown_table(["setting", f"{seen}", f"{unseen}", f"{unseen}: the LM answers"], lm), "",
+        "its first answer token names on unseen persons:",
+        "",
+        *markdown_table(["setting", f"{seen}", f"{unseen}", f"{unseen}: the LM answers"], lm),
+        "",
         "SAE slot accuracy at the seed's hook (margin over the untrained-LM SAE / over bag-of-words), "
         "bag-of-words itself, and faithfulness (the argmax slot names the attribute the LM answered, where "
-        "it answered another one; mean of the hard cells):", "",
-        *markdown_table(["setting", f"slot acc. {seen}", f"slot acc. {unseen}", f"bag of words {unseen}",
-                         "faithfulness"], readout), "",
+        "it answered another one; mean of the hard cells):",
+        "",
+        *markdown_table(
+            ["setting", f"slot acc. {seen}", f"slot acc. {unseen}", f"bag of words {unseen}", "faithfulness"], readout
+        ),
+        "",
         "Causal tests of the SAE slots (mean of the hard cells): ablation selectivity / steering success at "
         "the α picked on the train cell / interchange accuracy, at the seed's hook and at the layer where "
-        "selectivity peaks, with the best other method's IIA there:", "",
-        *markdown_table(["setting", "seed's hook: sel. / steer / IIA", "peak layer", "peak: sel. / steer / IIA",
-                         "best other method's IIA at the peak"], causal), "",
+        "selectivity peaks, with the best other method's IIA there:",
+        "",
+        *markdown_table(
+            [
+                "setting",
+                "seed's hook: sel. / steer / IIA",
+                "peak layer",
+                "peak: sel. / steer / IIA",
+                "best other method's IIA at the peak",
+            ],
+            causal,
+        ),
+        "",
     ]
     by_setting: dict[str, list[dict]] = {}
     for r in rows:
@@ -261,33 +320,50 @@ def study_markdown(rows: list[dict]) -> list[str]:
     if repeated:
         header = ["figure (mean of the hard cells where not said)"] + [
             f"{s['setting']}: mean ± sd of seeds {', '.join('default' if x is None else str(x) for x in s['seeds'])}"
-            for s in repeated]
+            for s in repeated
+        ]
         table = [[label] + [_pm(s["figures"][label]) for s in repeated] for label, _ in SEED_FIGURES]
         table.append(["layer where mean selectivity peaks"] + [_layer(s["peak_layer"]) for s in repeated])
-        for key, label in (("selectivity", "selectivity"), ("steering", "steering"), ("iia", "IIA"),
-                           ("best_other_iia", "best other method's IIA")):
+        for key, label in (
+            ("selectivity", "selectivity"),
+            ("steering", "steering"),
+            ("iia", "IIA"),
+            ("best_other_iia", "best other method's IIA"),
+        ):
             table.append([f"at the peak: {label}"] + [_pm(s["peak"].get(key)) for s in repeated])
         table.append(["best other method (per seed)"] + [", ".join(s["peak_best_other"]) or "–" for s in repeated])
-        lines += ["Settings run with several seeds (each seed its own LM and SAEs; unseen = unseen persons' hard "
-                  "wordings):", "", *markdown_table(header, table), ""]
+        lines += [
+            "Settings run with several seeds (each seed its own LM and SAEs; unseen = unseen persons' hard wordings):",
+            "",
+            *markdown_table(header, table),
+            "",
+        ]
         met_on_average = [s["setting"] for s in repeated if s["meets_target"]]
-        lines += [f"On the mean over seeds the target is {'met by ' + ', '.join(met_on_average) if met_on_average else 'met by none of them'}.", ""]
+        lines += [
+            f"On the mean over seeds the target is {'met by ' + ', '.join(met_on_average) if met_on_average else 'met by none of them'}.",
+            "",
+        ]
     met = [r for r in rows if r["meets_target"]]
     if met:
-        lines.append("Target met (LM ≥ 0.80 on unseen persons' hard wordings, bag-of-words ≤ 0.30, SAE slot "
-                     "accuracy ≥ 0.80) by: " + ", ".join(name(r) for r in met) + ".")
+        lines.append(
+            "Target met (LM ≥ 0.80 on unseen persons' hard wordings, bag-of-words ≤ 0.30, SAE slot "
+            "accuracy ≥ 0.80) by: " + ", ".join(name(r) for r in met) + "."
+        )
     else:
         best = max(rows, key=lambda r: r[f"lm_first_token:{unseen}"] or 0)
-        lines.append(f"No setting meets the target (LM ≥ {LM_TARGET:.2f} on unseen persons' hard wordings, "
-                     f"bag-of-words ≤ {BAG_OF_WORDS_CEILING:.2f}, SAE slot accuracy ≥ {SLOT_TARGET:.2f}). The "
-                     f"closest is {name(best)}: LM {_n(best[f'lm_first_token:{unseen}'])}, SAE slot accuracy "
-                     f"{_n(best[f'slot_accuracy:{unseen}'])}, bag-of-words {_n(best[f'bag_of_words:{unseen}'])}.")
+        lines.append(
+            f"No setting meets the target (LM ≥ {LM_TARGET:.2f} on unseen persons' hard wordings, "
+            f"bag-of-words ≤ {BAG_OF_WORDS_CEILING:.2f}, SAE slot accuracy ≥ {SLOT_TARGET:.2f}). The "
+            f"closest is {name(best)}: LM {_n(best[f'lm_first_token:{unseen}'])}, SAE slot accuracy "
+            f"{_n(best[f'slot_accuracy:{unseen}'])}, bag-of-words {_n(best[f'bag_of_words:{unseen}'])}."
+        )
     return lines
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("settings", nargs="+", help="finished setting directories, each DIR or NAME=DIR")
     parser.add_argument("--out", type=Path, help="write the markdown here (default: print it)")
     args = parser.parse_args(argv)

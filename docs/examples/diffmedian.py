@@ -29,10 +29,10 @@ def fit_diffmedian(inputs: FitInputs) -> SubspaceMethod:
     unit = unit_rows(directions)
     return SubspaceMethod(
         "diffmedian",
-        basis=directions,                # interchange swaps the component in their span
+        basis=directions,  # interchange swaps the component in their span
         ablation_directions=directions,  # ablating rule r projects w_r out
-        rule_means=medians,              # steering A -> B moves from m_A towards m_B
-        readout_weights=unit,            # detection: argmax_r w_r/|w_r| . (h - c)
+        rule_means=medians,  # steering A -> B moves from m_A towards m_B
+        readout_weights=unit,  # detection: argmax_r w_r/|w_r| . (h - c)
         readout_bias=-(unit @ medians.mean(dim=0)),
         steerable=True,
     )

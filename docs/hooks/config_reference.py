@@ -27,7 +27,9 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
 
 def _text(text: str) -> str:
     """Plain schema text made safe inside a Markdown table cell (``<rule>`` is not an HTML tag)."""
-    return " ".join(str(text).split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    return (
+        " ".join(str(text).split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    )
 
 
 def _value(value) -> str:
@@ -56,8 +58,15 @@ def type_text(schema: dict) -> str:
         return "one of " + ", ".join(_code(value) for value in schema["enum"])
     kinds = schema.get("type", [])
     kinds = [kinds] if isinstance(kinds, str) else list(kinds)
-    words = {"integer": "integer", "number": "number", "string": "string", "boolean": "boolean",
-             "array": "list", "object": "mapping", "null": "`null`"}
+    words = {
+        "integer": "integer",
+        "number": "number",
+        "string": "string",
+        "boolean": "boolean",
+        "array": "list",
+        "object": "mapping",
+        "null": "`null`",
+    }
     text = " or ".join(words.get(kind, kind) for kind in kinds) or "any"
     bounds = []
     for key, sign in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<")):
@@ -132,5 +141,7 @@ def on_page_markdown(markdown, page, config, files):
     if MARKER not in markdown:
         from mkdocs.exceptions import PluginError
 
-        raise PluginError(f"docs/{PAGE}: the marker line {MARKER} is missing (the generated config reference goes there)")
+        raise PluginError(
+            f"docs/{PAGE}: the marker line {MARKER} is missing (the generated config reference goes there)"
+        )
     return markdown.replace(MARKER, reference_markdown(load_schema()))

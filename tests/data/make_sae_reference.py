@@ -45,8 +45,9 @@ def reference_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def supervised_config() -> SAEConfig:
-    return SAEConfig(d_model=16, value_vocab_sizes=[3] * 6, epochs=3, batch_size=32, validation_fraction=0.25,
-                     lr=3e-3, seed=7)
+    return SAEConfig(
+        d_model=16, value_vocab_sizes=[3] * 6, epochs=3, batch_size=32, validation_fraction=0.25, lr=3e-3, seed=7
+    )
 
 
 def topk_config() -> TopKSAEConfig:
