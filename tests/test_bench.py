@@ -282,3 +282,20 @@ def test_profile_runs_keep_the_lm_and_plan_everything_after_it(tiny_pipeline, tm
     )
     value, shown = layer_profile_figure(bench.Pipeline(stages=[], profile_runs=runs))
     assert value == 1.1 and shown.startswith("1.10× wall time")
+
+
+def test_compare_metrics_flags_what_moved_beyond_the_tolerance(tmp_path, capsys):
+    from bench.compare_metrics import main as compare
+
+    metrics = {"layer": 1, "cells": {"train": {"iia": 0.5, "n": 24}}, "verdict": "PASS", "curve": [0.1, 0.2]}
+    for run, iia in (("a", 0.5), ("b", 0.5 + 5e-7), ("c", 0.5 + 2e-6)):
+        path = tmp_path / run / "sweep" / "seed_0" / "layer_1" / "eval" / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({**metrics, "cells": {"train": {"iia": iia, "n": 24}}}))
+    assert compare([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert compare([str(tmp_path / "a"), str(tmp_path / "c")]) == 1
+    assert "sweep/seed_0/layer_1/eval/metrics.json: .cells.train.iia: 0.5 != 0.500002" in capsys.readouterr().out
+    (tmp_path / "c" / "extra" / "eval").mkdir(parents=True)
+    (tmp_path / "c" / "extra" / "eval" / "metrics.json").write_text("{}")
+    assert compare([str(tmp_path / "a"), str(tmp_path / "c"), "--tolerance", "1e-5"]) == 1
+    assert "extra/eval/metrics.json: only in B" in capsys.readouterr().out
