@@ -267,7 +267,12 @@ def test_report_builds_with_figures_and_summary(tiny_pipeline, tmp_path):
         ("training", "lr_typo", 0.1, "config key training.lr_typo: unknown key"),
         ("dataset", "num_persons", 10**9, "config key dataset.num_persons: 1000000000 is more than"),
         ("model", "n_layer", 0, "config key model.n_layer: 0 is less than the minimum of 1"),
-        ("methods", "names", ["sae_slot", "pca"], "config key methods.names.1: 'pca' is not one of"),
+        (
+            "methods",
+            "names",
+            ["sae_slot", "pca"],
+            "config key methods.names: unknown method 'pca' (known: sae_slot, diffmean",
+        ),
         (
             "methods",
             "das",
