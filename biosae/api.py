@@ -32,6 +32,7 @@ not opened here).
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,13 +58,17 @@ def open_run(results_dir: str | Path = layout.RESULTS, device=None) -> Run:
 
 
 def _rule_index(rule) -> int:
-    """A rule given by name (biosae.rules.RULES) or index."""
+    """A rule given by name (biosae.rules.RULES) or index (an int or a numpy integer)."""
     if isinstance(rule, str):
         if rule not in RULES:
             raise BiosaeError(f"rule {rule!r}: not one of {', '.join(RULES)}")
         return RULES.index(rule)
-    if isinstance(rule, int) and 0 <= rule < len(RULES):
-        return rule
+    try:
+        index = operator.index(rule)
+    except TypeError:
+        index = -1
+    if 0 <= index < len(RULES):
+        return index
     raise BiosaeError(f"rule {rule!r}: give a rule name ({', '.join(RULES)}) or an index 0..{len(RULES) - 1}")
 
 
@@ -283,7 +288,9 @@ class Run:
         weight ``alpha``, error term kept: the ``sae_slot`` method's steering edit (the
         evaluation's slot swap) at ``layer``, at the answer position. The slot moved from is the
         question's read slot (:meth:`read_slots`), or ``from_rules[i]`` when given (the pipeline's
-        tests move from the asked rule)."""
+        tests move from the asked rule). The edit applies at the prompt's last position (the answer
+        position) only, which gives the first answer token the pipeline's tests score; later tokens
+        are decoded greedily after it, unedited, seeing the edit through attention."""
         return self.method("sae_slot", layer).steer(questions, rule, alpha, from_rules, max_tokens)
 
     def method(self, name: str, layer: int | None = None) -> MethodAtLayer:
