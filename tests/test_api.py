@@ -225,6 +225,8 @@ def test_every_method_is_reachable_and_fitted_as_the_pipeline_fits_it(tiny_pipel
     its edits give answers."""
     layer = 1
     metrics = metrics_of(tiny_pipeline, run, layer)
+    assert run.metrics(layer) == metrics
+    assert run.metrics() == json.loads((tiny_pipeline / layout.eval_metrics("")).read_text())
     index = run.qa_rows()
     questions = list(index["question"])
     rules = index["rule_idx"].to_numpy()
