@@ -156,49 +156,41 @@ def measure_das_layers(run_dir: Path) -> LayerSeconds:
 
 def measure_method_tests_layers(run_dir: Path) -> LayerSeconds:
     """The evaluate_methods job's work, layer by layer as the job does it
-    (workflow_scripts/evaluate_methods.py): each layer's activations and trained methods read and
+    (biosae.evaluation.method_layers): each layer's activations and trained methods read and
     every method but the SAE tested, with the LM, every cell's sample and prompt cache, which every
     layer shares, loaded and built once and timed apart."""
-    from biosae.evaluation.evaluate import answered_rules, ordered_cells
-    from biosae.evaluation.method_tests import cell_samples, evaluate_methods, load_trained_methods
-    from biosae.lm.activations import load_activation_table
+    from biosae.evaluation.method_layers import LayerMethodTests
     from biosae.lm.model import load_model_dir, pick_device
 
     config, layers, seed_layer = _profile(run_dir)
-    names, section, seed = config["methods"]["names"], config["evaluate"], config["seed"]
-    index_path = run_dir / layout.activation_index("")
+    names, section = config["methods"]["names"], config["evaluate"]
     seconds = {}
     with one_thread():
         start = time.perf_counter()
         model, tokenizer = load_model_dir(run_dir / layout.lm_final(""), pick_device())
-        shared_seconds, samples, answered = time.perf_counter() - start, None, None
+        tests_of = LayerMethodTests(
+            model,
+            tokenizer,
+            run_dir / layout.activation_index(""),
+            names,
+            section["max_prompts_per_cell"],
+            section["swap_alphas"],
+            config["seed"],
+            das_dir=(lambda layer: run_dir / layout.das_dir("", layer)) if "das" in names else None,
+            topk_sae_dir=(lambda layer: run_dir / layout.topk_sae_dir("", layer))
+            if "sae_unsupervised" in names
+            else None,
+        )
+        shared_seconds = time.perf_counter() - start
         for layer in layers:
             start = time.perf_counter()
-            activations, index = load_activation_table(run_dir / layout.activation_file("", layer), index_path)
-            if samples is None:
+            activations, index = tests_of.load_layer(layer)
+            if tests_of.samples is None:
                 built = time.perf_counter()
-                samples = cell_samples(
-                    model, tokenizer, index, ordered_cells(index), section["max_prompts_per_cell"], seed
-                )
-                answered = answered_rules(index)
+                tests_of.build_shared(index)
                 shared_seconds += time.perf_counter() - built
                 start += time.perf_counter() - built
-            trained, fit = load_trained_methods(
-                run_dir / layout.das_dir("", layer) if "das" in names else None,
-                run_dir / layout.topk_sae_dir("", layer) if "sae_unsupervised" in names else None,
-            )
-            evaluate_methods(
-                samples,
-                layer,
-                activations,
-                index,
-                names,
-                alphas=section["swap_alphas"],
-                seed=seed,
-                answered_rule=answered,
-                fit=fit,
-                **trained,
-            )
+            tests_of.test_layer(layer, activations, index)
             seconds[layer] = time.perf_counter() - start
     say(
         "[pipeline] every method but the SAE tested in process: "
