@@ -9,7 +9,8 @@ from biosae.lm.layers import block_count, profile_layers
 
 DEFAULT_SEED = config["seed"]
 DEFAULT_LAYER = config["activations"]["layer"]
-PROFILE_LAYERS = profile_layers(config, block_count(config["model"]))
+N_BLOCKS = block_count(config["model"])
+PROFILE_LAYERS = profile_layers(config, N_BLOCKS)
 
 
 wildcard_constraints:
@@ -134,6 +135,12 @@ def question_files():
     for index, path in enumerate(config["evaluate"]["extra_questions"]):
         files[f"extra_{index}"] = path
     return files
+
+
+def run_targets():
+    """The files this invocation is asked to make: rule all's inputs, or the files named on the
+    command line (Snakemake's DAG knows them; an empty list where it does not)."""
+    return getattr(getattr(workflow, "dag", None), "derived_targetfiles", None) or []
 
 
 def all_targets():
