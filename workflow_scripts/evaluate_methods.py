@@ -10,7 +10,7 @@ from biosae import layout
 from biosae.evaluation.evaluate import answered_rules, ordered_cells
 from biosae.evaluation.method_tests import cell_samples, evaluate_methods, load_trained_methods
 from biosae.io import write_json
-from biosae.lm.activations import load_activation_table
+from biosae.lm.activations import load_activation_tables
 from biosae.lm.model import load_model_dir, pick_device
 
 smk = snakemake  # noqa: F821
@@ -24,8 +24,10 @@ with rule_context(smk) as log:
         # of each layer beside the seed hook's (rules/methods.smk says why those are the inputs).
         layer = layout.layer_of(path)
         name = layout.layer_name(layer)
-        activations, index = load_activation_table(
-            layout.activation_file_beside(smk.input.index, layer), smk.input.index
+        # the extra questions' rows (evaluate.extra_questions) after the shipped ones
+        indexes = [smk.input.index] + ([extra] if (extra := getattr(smk.input, "extra_index", None)) else [])
+        activations, index = load_activation_tables(
+            *[(layout.activation_file_beside(path, layer), path) for path in indexes]
         )
         if samples is None:
             samples = cell_samples(model, tokenizer, index, ordered_cells(index), section["max_prompts_per_cell"], seed)
