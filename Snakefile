@@ -44,3 +44,17 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# The end of a run: what the default run found and which files to open, or each failed job's log
+# (biosae/evaluation/run_end.py; imported here, not at the top, so that no job pays for it).
+onsuccess:
+    from biosae.evaluation.run_end import print_run_end
+
+    print_run_end(run_targets(), DEFAULT_SEED, DEFAULT_LAYER, PROFILE_LAYERS, N_BLOCKS)
+
+
+onerror:
+    from biosae.evaluation.run_end import print_failed_job_logs
+
+    print_failed_job_logs(log)

@@ -151,6 +151,11 @@ def lm_qa_accuracy(lmrun: str) -> str:
     return f"{RESULTS}/{lmrun}lm/qa_accuracy.json"
 
 
+def extra_qa_accuracy(lmrun: str) -> str:
+    """The LM's greedy QA accuracy on the ``evaluate.extra_questions`` cells, as :func:`lm_qa_accuracy`'s."""
+    return f"{RESULTS}/{lmrun}lm/extra_qa_accuracy.json"
+
+
 def untrained_lm(lmrun: str) -> str:
     """The untrained baseline LM: the trained LM's architecture and tokenizer, random weights."""
     return f"{RESULTS}/{lmrun}{UNTRAINED_LM}model"
@@ -164,6 +169,18 @@ def activation_file(lmrun: str, layer: int | str, lm: str = TRAINED_LM) -> str:
 def activation_index(lmrun: str, lm: str = TRAINED_LM) -> str:
     """The rows of every layer's activation file: cell, rule, person, wording, answer."""
     return f"{RESULTS}/{lmrun}{lm}activations/index.csv"
+
+
+def extra_activation_file(lmrun: str, layer: int | str, lm: str = TRAINED_LM) -> str:
+    """The answer-position activations of the ``evaluate.extra_questions`` rows at one profile layer:
+    files of their own, so that adding a question file retrains nothing (the trainings read
+    :func:`activation_file`)."""
+    return f"{RESULTS}/{lmrun}{lm}activations/extra_questions/{layer_name(layer)}.safetensors"
+
+
+def extra_activation_index(lmrun: str, lm: str = TRAINED_LM) -> str:
+    """The rows of every layer's extra-questions activation file, as :func:`activation_index`'s."""
+    return f"{RESULTS}/{lmrun}{lm}activations/extra_questions/index.csv"
 
 
 def activation_file_beside(index: str | Path, layer: int | str) -> Path:

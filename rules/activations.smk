@@ -48,3 +48,31 @@ use rule activations as untrained_activations with:
     # untrained LM's chain and evaluate_methods are the two paths every evaluate waits for: each
     # gets a priority over the trained SAE, which is short.
     threads: 1
+
+
+# The rows of evaluate.extra_questions, apart: the trainings read the index of the shipped rows
+# only, so that a question file added to a finished run is scored by what is trained.
+use rule activations as extra_activations with:
+    input:
+        unpack(extra_question_inputs),
+        model=layout.lm_final("{lmrun}"),
+    output:
+        layers=per_layer(lambda layer: layout.extra_activation_file("{lmrun}", layer)),
+        index=layout.extra_activation_index("{lmrun}"),
+    log:
+        layout.log("{lmrun}", "extra_activations"),
+    benchmark:
+        layout.benchmark("{lmrun}", "extra_activations")
+
+
+use rule activations as untrained_extra_activations with:
+    input:
+        unpack(extra_question_inputs),
+        model=layout.untrained_lm("{lmrun}"),
+    output:
+        layers=per_layer(lambda layer: layout.extra_activation_file("{lmrun}", layer, layout.UNTRAINED_LM)),
+        index=layout.extra_activation_index("{lmrun}", layout.UNTRAINED_LM),
+    log:
+        layout.log("{lmrun}", "untrained_extra_activations"),
+    benchmark:
+        layout.benchmark("{lmrun}", "untrained_extra_activations")

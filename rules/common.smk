@@ -9,7 +9,8 @@ from biosae.lm.layers import block_count, profile_layers
 
 DEFAULT_SEED = config["seed"]
 DEFAULT_LAYER = config["activations"]["layer"]
-PROFILE_LAYERS = profile_layers(config, block_count(config["model"]))
+N_BLOCKS = block_count(config["model"])
+PROFILE_LAYERS = profile_layers(config, N_BLOCKS)
 
 
 wildcard_constraints:
@@ -127,13 +128,49 @@ def dataset_inputs():
 
 
 def question_files():
-    """Every QA file whose rows get activations and are evaluated, each row's cell in its 'split'."""
+    """The shipped QA files, whose rows get activations that the trainings read and are evaluated,
+    each row's cell in its 'split'."""
     files = {"qa_train": layout.dataset_file("qa_train"), "qa_test": layout.dataset_file("qa_test")}
     if config["evaluate"]["hard_questions"]:
         files["qa_hard"] = layout.dataset_file("qa_hard")
-    for index, path in enumerate(config["evaluate"]["extra_questions"]):
-        files[f"extra_{index}"] = path
     return files
+
+
+def extra_question_files():
+    """The user's question files (evaluate.extra_questions), a cell each: activations of their own,
+    scored by the trained SAEs and methods, so that adding one retrains nothing."""
+    return {f"extra_{index}": path for index, path in enumerate(config["evaluate"]["extra_questions"])}
+
+
+def extra_question_inputs(wildcards):
+    return extra_question_files()
+
+
+def extra_method_inputs(wildcards):
+    """evaluate_methods' extra-questions activations (their index; the layer files lie beside it)."""
+    if not extra_question_files():
+        return {}
+    return {"extra_index": layout.extra_activation_index(wildcards.lmrun)}
+
+
+def extra_evaluation_inputs(wildcards):
+    """A (seed, layer) run's extra-questions files: its layer's activations of both LMs and the QA accuracy."""
+    if not extra_question_files():
+        return {}
+    lmrun, layer = run_lm(wildcards), run_layer(wildcards)
+    return {
+        "extra_activations": layout.extra_activation_file(lmrun, layer),
+        "extra_index": layout.extra_activation_index(lmrun),
+        "untrained_extra_activations": layout.extra_activation_file(lmrun, layer, layout.UNTRAINED_LM),
+        "untrained_extra_index": layout.extra_activation_index(lmrun, layout.UNTRAINED_LM),
+        "extra_qa_accuracy": layout.extra_qa_accuracy(lmrun),
+    }
+
+
+def run_targets():
+    """The files this invocation is asked to make: rule all's inputs, or the files named on the
+    command line (Snakemake's DAG knows them; an empty list where it does not)."""
+    return getattr(getattr(workflow, "dag", None), "derived_targetfiles", None) or []
 
 
 def all_targets():

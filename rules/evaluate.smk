@@ -1,5 +1,6 @@
 rule evaluate:
     input:
+        unpack(extra_evaluation_inputs),
         model=lm_dir,
         qa_accuracy=lm_qa_accuracy,
         lm_log=lm_train_log,

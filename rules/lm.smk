@@ -49,6 +49,18 @@ rule lm_qa_accuracy:
         "../workflow_scripts/lm_qa_accuracy.py"
 
 
+use rule lm_qa_accuracy as extra_lm_qa_accuracy with:
+    input:
+        unpack(extra_question_inputs),
+        model=layout.lm_final("{lmrun}"),
+    output:
+        layout.extra_qa_accuracy("{lmrun}"),
+    log:
+        layout.log("{lmrun}", "extra_lm_qa_accuracy"),
+    benchmark:
+        layout.benchmark("{lmrun}", "extra_lm_qa_accuracy")
+
+
 rule untrained_lm:
     input:
         model=layout.lm_final("{lmrun}"),

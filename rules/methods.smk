@@ -76,6 +76,7 @@ rule train_unsupervised_sae:
 rule evaluate_methods:
     input:
         unpack(trained_method_inputs),
+        unpack(extra_method_inputs),
         model=layout.lm_final("{lmrun}"),
         index=layout.activation_index("{lmrun}"),
     output:

@@ -72,3 +72,17 @@ def load_question_files(files: dict) -> list[dict]:
         loaded = read_jsonl(path)
         rows.extend(validate_extra_rows(path, loaded, _row_line_numbers(path)) if key.startswith("extra_") else loaded)
     return rows
+
+
+def check_extra_words(files: dict, unknown_word) -> None:
+    """Every question and answer of the user question files among ``files`` (keys ``extra_<i>``)
+    uses words the LM knows: ``unknown_word(text)`` gives the first word of ``text`` the LM's
+    tokenizer has no token for, or None. An unknown word is one line naming the file and line."""
+    for key, path in files.items():
+        if not key.startswith("extra_"):
+            continue
+        for line, row in zip(_row_line_numbers(path), read_jsonl(path)):
+            for field in ("question", "answer"):
+                word = unknown_word(row[field])
+                if word is not None:
+                    raise BiosaeError(f"{path}:{line}: the {field}'s word {word!r} is not in the LM's vocabulary")

@@ -23,7 +23,7 @@ from biosae.evaluation.comparison import readout_tests
 from biosae.evaluation.edits import project_out, slot_direction
 from biosae.evaluation.method_tests import SAE_METHOD, causal_tests, cell_samples
 from biosae.io import read_json
-from biosae.lm.activations import load_activation_table
+from biosae.lm.activations import load_activation_tables
 from biosae.lm.model import load_model_dir, pick_device
 from biosae.methods.pairs import person_answer_tokens
 from biosae.methods.sae_slot import SaeSlotMethod
@@ -66,13 +66,25 @@ def load_evaluation_inputs(
     layer: int,
     methods,
     method_tests=None,
+    extra_activations=None,
+    extra_index=None,
+    untrained_extra_activations=None,
+    untrained_extra_index=None,
+    extra_qa_accuracy=None,
 ) -> EvaluationInputs:
     """Everything one evaluation reads, from the files of a run (the evaluate rule's inputs; the
     benchmark times evaluate in-process from the same files). ``method_tests``: the JSON file of
-    the other methods' tests at this layer (rule evaluate_methods); None: set them before evaluating."""
+    the other methods' tests at this layer (rule evaluate_methods); None: set them before evaluating.
+    The ``extra_`` files: the evaluate.extra_questions rows' activations of both LMs and the LM's QA
+    accuracy on them, joined after the shipped rows' (None: no extra questions)."""
     model, tokenizer = load_model_dir(model_dir, pick_device())
-    trained, table = load_activation_table(activations, index)
-    untrained, untrained_table = load_activation_table(untrained_activations, untrained_index)
+    trained, table = load_activation_tables((activations, index), *_present((extra_activations, extra_index)))
+    untrained, untrained_table = load_activation_tables(
+        (untrained_activations, untrained_index), *_present((untrained_extra_activations, untrained_extra_index))
+    )
+    accuracy = read_json(qa_accuracy)
+    if extra_qa_accuracy is not None:
+        accuracy.update(read_json(extra_qa_accuracy))
     return EvaluationInputs(
         model=model,
         tokenizer=tokenizer,
@@ -84,10 +96,15 @@ def load_evaluation_inputs(
         untrained_sae=load_sae(untrained_sae_dir),
         untrained_activations=untrained,
         untrained_index=untrained_table,
-        qa_accuracy=read_json(qa_accuracy),
+        qa_accuracy=accuracy,
         method_names=tuple(methods),
         method_tests=read_json(method_tests) if method_tests is not None else {},
     )
+
+
+def _present(*tables) -> list[tuple]:
+    """The (activations, index) pairs whose files are given."""
+    return [table for table in tables if table[1] is not None]
 
 
 def ordered_cells(index) -> list[str]:

@@ -45,23 +45,55 @@ def layer_key(layer: int, n_layer: int | None) -> float:
     return float(n_layer if layer == -1 and n_layer is not None else (1e9 if layer == -1 else layer))
 
 
+def profile_rows(metrics_by_layer: list[dict], n_layer: int | None) -> list[dict]:
+    """profile_row of each layer's metrics, in the order of the layers (-1 last)."""
+    return sorted((profile_row(m) for m in metrics_by_layer), key=lambda r: layer_key(r["layer"], n_layer))
+
+
+def layer_label(layer: int, n_layer: int | None, default_layer: int) -> str:
+    """A layer as the profile names it: -1 with its block count, and the seed's hook marked."""
+    text = f"{n_layer} (-1)" if layer == -1 and n_layer is not None else str(layer)
+    return text + (" ← seed's hook" if layer == default_layer else "")
+
+
+def peak_sentence(rows: list[dict], n_layer: int | None, default_layer: int) -> str | None:
+    """Where the SAE's causal effect (ablation selectivity) peaks among ``rows``, and the SAE against
+    the best other method there by each score; None when no layer measured the SAE's selectivity."""
+    sae_rows = [r for r in rows if (r["methods"].get("sae_slot") or {}).get("selectivity") is not None]
+    if not sae_rows:
+        return None
+    peak = max(sae_rows, key=lambda r: r["methods"]["sae_slot"]["selectivity"])
+    sae = peak["methods"]["sae_slot"]
+    others = {m: s for m, s in peak["methods"].items() if m not in ("sae_slot", "random")}
+    line = (
+        f"The SAE's causal effect peaks at layer {layer_label(peak['layer'], n_layer, default_layer)}: "
+        f"ablation selectivity {_number(sae['selectivity'])}, IIA {_number(sae['iia'])}."
+    )
+    for score, what in (("selectivity", "ablation selectivity"), ("iia", "IIA")):
+        ranked = [(s[score], m) for m, s in others.items() if s[score] is not None]
+        if ranked and sae[score] is not None:
+            value, name = max(ranked)
+            relation = "ahead of" if sae[score] >= value else "behind"
+            line += (
+                f" By {what} there the best other method is {name} ({_number(value)}): the SAE is "
+                f"{abs(sae[score] - value):.3f} {relation} it."
+            )
+    return line
+
+
 def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_layer: int) -> list[str]:
     """Markdown lines: a table with a row per layer, then where the SAE's causal effect peaks."""
-    rows = sorted((profile_row(m) for m in metrics_by_layer), key=lambda r: layer_key(r["layer"], n_layer))
+    rows = profile_rows(metrics_by_layer, n_layer)
     if len(rows) < 2:
         return []
     methods = list(dict.fromkeys(name for row in rows for name in row["methods"]))
-
-    def label(layer):
-        text = f"{n_layer} (-1)" if layer == -1 and n_layer is not None else str(layer)
-        return text + (" ← seed's hook" if layer == default_layer else "")
 
     table = []
     for row in rows:
         scores = row["methods"]
         table.append(
             [
-                label(row["layer"]),
+                layer_label(row["layer"], n_layer, default_layer),
                 _number(row["slot_accuracy"]),
                 _number(row["margin_over_untrained_lm"]),
                 _number(row["faithfulness"]),
@@ -90,23 +122,7 @@ def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_l
             table,
         ),
     ]
-    sae_rows = [r for r in rows if (r["methods"].get("sae_slot") or {}).get("selectivity") is not None]
-    if sae_rows:
-        peak = max(sae_rows, key=lambda r: r["methods"]["sae_slot"]["selectivity"])
-        sae = peak["methods"]["sae_slot"]
-        others = {m: s for m, s in peak["methods"].items() if m not in ("sae_slot", "random")}
-        line = (
-            f"\nThe SAE's causal effect peaks at layer {label(peak['layer'])}: ablation selectivity "
-            f"{_number(sae['selectivity'])}, IIA {_number(sae['iia'])}."
-        )
-        for score, what in (("selectivity", "ablation selectivity"), ("iia", "IIA")):
-            ranked = [(s[score], m) for m, s in others.items() if s[score] is not None]
-            if ranked and sae[score] is not None:
-                value, name = max(ranked)
-                relation = "ahead of" if sae[score] >= value else "behind"
-                line += (
-                    f" By {what} there the best other method is {name} ({_number(value)}): the SAE is "
-                    f"{abs(sae[score] - value):.3f} {relation} it."
-                )
-        lines.append(line)
+    peak = peak_sentence(rows, n_layer, default_layer)
+    if peak:
+        lines.append("\n" + peak)
     return lines

@@ -17,7 +17,7 @@ from biosae.evaluation.metrics import ABLATION_MODES, answered_instead, expected
 from biosae.io import write_text
 from biosae.rules import RULES
 
-__all__ = ["format_number", "markdown_table", "render_summary", "write_summary"]
+__all__ = ["expected_result", "format_number", "markdown_table", "render_summary", "write_summary"]
 
 # Below this LM answer accuracy a cell gets an asked-vs-answered finding.
 LOW_LM_ACCURACY = 0.9
@@ -88,21 +88,28 @@ def _headline(metrics: dict, cells: list[str]) -> list[str]:
     ]
 
 
+def expected_result(entry: dict) -> tuple[str, str]:
+    """One expected result of metrics.json as (PASS / FAIL / NOT MEASURED, what was required and
+    measured, per cell where it spans several)."""
+    verdict = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[entry.get("passed")]
+    by_cell = entry.get("by_cell") or {}
+    several = len(by_cell) > 1
+    text = (
+        f"[{entry.get('source', '')}] {entry.get('description', entry['name'])}: "
+        f"{'minimum ' if several else ''}{format_number(entry.get('value'))}, "
+        f"required {entry['comparison']} {entry['threshold']}"
+    )
+    if several:
+        text += " (" + ", ".join(f"{cell} {format_number(value)}" for cell, value in by_cell.items()) + ")"
+    return verdict, text
+
+
 def _expected(metrics: dict) -> list[str]:
     entries = metrics.get("expected_results") or expected_results(metrics)
     lines = ["## Expected results", ""]
     for entry in entries:
-        verdict = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[entry.get("passed")]
-        by_cell = entry.get("by_cell") or {}
-        several = len(by_cell) > 1
-        line = (
-            f"- **{verdict}** [{entry.get('source', '')}] {entry.get('description', entry['name'])}: "
-            f"{'minimum ' if several else ''}{format_number(entry.get('value'))}, "
-            f"required {entry['comparison']} {entry['threshold']}"
-        )
-        if several:
-            line += " (" + ", ".join(f"{cell} {format_number(value)}" for cell, value in by_cell.items()) + ")"
-        lines.append(line)
+        verdict, text = expected_result(entry)
+        lines.append(f"- **{verdict}** {text}")
     return lines
 
 

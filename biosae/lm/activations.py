@@ -382,3 +382,16 @@ def load_activation_table(tensor_path, index_path):
     if len(index) != table.shape[0]:
         raise BiosaeError(f"{index_path}: {len(index)} rows but {tensor_path} holds {table.shape[0]}")
     return table.float(), index  # 16-bit storage is read back as float32
+
+
+def load_activation_tables(*tables):
+    """:func:`load_activation_table` of each (tensor file, index file) pair, joined: each pair's rows
+    after the previous pairs', ``row`` numbered over the whole. One pair is read as it is."""
+    import pandas as pd
+
+    loaded = [load_activation_table(tensor_path, index_path) for tensor_path, index_path in tables]
+    if len(loaded) == 1:
+        return loaded[0]
+    index = pd.concat([table for _, table in loaded], ignore_index=True)
+    index["row"] = np.arange(len(index))
+    return torch.cat([activations for activations, _ in loaded]), index

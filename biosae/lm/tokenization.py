@@ -58,3 +58,15 @@ def encode_qa(tokenizer, prompt: str, answer_text: str) -> tuple[list[int], list
     """:func:`encode_qa_batch` of one pair."""
     prompts, answers = encode_qa_batch(tokenizer, [prompt], [answer_text])
     return prompts[0], answers[0]
+
+
+def first_unknown_word(tokenizer, text: str) -> str | None:
+    """The first word of ``text`` that the word-level tokenizer has no token for (None: it knows
+    every word, or the tokenizer is a pretrained one, whose byte-level pieces cover any text)."""
+    if tokenizer.unk_token != UNKNOWN:
+        return None
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    for token, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"]):
+        if token == tokenizer.unk_token_id:
+            return text[start:end]
+    return None
