@@ -306,20 +306,13 @@ class Run:
         trained artifacts of the layer; a control at the rank build_methods gave it in this run."""
         from dataclasses import replace
 
-        import torch
-
-        from biosae.evaluation.method_tests import load_trained_methods
-        from biosae.methods.base import FitInputs
-        from biosae.methods.probe import LinearProbe
+        from biosae.evaluation.method_tests import load_trained_methods, train_cell_fit_inputs
         from biosae.methods.registry import REGISTRY
 
         if name not in REGISTRY:
             raise BiosaeError(f"method {name!r}: unknown (known: {', '.join(REGISTRY)})")
         entry = REGISTRY[name]
         activations, index = self.activation_table(layer)
-        train = (index["split"] == "train").to_numpy()
-        train_rules = index["rule_idx"].to_numpy()[train]
-        train_activations = activations[torch.from_numpy(train.copy())]
         artifacts = {"das": layout.das_dir("", layer), "sae_unsupervised": layout.topk_sae_dir("", layer)}
         if name in artifacts and not self.path(artifacts[name]).is_dir():
             raise BiosaeError(
@@ -330,12 +323,12 @@ class Run:
             self.path(artifacts["sae_unsupervised"]) if self.path(artifacts["sae_unsupervised"]).is_dir() else None,
         )
         trained.pop("das_training_pairs", None)
-        inputs = FitInputs(
-            train_activations,
-            train_rules,
+        inputs = train_cell_fit_inputs(
+            activations,
+            index,
             self.seed,
+            with_probe=name == "probe",
             sae=self.sae(layer) if name == "sae_slot" else None,
-            probe=LinearProbe().fit(train_activations.numpy(), train_rules) if name == "probe" else None,
             **trained,
         )
         if entry.control:

@@ -184,6 +184,16 @@ def causal_tests(
     return {"methods": per_method, "extra_ablations": extra, "interchange_pairs": pairs_summary}
 
 
+def train_cell_fit_inputs(activations: torch.Tensor, index, seed: int, *, with_probe: bool, **artifacts) -> FitInputs:
+    """What every method is fitted on: the train cell's rows of a layer's activation table, and the
+    linear probe fitted there when ``with_probe``; ``artifacts``: the trained ones (FitInputs' fields)."""
+    train = (index["split"] == "train").to_numpy()
+    train_rules = index["rule_idx"].to_numpy()[train]
+    train_activations = activations[torch.from_numpy(train.copy())]
+    probe = LinearProbe().fit(train_activations.numpy(), train_rules) if with_probe else None
+    return FitInputs(train_activations, train_rules, seed, probe=probe, **artifacts)
+
+
 def evaluate_methods(
     samples: dict[str, CellSample],
     layer: int,
@@ -206,19 +216,17 @@ def evaluate_methods(
     ``answered_rule``: per row, which of the person's attributes the LM answered
     (biosae.evaluation.evaluate.answered_rules). ``fit``: method -> what its training reported.
     """
-    train = (index["split"] == "train").to_numpy()
-    train_rules = index["rule_idx"].to_numpy()[train]
-    train_activations = activations[torch.from_numpy(train.copy())]
     tested = [name for name in names if name != SAE_METHOD]
-    probe = LinearProbe().fit(train_activations.numpy(), train_rules) if "probe" in tested else None
-    inputs = FitInputs(
-        train_activations, train_rules, seed, probe=probe, das_basis=das_basis, unsupervised_sae=unsupervised_sae
+    inputs = train_cell_fit_inputs(
+        activations, index, seed, with_probe="probe" in tested, das_basis=das_basis, unsupervised_sae=unsupervised_sae
     )
     methods = build_methods(tested, inputs)
     if CONTROL_METHOD not in methods:
         # not compared, but tested all the same: one random direction per rule (the rank
         # build_methods gives it when no method is wider)
-        methods[CONTROL_METHOD] = fit_random(FitInputs(train_activations, train_rules, seed, rank=len(RULES)))
+        methods[CONTROL_METHOD] = fit_random(
+            FitInputs(inputs.train_activations, inputs.train_rule_idx, seed, rank=len(RULES))
+        )
     causal = causal_tests(
         samples, layer, activations, index, methods, alphas, das_training_pairs=das_training_pairs, progress=progress
     )
