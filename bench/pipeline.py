@@ -1,7 +1,7 @@
 """Section 6, the default Snakemake pipeline: wall time and peak memory per stage (the rules'
 ``benchmark:`` files), in total, the rerun after changing one SAE λ (and what of it any rerun
 computes), and everything after the LM run twice: with the layer profile, then with the seed's
-hook alone."""
+hook alone; then two files of new questions scored on a copy of the finished run."""
 
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ from .layers import (
 
 SAE_TRAINING_JOBS = {"train_sae", "untrained_sae"}  # the supervised SAE of the trained and the untrained LM
 SAE_RERUN_JOBS = SAE_TRAINING_JOBS | {"evaluate", "aggregate", "all"}
+# what adding question files to a finished run must never run: a training or a shipped-rows pass
+RETRAINING_JOBS = {"train_lm", "train_sae", "untrained_sae", "train_das", "train_unsupervised_sae"}
+SHIPPED_PASSES = {"dataset", "untrained_lm", "activations", "untrained_activations", "lm_qa_accuracy"}
+# two files of new questions, each as many rows as the issue's target names: held-out rows of the
+# run's own dataset (ood_both, ood_template), which the finished run scored under their own cells
+EXTRA_QUESTION_CELLS = ("ood_both", "ood_template")
+EXTRA_QUESTIONS_PER_FILE = 1800
 IDLE_GAP_SECONDS = 60.0  # longer than Snakemake ever takes between two jobs of one invocation
 
 # The layer-profile comparison runs two pipelines that share the dataset and the trained LM (the
@@ -121,6 +128,19 @@ class ProfileRuns:
 
 
 @dataclass
+class ExtraQuestionsRun:
+    """New questions scored on a copy of the finished run (evaluate.extra_questions)."""
+
+    measured: bool
+    why: str | None = None
+    questions: int = 0
+    seconds: float | None = None
+    jobs: list[Stage] = field(default_factory=list)
+    overhead_seconds: float | None = None  # Snakemake's own time
+    fraction: float | None = None
+
+
+@dataclass
 class Pipeline:
     stages: list[Stage]
     wall: float = 0.0
@@ -135,6 +155,7 @@ class Pipeline:
     method_tests_layers: LayerSeconds | None = None
     sae_causal: LayerSeconds | None = None
     profile_runs: ProfileRuns = field(default_factory=lambda: ProfileRuns(measured=False, why="skipped"))
+    extra_questions: ExtraQuestionsRun = field(default_factory=lambda: ExtraQuestionsRun(measured=False, why="skipped"))
 
 
 def snakemake(workdir: Path, threads: int, *extra: str) -> tuple[float, str]:
@@ -278,6 +299,40 @@ def measure_sae_rerun(workdir: Path, threads: int) -> Rerun:
     )
 
 
+def measure_extra_questions(source: Path, workdir: Path, threads: int) -> ExtraQuestionsRun:
+    """Add two files of EXTRA_QUESTIONS_PER_FILE questions to a copy of the finished run in
+    ``source`` and time what Snakemake then runs (after checking that it plans no training)."""
+    import yaml
+
+    copy_finished_run(source, workdir)
+    rows = [json.loads(line) for line in (workdir / layout.dataset_file("qa_test")).read_text().splitlines()]
+    paths = []
+    for cell in EXTRA_QUESTION_CELLS:
+        chosen = [{k: v for k, v in row.items() if k != "split"} for row in rows if row["split"] == cell]
+        path = workdir / f"questions_{cell}.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in chosen[:EXTRA_QUESTIONS_PER_FILE]))
+        paths.append(str(path))
+    config_path = workdir / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config.setdefault("evaluate", {})["extra_questions"] = paths
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    _, dry_run = snakemake(workdir, threads, "-n")
+    planned = set(job_stats(dry_run))
+    if planned & (RETRAINING_JOBS | SHIPPED_PASSES):
+        return ExtraQuestionsRun(
+            measured=False,
+            why=f"adding question files would run {sorted(planned & (RETRAINING_JOBS | SHIPPED_PASSES))}",
+        )
+    questions = sum(len(Path(path).read_text().splitlines()) for path in paths)
+    start = time.time()
+    seconds, _ = snakemake(workdir, threads)
+    jobs = [s for s in stage_benchmarks(workdir) if s.finished >= start]
+    busy = max(s.finished for s in jobs) - min(s.finished - s.seconds for s in jobs) if jobs else 0.0
+    return ExtraQuestionsRun(
+        measured=True, questions=questions, seconds=seconds, jobs=jobs, overhead_seconds=max(0.0, seconds - busy)
+    )
+
+
 def rerun_from_stages(stages: list[Stage]) -> Rerun:
     """What the SAE-only rerun costs, read from the finished run's own stage times instead of rerun:
     the sum of the jobs a λ change reruns (every layer's two SAEs and evaluate, the aggregate),
@@ -392,6 +447,7 @@ def measure_pipeline(
     workdir: Path,
     rerun: bool = True,
     profile_runs: bool = True,
+    extra_questions: bool = True,
 ) -> Pipeline:
     """Run the default pipeline in ``workdir`` (or read a finished one), then the SAE-only rerun
     and the two runs after the LM that compare the layer profile with the seed's hook alone."""
@@ -463,4 +519,16 @@ def measure_pipeline(
             f"[pipeline] of it, the SAE trainings and the SAE's causal tests: {rerun_result.floor.seconds:.1f} s = "
             f"{rerun_result.floor.fraction:.1%} of the full run"
         )
+    if extra_questions:
+        extra = result.extra_questions = measure_extra_questions(source, workdir / "extra_questions", threads)
+        if extra.measured:
+            extra.fraction = extra.seconds / wall
+            say(
+                f"[pipeline] {extra.questions:,} new questions scored on the finished run: {extra.seconds:.1f} s = "
+                f"{extra.fraction:.1%} of the full run"
+            )
+        else:
+            say(f"[pipeline] new questions not scored: {extra.why}")
+    else:
+        result.extra_questions = ExtraQuestionsRun(measured=False, why="--no-extra-questions")
     return result

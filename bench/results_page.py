@@ -30,6 +30,8 @@ TARGETS = {
     # the default run with the whole layer profile against the same pipeline restricted to the
     # seed's hook: at most 1.25x
     "layer_profile_ratio": (1.25, "max"),
+    # two files of 1,800 new questions scored on the finished default run
+    "extra_questions_fraction": (0.10, "max"),
 }
 TORCH_DTYPES = {"fp32": "torch.float32", "bf16": "torch.bfloat16"}
 
@@ -133,6 +135,12 @@ def targets_section(results: BenchResults) -> list[str]:
             "layer_profile_ratio",
             *layer_profile_figure(pipeline),
         ),
+        (
+            "scoring 2 × 1,800 new questions on the finished default run ≤ 10% of the full run",
+            "extra_questions_fraction",
+            extra_questions_fraction(pipeline),
+            fmt(extra_questions_fraction(pipeline), ".1%"),
+        ),
     ]
     lines = ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {label} | {shown} | {verdict(name, value)} |" for label, name, value, shown in rows]
@@ -140,6 +148,24 @@ def targets_section(results: BenchResults) -> list[str]:
     if notes:
         lines += ["", "What limits the missed targets (figures from this run):", ""] + [f"- {note}" for note in notes]
     return lines
+
+
+def extra_questions_fraction(pipeline: Pipeline | None) -> float | None:
+    return pipeline.extra_questions.fraction if pipeline else None
+
+
+def extra_questions_lines(extra, threads: int) -> list[str]:
+    """Section 6's paragraph on new questions scored on the finished run."""
+    if not extra.measured:
+        return [f"New questions on the finished run not scored: {extra.why or 'skipped'}."]
+    jobs = ", ".join(f"{s.stage} {s.seconds:.1f} s" for s in extra.jobs)
+    return [
+        f"New questions on the finished run: two files of held-out rows of its dataset "
+        f"({extra.questions:,} questions in all) listed in `evaluate.extra_questions` of a copy of the run, "
+        f"then `snakemake --cores {threads}` (its dry run first: no training and no pass over the shipped rows "
+        f"planned): **{extra.seconds:.1f} s = {extra.fraction:.1%}** of the full run. Jobs: {jobs}; Snakemake "
+        f"start-up and DAG work: {extra.overhead_seconds:.1f} s.",
+    ]
 
 
 def evaluate_seconds(pipeline: Pipeline | None) -> float | None:
@@ -574,6 +600,7 @@ def pipeline_section(p: Pipeline | None, threads: int) -> list[str]:
         )
     else:
         lines.append(f"SAE-only rerun not measured: {rerun.why or 'skipped'}.")
+    lines += ["", *extra_questions_lines(p.extra_questions, threads)]
     causal, floor = p.sae_causal, rerun.floor
     if causal and floor:
         per_layer = ", ".join(f"layer {layer} {seconds:.1f} s" for layer, seconds in causal.seconds.items())

@@ -87,6 +87,11 @@ def parse_args(argv=None):
         help="do not run the pipeline after the LM twice (with the layer profile, then the seed's "
         "hook alone); estimate the profile's cost from the run's stage seconds",
     )
+    parser.add_argument(
+        "--no-extra-questions",
+        action="store_true",
+        help="do not score two files of new questions on a copy of the finished run",
+    )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="measure only these sections")
     parser.add_argument("--train-steps", type=int, help="LM training steps for ours and the Trainer (default 200)")
     args = parser.parse_args(argv)
@@ -121,6 +126,7 @@ def measure(args, sizes: Sizes, sections: set[str], workdir: Path) -> BenchResul
             workdir,
             rerun=not args.no_rerun,
             profile_runs=not args.no_profile_runs,
+            extra_questions=not args.no_extra_questions,
         )
     else:
         results.accuracy = minutes_to_accuracy((args.pipeline_dir or REPO) / layout.lm_train_log(""))

@@ -265,6 +265,17 @@ def eval_figures(run: str) -> str:
     return f"{eval_dir(run)}/figures"
 
 
+def extra_questions_metrics(lmrun: str) -> str:
+    """The ``evaluate.extra_questions`` cells scored at every profile layer of one LM
+    (biosae/evaluation/extra_questions.py): files of their own, so that the finished run's stay."""
+    return f"{RESULTS}/{lmrun}eval/extra_questions.json"
+
+
+def extra_questions_summary(lmrun: str) -> str:
+    """:func:`extra_questions_metrics` as a table."""
+    return f"{RESULTS}/{lmrun}eval/extra_questions.md"
+
+
 # ------------------------------------------------------------------------------------------------
 # Across runs: the aggregate of every (seed, layer) run of a profile or sweep
 

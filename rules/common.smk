@@ -142,29 +142,20 @@ def extra_question_files():
     return {f"extra_{index}": path for index, path in enumerate(config["evaluate"]["extra_questions"])}
 
 
+def shipped_evaluation_settings():
+    """The evaluate section without its extra_questions: the shipped cells' tests don't depend on
+    that list, so adding a question file to a finished run reruns none of them."""
+    return {key: value for key, value in config["evaluate"].items() if key != "extra_questions"}
+
+
 def extra_question_inputs(wildcards):
     return extra_question_files()
 
 
-def extra_method_inputs(wildcards):
-    """evaluate_methods' extra-questions activations (their index; the layer files lie beside it)."""
-    if not extra_question_files():
-        return {}
-    return {"extra_index": layout.extra_activation_index(wildcards.lmrun)}
-
-
-def extra_evaluation_inputs(wildcards):
-    """A (seed, layer) run's extra-questions files: its layer's activations of both LMs and the QA accuracy."""
-    if not extra_question_files():
-        return {}
-    lmrun, layer = run_lm(wildcards), run_layer(wildcards)
-    return {
-        "extra_activations": layout.extra_activation_file(lmrun, layer),
-        "extra_index": layout.extra_activation_index(lmrun),
-        "untrained_extra_activations": layout.extra_activation_file(lmrun, layer, layout.UNTRAINED_LM),
-        "untrained_extra_index": layout.extra_activation_index(lmrun, layout.UNTRAINED_LM),
-        "extra_qa_accuracy": layout.extra_qa_accuracy(lmrun),
-    }
+def lm_profile_metrics(wildcards):
+    """metrics.json of every profile layer of an LM's seed (the alphas each train cell picked)."""
+    seed = run_seed(wildcards)
+    return [layout.eval_metrics(run_prefix(seed, layer)) for layer in PROFILE_LAYERS]
 
 
 def run_targets():
@@ -177,6 +168,9 @@ def all_targets():
     targets = [layout.lm_qa_accuracy(""), *sweep_metrics()]
     if is_sweep():
         targets.append(layout.aggregate_file("summary.csv"))
+    if extra_question_files():
+        seeds = sorted({DEFAULT_SEED, *config["sweep"]["seeds"]})
+        targets += [layout.extra_questions_summary(lm_prefix(seed)) for seed in seeds]
     return targets
 
 

@@ -1,6 +1,5 @@
 rule evaluate:
     input:
-        unpack(extra_evaluation_inputs),
         model=lm_dir,
         qa_accuracy=lm_qa_accuracy,
         lm_log=lm_train_log,
@@ -39,9 +38,46 @@ rule evaluate:
         mem_mb=4000,
         runtime=60,
     params:
-        evaluate=config["evaluate"],
+        evaluate=shipped_evaluation_settings(),
         methods=config["methods"]["names"],
         layer=run_layer,
         seed=run_seed,
     script:
         "../workflow_scripts/evaluate.py"
+
+
+# New questions on a finished run (evaluate.extra_questions), every profile layer of one LM in one
+# job: scored by what the run trained, into files of their own, so that adding a question file
+# reruns no training and no shipped cell's test (biosae/evaluation/extra_questions.py).
+rule score_extra_questions:
+    input:
+        unpack(extra_question_inputs),
+        model=layout.lm_final("{lmrun}"),
+        qa_accuracy=layout.lm_qa_accuracy("{lmrun}"),
+        extra_qa_accuracy=layout.extra_qa_accuracy("{lmrun}"),
+        index=layout.activation_index("{lmrun}"),
+        untrained_index=layout.activation_index("{lmrun}", layout.UNTRAINED_LM),
+        extra_index=layout.extra_activation_index("{lmrun}"),
+        untrained_extra_index=layout.extra_activation_index("{lmrun}", layout.UNTRAINED_LM),
+        metrics=lm_profile_metrics,
+    output:
+        scores=layout.extra_questions_metrics("{lmrun}"),
+        summary=report(layout.extra_questions_summary("{lmrun}"), category="Evaluation"),
+    log:
+        layout.log("{lmrun}", "score_extra_questions"),
+    benchmark:
+        layout.benchmark("{lmrun}", "score_extra_questions")
+    conda:
+        "../envs/biosae.yaml"
+    # one thread, as evaluate: the same edited passes give the same numbers in both jobs
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        evaluate=shipped_evaluation_settings(),
+        methods=config["methods"]["names"],
+        layers=PROFILE_LAYERS,
+        seed=run_seed,
+    script:
+        "../workflow_scripts/score_extra_questions.py"

@@ -76,7 +76,6 @@ rule train_unsupervised_sae:
 rule evaluate_methods:
     input:
         unpack(trained_method_inputs),
-        unpack(extra_method_inputs),
         model=layout.lm_final("{lmrun}"),
         index=layout.activation_index("{lmrun}"),
     output:
@@ -94,7 +93,7 @@ rule evaluate_methods:
         mem_mb=4000,
         runtime=60,
     params:
-        evaluate=config["evaluate"],
+        evaluate=shipped_evaluation_settings(),
         methods=config["methods"]["names"],
         seed=run_seed,
     script:

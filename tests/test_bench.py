@@ -234,6 +234,11 @@ def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path
         text,
     )
     assert "against the seed's hook alone, run: not measured (--no-profile-runs)" in text
+    # New questions scored on a copy of the run: their four jobs, no training
+    extra_line = next(line for line in text.splitlines() if line.startswith("New questions on the finished run:"))
+    assert "score_extra_questions" in extra_line and "extra_activations" in extra_line, extra_line
+    assert "train_" not in extra_line and "| evaluate" not in extra_line
+    assert re.search(r"\| scoring 2 × 1,800 new questions .* \| [\d.]+% \| (PASS|MISS) \|", text)
     # The finished run it read is left exactly as it was.
     assert {p: p.stat().st_mtime for p in (tiny_pipeline / "results").rglob("*") if p.is_file()} == before
     assert (tiny_pipeline / "config.yaml").read_text().count("lambda_indep: 0.01") == 1

@@ -78,18 +78,6 @@ def with_extra_questions(tiny_pipeline, tmp_path, edit=None):
     return run, questions
 
 
-def per_cell_numbers(metrics, cells: set[str], path=()):
-    """(path, value) of every number below a key that names one of ``cells``."""
-    if isinstance(metrics, dict):
-        for key, value in metrics.items():
-            yield from per_cell_numbers(value, cells, (*path, key))
-    elif isinstance(metrics, list):
-        for number, value in enumerate(metrics):
-            yield from per_cell_numbers(value, cells, (*path, number))
-    elif isinstance(metrics, (int, float)) and cells & set(path):
-        yield path, metrics
-
-
 @pytest.mark.slow
 def test_new_questions_score_on_a_finished_run_and_retrain_nothing(tiny_pipeline, tmp_path):
     run, _ = with_extra_questions(tiny_pipeline, tmp_path)
@@ -99,22 +87,29 @@ def test_new_questions_score_on_a_finished_run_and_retrain_nothing(tiny_pipeline
         "extra_activations": 1,
         "untrained_extra_activations": 1,
         "extra_lm_qa_accuracy": 1,
-        "evaluate_methods": 1,
-        "evaluate": len(PROFILE),
-        "aggregate": 1,
+        "score_extra_questions": 1,
         "all": 1,
     }
     run_snakemake(run, "--cores", "2")
+    # the finished run's files are untouched: every shipped cell's number stays
+    for path in (layout.eval_metrics(""), layout.eval_summary("")):
+        assert (run / path).read_bytes() == (tiny_pipeline / path).read_bytes(), path
     before = json.loads((tiny_pipeline / layout.eval_metrics("")).read_text())
-    after = json.loads((run / layout.eval_metrics("")).read_text())
+    scores = json.loads((run / layout.extra_questions_metrics("")).read_text())
     cell = "extra:mine"
-    assert after["cells"] == before["cells"] + [cell]
-    assert after["n_prompts"][cell] == 36 and after["slot_accuracy"][cell] is not None
-    assert after["lm_qa_accuracy"][cell]["n"] == 36
-    for name, result in after["methods"].items():
-        assert cell in result["interchange"], name
-    shipped = set(before["cells"])
-    assert dict(per_cell_numbers(after, shipped)) == dict(per_cell_numbers(before, shipped))
+    assert scores["cells"] == [cell]
+    assert list(scores["layers"]) == [layout.layer_name(layer) for layer in PROFILE]
+    for name, layer in scores["layers"].items():
+        assert layer["n_prompts"] == {cell: 36} and layer["slot_accuracy"][cell] is not None, name
+        assert layer["lm_qa_accuracy"][cell]["n"] == 36
+        assert list(layer["methods"]) == list(before["methods"]), name
+        for method, result in layer["methods"].items():
+            assert result["interchange"][cell]["n"] > 0, (name, method)
+    # steering at the alpha the finished run's train cell picked (the train cell is not tested again)
+    seed_hook = scores["layers"][layout.layer_name(-1)]
+    assert seed_hook["methods"]["sae_slot"]["alpha"] == before["methods"]["sae_slot"]["alpha"]
+    summary = (run / layout.extra_questions_summary("")).read_text()
+    assert summary.count(f"| {cell} |") == len(PROFILE)
 
 
 @pytest.mark.slow

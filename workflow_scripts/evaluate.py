@@ -13,8 +13,6 @@ from biosae.io import atomic_directory, read_json, write_json
 from biosae.lm.activations import transformer_blocks
 
 smk = snakemake  # noqa: F821
-# the evaluate.extra_questions files, present where the config lists some (rules/common.smk)
-EXTRA_INPUTS = ("extra_", "untrained_extra_")
 with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
     inputs = load_evaluation_inputs(
@@ -30,7 +28,6 @@ with rule_context(smk) as log:
         layer=smk.params.layer,
         methods=smk.params.methods,
         method_tests=smk.input.method_tests,
-        **{key: path for key, path in smk.input.items() if key.startswith(EXTRA_INPUTS)},
     )
     section = smk.params.evaluate
     metrics = evaluate(

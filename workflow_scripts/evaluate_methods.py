@@ -27,7 +27,6 @@ with rule_context(smk) as log:
         smk.params.seed,
         das_dir=(lambda layer: layout.das_dir(lmrun, layer)) if "das" in names else None,
         topk_sae_dir=(lambda layer: layout.topk_sae_dir(lmrun, layer)) if "sae_unsupervised" in names else None,
-        extra_index_path=getattr(smk.input, "extra_index", None),
     )
     for path in smk.output:
         layer = layout.layer_of(path)

@@ -66,6 +66,7 @@ def load_evaluation_inputs(
     layer: int,
     methods,
     method_tests=None,
+    lm=None,
     extra_activations=None,
     extra_index=None,
     untrained_extra_activations=None,
@@ -75,9 +76,9 @@ def load_evaluation_inputs(
     """Everything one evaluation reads, from the files of a run (the evaluate rule's inputs; the
     benchmark times evaluate in-process from the same files). ``method_tests``: the JSON file of
     the other methods' tests at this layer (rule evaluate_methods); None: set them before evaluating.
-    The ``extra_`` files: the evaluate.extra_questions rows' activations of both LMs and the LM's QA
+    ``lm``: the (model, tokenizer) of ``model_dir`` when already loaded. The ``extra_`` files: the evaluate.extra_questions rows' activations of both LMs and the LM's QA
     accuracy on them, joined after the shipped rows' (None: no extra questions)."""
-    model, tokenizer = load_model_dir(model_dir, pick_device())
+    model, tokenizer = lm or load_model_dir(model_dir, pick_device())
     trained, table = load_activation_tables((activations, index), *_present((extra_activations, extra_index)))
     untrained, untrained_table = load_activation_tables(
         (untrained_activations, untrained_index), *_present((untrained_extra_activations, untrained_extra_index))
@@ -221,10 +222,11 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: Lin
     return out
 
 
-def sae_causal_metrics(inputs: EvaluationInputs, samples: dict, alphas, progress=None) -> dict:
+def sae_causal_metrics(inputs: EvaluationInputs, samples: dict, alphas, progress=None, picked_alpha=None) -> dict:
     """The SAE's causal tests on every cell's sample: its slots as a method (ablation, interchange,
-    steering at the alpha the train cell picks) and the SAE's own sections: the slot swap at every
-    alpha and the ablation of each slot's decoder direction."""
+    steering at the alpha the train cell picks, or ``picked_alpha`` when the samples hold no train
+    cell) and the SAE's own sections: the slot swap at every alpha and the ablation of each slot's
+    decoder direction."""
     directions = [project_out(slot_direction(inputs.sae, k)) for k in range(len(RULES))]
     causal = causal_tests(
         samples,
@@ -235,6 +237,7 @@ def sae_causal_metrics(inputs: EvaluationInputs, samples: dict, alphas, progress
         alphas,
         every_alpha=(SAE_METHOD,),
         extra_ablations={"direction": directions},
+        picked_alpha={SAE_METHOD: picked_alpha} if picked_alpha is not None else None,
         progress=progress,
     )
     result = causal["methods"][SAE_METHOD]

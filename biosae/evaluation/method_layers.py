@@ -33,15 +33,12 @@ class LayerMethodTests:
     # layer -> that layer's trained DAS / TopK SAE directory; None: the method is not compared
     das_dir: Callable[[int], Path] | None = None
     topk_sae_dir: Callable[[int], Path] | None = None
-    # the extra questions' index (evaluate.extra_questions), its activations beside it; None: none
-    extra_index_path: Path | None = None
     samples: dict | None = None
     answered: np.ndarray | None = None
 
     def load_layer(self, layer: int):
-        """(activations, index) of ``layer``: the shipped rows, then the extra questions' rows."""
-        indexes = [self.index_path] + ([self.extra_index_path] if self.extra_index_path else [])
-        return load_activation_tables(*[(layout.activation_file_beside(path, layer), path) for path in indexes])
+        """(activations, index) of ``layer``."""
+        return load_activation_tables((layout.activation_file_beside(self.index_path, layer), self.index_path))
 
     def build_shared(self, index) -> None:
         """Each cell's causal sample, prompt cache and pairs, and the LM's answered rule per row (once)."""

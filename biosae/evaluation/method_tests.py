@@ -106,11 +106,14 @@ def causal_tests(
     every_alpha: tuple = (),
     extra_ablations: dict | None = None,
     das_training_pairs: set = frozenset(),
+    picked_alpha: dict | None = None,
     progress=None,
 ) -> dict:
     """Ablation, interchange and steering of every method in ``methods`` on every cell's sample, at ``layer``.
 
-    The train cell runs first: it picks each additive method's alpha, scored on every cell. A method
+    The train cell runs first: it picks each additive method's alpha, scored on every cell
+    (``picked_alpha``: method -> the alpha a finished run's train cell picked, for samples without
+    the train cell: new questions on a finished run). A method
     in ``every_alpha`` is also scored at every alpha on every cell (its ``steering_by_alpha``: the
     SAE's swap). ``extra_ablations``: name -> six edits, ablations that are not a method's (the
     SAE's decoder directions). Returns {"methods": {name: {...}}, "extra_ablations": {name: {cell:
@@ -120,7 +123,7 @@ def causal_tests(
     per_method = {name: {"ablation": {}, "interchange": {}, "steering": {}, "alpha_selection": {}} for name in methods}
     by_alpha = {name: {} for name in every_alpha}
     extra = {name: {} for name in extra_ablations}
-    chosen_alpha: dict[str, float] = {}
+    chosen_alpha: dict[str, float] = dict(picked_alpha or {})
     pairs_summary = {}
     for cell in sorted(samples, key=lambda c: c != "train"):
         sample = samples[cell]
@@ -208,6 +211,7 @@ def evaluate_methods(
     das_training_pairs: set = frozenset(),
     unsupervised_sae=None,
     fit: dict | None = None,
+    picked_alpha: dict | None = None,
     progress=None,
 ) -> dict:
     """Every method of ``names`` but the supervised SAE, and the random control, at one layer:
@@ -215,6 +219,7 @@ def evaluate_methods(
 
     ``answered_rule``: per row, which of the person's attributes the LM answered
     (biosae.evaluation.evaluate.answered_rules). ``fit``: method -> what its training reported.
+    ``picked_alpha``: as :func:`causal_tests`'.
     """
     tested = [name for name in names if name != SAE_METHOD]
     inputs = train_cell_fit_inputs(
@@ -228,7 +233,15 @@ def evaluate_methods(
             FitInputs(inputs.train_activations, inputs.train_rule_idx, seed, rank=len(RULES))
         )
     causal = causal_tests(
-        samples, layer, activations, index, methods, alphas, das_training_pairs=das_training_pairs, progress=progress
+        samples,
+        layer,
+        activations,
+        index,
+        methods,
+        alphas,
+        das_training_pairs=das_training_pairs,
+        picked_alpha=picked_alpha,
+        progress=progress,
     )
     # samples holds every cell, in evaluation order
     readouts, _ = readout_tests(methods, activations, index, list(samples), answered_rule, None)

@@ -6,8 +6,9 @@ missing number can't pass for a measured one. Matrices are nested lists, rows fi
 ``biosae.rules.RULES`` (rule index = slot index).
 
 metrics.json (path: ``biosae.layout.eval_metrics``), written by the evaluate stage. ``<cell>`` is one of
-``EVALUATION_CELLS`` (train, ood_template, ood_person, ood_both), ``HARD_CELLS``
-(hard_seen_person, hard_unseen_person) or ``extra:<stem>`` for a user's extra question file::
+``EVALUATION_CELLS`` (train, ood_template, ood_person, ood_both) or ``HARD_CELLS``
+(hard_seen_person, hard_unseen_person); a user's extra question file is a cell ``extra:<stem>`` of
+extra_questions.json instead (biosae.evaluation.extra_questions), with the same per-cell sections::
 
     {
       "cells": [<cell>, ...],                       # evaluation order; "train" first

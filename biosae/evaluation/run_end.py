@@ -72,6 +72,8 @@ def run_end_lines(
         f"  {layout.eval_figures('')}/  (the figures)",
         f"  {REPORT_COMMAND}  (every table and figure in one page; add this run's --configfile, if any)",
     ]
+    if (directory / layout.extra_questions_summary("")).is_file():
+        lines.append(f"  {layout.extra_questions_summary('')}  (your questions of evaluate.extra_questions)")
     return lines
 
 
