@@ -257,6 +257,36 @@ def test_new_frames_are_built_on_words_of_the_biographies():
     }
 
 
+def syntax(wording: str) -> tuple[str, ...]:
+    """A wording's syntax: its words with each run of content words one slot ("Who hired {name}?"
+    -> who _ {name} ?), so that a wording with other content words in the same frame matches."""
+    out: list[str] = []
+    for word in words(wording.replace("{name}", "namedperson")):
+        token = "{name}" if word == "namedperson" else "_" if word.isalnum() and word not in STOP_WORDS else word
+        if not (token == "_" and out and out[-1] == "_"):
+            out.append(token)
+    return tuple(out)
+
+
+def test_verb_frames_do_not_copy_a_hard_wordings_syntax():
+    """No verb frame is a hard wording with its content words swapped ("Who recruited {name}?")."""
+    assert syntax("Who recruited {name}?") == syntax("Who hired {name}?") == ("who", "_", "{name}", "?")
+    templates = load_templates(DATA / "templates", DATA / "qa_templates", "extended")
+    hard = {syntax(wording): wording for rule in RULES for wording in templates.hard_questions[rule]}
+    frames = [
+        wording
+        for rule in RULES
+        for wording, family in zip(templates.questions[rule], templates.question_families[rule])
+        if family == "verb"
+    ]
+    assert len(frames) == 6 * 5
+    for frame in frames:
+        assert syntax(frame) not in hard, (frame, hard.get(syntax(frame)))
+    # and they vary: statements ending in the question word as well as which/what questions
+    ending = sum(words(frame)[0] not in {"what", "which", "in", "at", "on", "for", "from", "to"} for frame in frames)
+    assert 6 <= ending <= len(frames) - 6
+
+
 def test_new_frames_without_their_biography_sentences_fail_naming_the_key():
     """Trained on the seed's biographies, a new frame would ask about a sentence no biography holds."""
     message = one_line_error(
