@@ -112,10 +112,10 @@ def _placeholders(template: str) -> set[str]:
         raise BiosaeError(f"malformed placeholder ({error})") from None
 
 
-def _templates(path: Path, required: set[str], minimum: int | None = None, marks=(), kind: str = ""):
-    """The file's (mark, template) pairs. ``marks``: the known line marks (question files: the wording
-    families, whose wordings must be distinct; biography files: BIOGRAPHY_SETS' marks)."""
-    question_file = marks == FAMILIES
+def _templates(path: Path, required: set[str], minimum: int | None = None, marks=(), kind="", distinct=False):
+    """The file's (mark, template) pairs. ``marks``: the known line marks, named ``kind`` in errors
+    (question files: the wording families; biography files: BIOGRAPHY_SETS' marks); ``distinct``:
+    a template may not repeat (question files, where a wording is its index)."""
     pairs, first_line = [], {}
     for number, line in _read_lines(path):
         try:
@@ -129,7 +129,7 @@ def _templates(path: Path, required: set[str], minimum: int | None = None, marks
         unknown = fields - required
         if unknown:
             raise BiosaeError(f"{path}:{number}: unknown placeholder {{{sorted(unknown)[0]}}}: {template!r}")
-        if question_file and template in first_line:
+        if distinct and template in first_line:
             raise BiosaeError(f"{path}:{number}: duplicate wording {template!r} (first on line {first_line[template]})")
         first_line.setdefault(template, number)
         pairs.append((family, template))
@@ -157,14 +157,9 @@ def load_templates(templates_dir, qa_templates_dir, biography_templates: str = "
         for rule in RULES
     }
     chosen = {None} if biography_templates == "seed" else {None, *_BIOGRAPHY_MARKS}
-    questions = {
-        rule: _templates(qa_root / f"{rule}.txt", {"name"}, SEED_WORDINGS, marks=FAMILIES, kind="wording family")
-        for rule in RULES
-    }
-    hard = {
-        rule: _wordings(_templates(qa_root / "hard" / f"{rule}.txt", {"name"}, marks=FAMILIES, kind="wording family"))
-        for rule in RULES
-    }
+    wordings = dict(marks=FAMILIES, kind="wording family", distinct=True)
+    questions = {rule: _templates(qa_root / f"{rule}.txt", {"name"}, SEED_WORDINGS, **wordings) for rule in RULES}
+    hard = {rule: _wordings(_templates(qa_root / "hard" / f"{rule}.txt", {"name"}, **wordings)) for rule in RULES}
     return Templates(
         biography={rule: tuple(t for mark, t in lines if mark in chosen) for rule, lines in biography_lines.items()},
         questions={rule: _wordings(pairs) for rule, pairs in questions.items()},
