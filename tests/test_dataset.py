@@ -147,9 +147,9 @@ def test_train_templates_per_rule(dataset):
     "changes, message",
     [
         (
-            dict(train_templates=[0, 10]),
-            r"config key dataset\.train_templates: wording 10 of rule birth_date is not "
-            r"in .*birth_date\.txt, which has wordings 0\.\.9",
+            dict(train_templates=[0, 13]),
+            r"config key dataset\.train_templates: wording 13 of rule birth_date is not "
+            r"in .*birth_date\.txt, which has wordings 0\.\.12",
         ),
         (dict(train_templates={"major": [0]}), r"config key dataset\.train_templates: has no list for rule birth_date"),
         (
@@ -219,6 +219,27 @@ def test_default_config_dataset_bytes_unchanged(tmp_path):
         assert digests == DEFAULT_CONFIG_SHA256, form
 
 
+def test_extended_biography_sentences_are_opt_in():
+    """The extended set joins the seed's sentences only when asked for; the seed's set draws as before."""
+    seed = load_templates(DATA / "templates", DATA / "qa_templates")
+    extended = load_templates(DATA / "templates", DATA / "qa_templates", "extended")
+    for rule in RULES:
+        assert extended.biography[rule][: len(seed.biography[rule])] == seed.biography[rule]
+        assert extended.biography[rule][len(seed.biography[rule]) :] == seed.left_out_biography[rule]
+        assert len(seed.left_out_biography[rule]) == 3 and extended.left_out_biography[rule] == ()
+    text = {
+        name: " ".join(doc["text"] for doc in build_dataset(config(biography_templates=name))[3])
+        for name in ("seed", "extended")
+    }
+    for sentence in ("grew up in", "has a job at", "wrote a thesis on", "is stationed in"):
+        assert sentence in text["extended"] and sentence not in text["seed"]
+    assert build_dataset(config(biography_templates="seed")) == build_dataset(config())
+    with pytest.raises(
+        BiosaeError, match=r"^config key dataset\.biography_templates: 'all' is not one of seed, extended$"
+    ):
+        build_dataset(config(biography_templates="all"))
+
+
 def copy_data(tmp_path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(DATA, target)
@@ -254,6 +275,11 @@ def test_unseen_question_word_fails_naming_it(tmp_path):
         ("entities/cities.txt", "", r"cities\.txt: file is empty"),
         ("entities/majors.txt", "Physics\nBiology\nPhysics\n", r"majors\.txt:3: duplicate value 'Physics'"),
         ("templates/major.txt", "{name} studied hard.\n", r"major\.txt:1: template lacks placeholder \{major\}"),
+        (
+            "templates/major.txt",
+            "{name} studied {major}.\nextnded: {name} read {major}.\n",
+            r"major\.txt:2: unknown biography set 'extnded' \(known: extended\)",
+        ),
         ("qa_templates/employer.txt", "What is the employer of {name}?\n", r"employer\.txt: a rule needs at least 4"),
         ("entities/employers.tsv", "Acme Corp\n", r"employers\.tsv:1: expected 'employer<TAB>headquarters city'"),
         ("entities/employers.tsv", "Acme Corp\tAtlantis\n", r"employers\.tsv:1: headquarters city 'Atlantis'"),

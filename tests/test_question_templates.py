@@ -14,13 +14,23 @@ import yaml
 from biosae.config import validate_config
 from biosae.dataset.build import DatasetConfig, build_dataset
 from biosae.dataset.entities import load_templates
-from biosae.dataset.question_templates import STOP_WORDS, content_words, heldout_wordings
+from biosae.dataset.question_templates import STOP_WORDS, content_words, fixed_text, heldout_wordings
+from biosae.dataset.text import words
 from biosae.errors import BiosaeError
 from biosae.evaluation.baselines import BagOfWordsClassifier
 from biosae.rules import RULES
-from tests.conftest import DATA, REPO, run_snakemake, tiny_config, write_config
+from tests.conftest import DATA, REPO, planned_jobs, run_snakemake, tiny_config, write_config
 
 STUDY_CONFIGS = sorted((REPO / "config").glob("questions_*.yaml"))
+PHRASES = REPO / "config" / "questions_phrases.yaml"
+NEW_FRAMES = (10, 11, 12)  # the verb wordings built on the biography sentences marked "extended:"
+# Beyond the trained wordings, the phrases setting picks the biography set and the corpus's size.
+STUDY_KEYS = {
+    "questions_phrases": {
+        "dataset": {"train_templates", "biography_templates", "biographies_per_person"},
+        "training": {"epochs"},
+    }
+}
 
 
 def copy_data(tmp_path: Path) -> Path:
@@ -30,14 +40,20 @@ def copy_data(tmp_path: Path) -> Path:
 
 
 def dataset_config(root: Path = DATA, **changes) -> DatasetConfig:
-    return DatasetConfig(
+    base = dict(
         num_persons=40,
         biographies_per_person=2,
         entities_dir=str(root / "entities"),
         templates_dir=str(root / "templates"),
         qa_templates_dir=str(root / "qa_templates"),
-        **changes,
     )
+    return DatasetConfig(**{**base, **changes})
+
+
+def phrases_dataset() -> dict:
+    """The phrases setting's dataset keys that choose wordings and sentences (not the corpus's size)."""
+    section = yaml.safe_load(PHRASES.read_text())["dataset"]
+    return {key: section[key] for key in ("train_templates", "biography_templates")}
 
 
 def replace_line(path: Path, old: str, new: str) -> None:
@@ -68,8 +84,10 @@ def test_shipped_wordings_keep_hard_content_words_out_of_every_trainable_wording
     for rule in RULES:
         for wording in templates.questions[rule]:
             assert not set(content_words(wording)) & hard_words, wording
-    # All ten wordings of every rule trained at once pass the dataset stage's check.
+    # All ten wordings of every rule trained at once pass the dataset stage's check, and all
+    # thirteen with the biography sentences that the new frames are built on.
     build_dataset(dataset_config(train_templates=list(range(10))))
+    build_dataset(dataset_config(train_templates=list(range(13)), biography_templates="extended"))
 
 
 def test_planted_hard_content_word_fails_naming_template_and_word(tmp_path):
@@ -91,12 +109,13 @@ def test_planted_hard_content_word_fails_naming_template_and_word(tmp_path):
 def test_hard_wording_trained_verbatim_fails(tmp_path):
     root = copy_data(tmp_path)
     (root / "qa_templates" / "hard" / "work_city.txt").write_text("Where is {name} from?\n")  # only stop words
+    appended = len(load_templates(root / "templates", root / "qa_templates").questions["work_city"])
     with (root / "qa_templates" / "work_city.txt").open("a") as handle:
         handle.write("verb: Where is {name} from?\n")
-    trained = {rule: [0] for rule in RULES} | {"work_city": [10]}
+    trained = {rule: [0] for rule in RULES} | {"work_city": [appended]}
     one_line_error(
         r"hard wording 'Where is \{name\} from\?' \(.*hard/work_city\.txt, template_idx 0\) is trained as "
-        r"'Where is \{name\} from\?' \(.*/work_city\.txt, template_idx 10\)",
+        rf"'Where is \{{name\}} from\?' \(.*/work_city\.txt, template_idx {appended}\)",
         build_dataset,
         dataset_config(root, train_templates=trained),
     )
@@ -150,9 +169,11 @@ def test_config_keys_disagreeing_is_one_config_line():
 @pytest.mark.parametrize("path", STUDY_CONFIGS, ids=lambda p: p.stem)
 def test_shipped_study_configs_validate_and_pass_the_dataset_checks(path):
     overlay = yaml.safe_load(path.read_text())
-    assert set(overlay) == {"dataset"} and set(overlay["dataset"]) == {"train_templates"}
+    keys = STUDY_KEYS.get(path.stem, {"dataset": {"train_templates"}})
+    assert {section: set(values) for section, values in overlay.items()} == keys
     config = tiny_config()
-    config["dataset"].update(overlay["dataset"])
+    for section, values in overlay.items():
+        config[section].update(values)
     section = validate_config(config)["dataset"]
     train, _, qa, _ = build_dataset(DatasetConfig.from_config(section))
     trained = set(overlay["dataset"]["train_templates"])
@@ -161,7 +182,7 @@ def test_shipped_study_configs_validate_and_pass_the_dataset_checks(path):
     assert heldout_wordings({rule: tuple(trained) for rule in RULES}) == {rule: (1, 2, 3) for rule in RULES}
 
 
-def test_study_configs_are_the_three_settings():
+def test_study_configs_are_the_four_settings():
     families = load_templates(DATA / "templates", DATA / "qa_templates").question_families
     settings = {}
     for path in STUDY_CONFIGS:
@@ -171,14 +192,17 @@ def test_study_configs_are_the_three_settings():
         "questions_seed": {"noun": 6},
         "questions_nouns": {"noun": 6 * 5},
         "questions_nouns_verbs": {"noun": 6 * 5, "verb": 6 * 2},
+        "questions_phrases": {"noun": 6 * 5, "verb": 6 * 5},
     }
 
 
 @pytest.mark.parametrize("path", STUDY_CONFIGS, ids=lambda p: p.stem)
 def test_study_settings_leave_the_hard_wordings_unreadable_from_words(path):
     """The issue's bar: bag-of-words, fit on the training cell, stays <= 0.30 on the hard cells."""
-    train_templates = yaml.safe_load(path.read_text())["dataset"]["train_templates"]
-    _, _, qa, _ = build_dataset(dataset_config(train_templates=train_templates))
+    section = yaml.safe_load(path.read_text())["dataset"]
+    _, _, qa, _ = build_dataset(
+        dataset_config(**{key: section[key] for key in section if key != "biographies_per_person"})
+    )
     train, hard = qa["qa_train"], qa["qa_hard"]
     bag_of_words = BagOfWordsClassifier().fit(
         [r["question"] for r in train], [r["full_name"] for r in train], [r["rule_idx"] for r in train]
@@ -188,6 +212,104 @@ def test_study_settings_leave_the_hard_wordings_unreadable_from_words(path):
             [r["question"] for r in hard], [r["full_name"] for r in hard], [r["rule_idx"] for r in hard]
         )
         <= 0.30
+    )
+
+
+def test_new_phrase_frame_sharing_a_hard_content_word_fails_naming_both(tmp_path):
+    """A frame on a new biography phrase is held to the content-word rule like every other."""
+    root = copy_data(tmp_path)
+    replace_line(
+        root / "qa_templates" / "birth_city.txt",
+        "verb: {name} grew up in which city?",
+        "verb: {name} was raised in which city?",
+    )
+    build_dataset(dataset_config(root))  # not trained: the default set passes
+    message = one_line_error(r"hard wording", build_dataset, dataset_config(root, **phrases_dataset()))
+    assert message == (
+        f"hard wording 'Where was {{name}} raised?' ({root}/qa_templates/hard/birth_city.txt, template_idx 2) "
+        f"shares the content word 'raised' with the training wording '{{name}} was raised in which city?' "
+        f"({root}/qa_templates/birth_city.txt, template_idx 10)"
+    )
+
+
+def test_new_frames_are_built_on_words_of_the_biographies():
+    """Every word of a new frame is in the LM's training text outside its own QA rows: in the
+    biographies, or in the noun wordings trained beside it (the attribute word, question words)."""
+    templates = load_templates(DATA / "templates", DATA / "qa_templates", "extended")
+    _, _, qa, corpus = build_dataset(dataset_config(**phrases_dataset()))
+    biography_words = {w for doc in corpus if doc["source"] == "biography" for w in words(doc["text"])}
+    trained = phrases_dataset()["train_templates"]
+    for rule in RULES:
+        noun_words = {
+            w
+            for index in trained
+            if templates.question_families[rule][index] == "noun"
+            for w in words(fixed_text(templates.questions[rule][index]))
+        }
+        for index in NEW_FRAMES:
+            frame = templates.questions[rule][index]
+            assert templates.question_families[rule][index] == "verb", frame
+            assert set(words(fixed_text(frame))) - biography_words <= noun_words, frame
+            # its phrase's own words: at least one content word no noun wording has
+            assert set(content_words(frame)) & biography_words - noun_words, frame
+    assert {(r["rule_name"], r["template_idx"]) for r in qa["qa_train"]} >= {
+        (rule, i) for rule in RULES for i in NEW_FRAMES
+    }
+
+
+def syntax(wording: str) -> tuple[str, ...]:
+    """A wording's syntax: its words with each run of content words one slot ("Who hired {name}?"
+    -> who _ {name} ?), so that a wording with other content words in the same frame matches."""
+    out: list[str] = []
+    for word in words(wording.replace("{name}", "namedperson")):
+        token = "{name}" if word == "namedperson" else "_" if word.isalnum() and word not in STOP_WORDS else word
+        if not (token == "_" and out and out[-1] == "_"):
+            out.append(token)
+    return tuple(out)
+
+
+def test_verb_frames_do_not_copy_a_hard_wordings_syntax():
+    """No verb frame is a hard wording with its content words swapped ("Who recruited {name}?")."""
+    assert syntax("Who recruited {name}?") == syntax("Who hired {name}?") == ("who", "_", "{name}", "?")
+    templates = load_templates(DATA / "templates", DATA / "qa_templates", "extended")
+    hard = {syntax(wording): wording for rule in RULES for wording in templates.hard_questions[rule]}
+    frames = [
+        wording
+        for rule in RULES
+        for wording, family in zip(templates.questions[rule], templates.question_families[rule])
+        if family == "verb"
+    ]
+    assert len(frames) == 6 * 5
+    for frame in frames:
+        assert syntax(frame) not in hard, (frame, hard.get(syntax(frame)))
+    # and they vary: statements ending in the question word as well as which/what questions
+    ending = sum(words(frame)[0] not in {"what", "which", "in", "at", "on", "for", "from", "to"} for frame in frames)
+    assert 6 <= ending <= len(frames) - 6
+
+
+def test_new_frames_without_their_biography_sentences_fail_naming_the_key():
+    """Trained on the seed's biographies, a new frame would ask about a sentence no biography holds."""
+    message = one_line_error(
+        r"built on a biography sentence",
+        build_dataset,
+        dataset_config(train_templates=phrases_dataset()["train_templates"]),
+    )
+    assert message == (
+        f"training verb wording 'The arrival of {{name}} took place on which date?' ({DATA}/qa_templates/birth_date.txt, "
+        f"template_idx 10) is built on a biography sentence this run leaves out: the word 'arrival' is only in "
+        f"{DATA}/templates/birth_date.txt's sentences outside config key dataset.biography_templates: seed"
+    )
+
+
+def test_phrases_config_dry_run_plans_the_whole_pipeline(tmp_path):
+    """The documented way to run the setting: its own directory, data linked in, the overlay on
+    config.yaml. Its dry run plans every stage, as the default's does."""
+    (tmp_path / "data").symlink_to(DATA)
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    default = planned_jobs(tmp_path)
+    assert planned_jobs(tmp_path, "--configfile", str(PHRASES)) == default
+    assert {"dataset", "train_lm", "activations", "train_sae", "evaluate_methods", "evaluate", "aggregate"} <= set(
+        default
     )
 
 

@@ -36,6 +36,8 @@ class DatasetConfig:
     # train_template_idx k (the one-wording form) is train_templates [k]. Neither: [0].
     train_templates: list | dict | None = None
     train_template_idx: int | None = None
+    # Biography sentences: "seed" (a file's unmarked lines) or "extended" (also its marked ones).
+    biography_templates: str = "seed"
     seed: int = 0
     entities_dir: str = "data/entities"
     templates_dir: str = "data/templates"
@@ -225,10 +227,40 @@ def check_question_vocabulary(templates: Templates, vocabulary: set[str], qa_tem
         raise BiosaeError("question words never seen in the training text: " + "; ".join(problems))
 
 
+def check_trained_phrases_in_biographies(templates: Templates, biography_vocabulary: set[str], config, trained) -> None:
+    """Fail naming a trained verb wording built on a biography phrase that this run's biographies leave out.
+
+    A trained wording's words are in the training text through its own QA rows, so the vocabulary
+    check passes it; but a verb frame (built on a biography phrase) whose phrase no biography holds
+    links nothing the LM has read. A word of the frame found in none of the biographies or values
+    (``biography_vocabulary``) but in a left-out sentence template names that sentence's set.
+    """
+    left_out = {
+        word: rule
+        for rule in RULES
+        for template in templates.left_out_biography[rule]
+        for word in _template_words(template)
+        if word not in biography_vocabulary
+    }
+    for rule in RULES:
+        for index in trained[rule]:
+            if templates.question_families[rule][index] != "verb":
+                continue
+            wording = templates.questions[rule][index]
+            missing = [word for word in words(fixed_text(wording)) if word in left_out]
+            if missing:
+                raise BiosaeError(
+                    f"training verb wording {wording!r} ({config.qa_templates_dir}/{rule}.txt, template_idx {index}) is "
+                    f"built on a biography sentence this run leaves out: the word {missing[0]!r} is only in "
+                    f"{config.templates_dir}/{left_out[missing[0]]}.txt's sentences outside config key "
+                    f"dataset.biography_templates: {config.biography_templates}"
+                )
+
+
 def build_dataset(config: DatasetConfig):
     """Generate everything in memory: (train persons, test persons, QA rows by file, corpus)."""
     pools = load_entity_pools(config.entities_dir)
-    templates = load_templates(config.templates_dir, config.qa_templates_dir)
+    templates = load_templates(config.templates_dir, config.qa_templates_dir, config.biography_templates)
     trained = training_wordings(
         config.train_templates, config.train_template_idx, templates.questions, config.qa_templates_dir
     )
@@ -248,6 +280,10 @@ def build_dataset(config: DatasetConfig):
 
     vocabulary = training_vocabulary(persons, templates, used, trained)
     check_question_vocabulary(templates, vocabulary, config.qa_templates_dir, trained)
+    no_questions = {rule: () for rule in RULES}
+    check_trained_phrases_in_biographies(
+        templates, training_vocabulary(persons, templates, used, no_questions), config, trained
+    )
 
     # Mixed training: biographies of ALL persons + QA of the training cell only.
     corpus = [
@@ -272,12 +308,14 @@ def write_dataset(config: DatasetConfig, outputs: dict) -> dict:
     for key, rows in qa.items():
         write_jsonl(outputs[key], rows)
     write_jsonl(outputs["corpus"], corpus)
-    templates = load_templates(config.templates_dir, config.qa_templates_dir)
+    templates = load_templates(config.templates_dir, config.qa_templates_dir, config.biography_templates)
     trained = training_wordings(
         config.train_templates, config.train_template_idx, templates.questions, config.qa_templates_dir
     )
+    per_rule = "/".join(sorted({str(len(templates.biography[rule])) for rule in RULES}))
     return {
         "training_wordings": describe_training(trained, templates.question_families),
+        "biography_templates": f"{config.biography_templates} ({per_rule} sentences per rule)",
         "train_persons": len(train_persons),
         "test_persons": len(test_persons),
         **{f"{key}_rows": len(rows) for key, rows in qa.items()},

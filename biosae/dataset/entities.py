@@ -4,7 +4,8 @@ Layout (all UTF-8, one value a line, ``#`` starts a comment line):
     entities/first_names.txt, middle_names.txt, last_names.txt
     entities/cities.txt, universities.txt, majors.txt
     entities/employers.tsv           employer<TAB>headquarters city
-    templates/<rule>.txt             biography sentences with {name} and {<rule>}
+    templates/<rule>.txt             biography sentences with {name} and {<rule>}; "extended: <sentence>"
+                                     marks a sentence of the extended set (BIOGRAPHY_SETS)
     qa_templates/<rule>.txt          >= 4 question wordings with {name}, each "<family>: <wording>"
     qa_templates/hard/<rule>.txt     biography-wording questions with {name} (>= 1)
 Question files may mark a wording's family (biosae.dataset.question_templates); an unmarked line is a
@@ -17,9 +18,16 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from biosae.dataset.question_templates import SEED_WORDINGS, split_family
+from biosae.dataset.question_templates import FAMILIES, SEED_WORDINGS, split_family
 from biosae.errors import BiosaeError
 from biosae.rules import RULES
+
+# A biography file's unmarked sentences are the seed's, used in every run; a sentence marked
+# "extended: " joins them only with dataset.biography_templates: extended. The sampler draws
+# uniformly from the sentences it is given, so a sentence added to the seed's set would change
+# every person's biographies: added phrases stay marked, and the default corpus stays the seed's.
+BIOGRAPHY_SETS = ("seed", "extended")
+_BIOGRAPHY_MARKS = BIOGRAPHY_SETS[1:]
 
 
 @dataclass(frozen=True)
@@ -40,10 +48,11 @@ class EntityPools:
 
 @dataclass(frozen=True)
 class Templates:
-    biography: dict  # rule -> tuple of sentence templates
+    biography: dict  # rule -> tuple of the chosen set's sentence templates (file order)
     questions: dict  # rule -> tuple of >= 4 question wordings (index = template_idx)
     hard_questions: dict  # rule -> tuple of biography-wording question templates
     question_families: dict  # rule -> tuple of each question wording's family (None: unmarked)
+    left_out_biography: dict  # rule -> tuple of the file's sentence templates the chosen set leaves out
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
@@ -103,12 +112,14 @@ def _placeholders(template: str) -> set[str]:
         raise BiosaeError(f"malformed placeholder ({error})") from None
 
 
-def _templates(path: Path, required: set[str], minimum: int | None = None, families: bool = False):
-    """The file's (family, template) pairs; families are read only from question files."""
+def _templates(path: Path, required: set[str], minimum: int | None = None, marks=(), kind="", distinct=False):
+    """The file's (mark, template) pairs. ``marks``: the known line marks, named ``kind`` in errors
+    (question files: the wording families; biography files: BIOGRAPHY_SETS' marks); ``distinct``:
+    a template may not repeat (question files, where a wording is its index)."""
     pairs, first_line = [], {}
     for number, line in _read_lines(path):
         try:
-            family, template = split_family(line) if families else (None, line)
+            family, template = split_family(line, marks, kind) if marks else (None, line)
             fields = _placeholders(template)
         except (BiosaeError, ValueError) as error:
             raise BiosaeError(f"{path}:{number}: {error}") from None
@@ -118,7 +129,7 @@ def _templates(path: Path, required: set[str], minimum: int | None = None, famil
         unknown = fields - required
         if unknown:
             raise BiosaeError(f"{path}:{number}: unknown placeholder {{{sorted(unknown)[0]}}}: {template!r}")
-        if families and template in first_line:
+        if distinct and template in first_line:
             raise BiosaeError(f"{path}:{number}: duplicate wording {template!r} (first on line {first_line[template]})")
         first_line.setdefault(template, number)
         pairs.append((family, template))
@@ -134,14 +145,27 @@ def _wordings(pairs) -> tuple[str, ...]:
     return tuple(template for _, template in pairs)
 
 
-def load_templates(templates_dir, qa_templates_dir) -> Templates:
+def load_templates(templates_dir, qa_templates_dir, biography_templates: str = "seed") -> Templates:
+    """The templates of every rule; ``biography_templates`` picks the biography set (BIOGRAPHY_SETS)."""
+    if biography_templates not in BIOGRAPHY_SETS:
+        raise BiosaeError(
+            f"config key dataset.biography_templates: {biography_templates!r} is not one of {', '.join(BIOGRAPHY_SETS)}"
+        )
     bio_root, qa_root = Path(templates_dir), Path(qa_templates_dir)
-    biography = {rule: _wordings(_templates(bio_root / f"{rule}.txt", {"name", rule})) for rule in RULES}
-    questions = {rule: _templates(qa_root / f"{rule}.txt", {"name"}, SEED_WORDINGS, families=True) for rule in RULES}
-    hard = {rule: _wordings(_templates(qa_root / "hard" / f"{rule}.txt", {"name"}, families=True)) for rule in RULES}
+    biography_lines = {
+        rule: _templates(bio_root / f"{rule}.txt", {"name", rule}, marks=_BIOGRAPHY_MARKS, kind="biography set")
+        for rule in RULES
+    }
+    chosen = {None} if biography_templates == "seed" else {None, *_BIOGRAPHY_MARKS}
+    wordings = dict(marks=FAMILIES, kind="wording family", distinct=True)
+    questions = {rule: _templates(qa_root / f"{rule}.txt", {"name"}, SEED_WORDINGS, **wordings) for rule in RULES}
+    hard = {rule: _wordings(_templates(qa_root / "hard" / f"{rule}.txt", {"name"}, **wordings)) for rule in RULES}
     return Templates(
-        biography=biography,
+        biography={rule: tuple(t for mark, t in lines if mark in chosen) for rule, lines in biography_lines.items()},
         questions={rule: _wordings(pairs) for rule, pairs in questions.items()},
         hard_questions=hard,
         question_families={rule: tuple(family for family, _ in pairs) for rule, pairs in questions.items()},
+        left_out_biography={
+            rule: tuple(t for mark, t in lines if mark not in chosen) for rule, lines in biography_lines.items()
+        },
     )

@@ -45,17 +45,18 @@ STOP_WORDS = frozenset(
 )
 
 
-def split_family(line: str) -> tuple[str | None, str]:
+def split_family(line: str, known: tuple[str, ...] = FAMILIES, kind: str = "wording family") -> tuple[str | None, str]:
     """``"noun: What ...?"`` -> ("noun", "What ...?"); an unmarked line -> (None, line).
 
-    Raises ValueError naming an unknown family, so that a typo is not read as a wording.
+    Raises ValueError naming an unknown mark (``kind``, e.g. a wording family), so that a typo is
+    not read as a template.
     """
     match = _FAMILY_PREFIX.match(line)
     if not match:
         return None, line
     family, wording = match.groups()
-    if family not in FAMILIES:
-        raise ValueError(f"unknown wording family {family!r} (known: {', '.join(FAMILIES)})")
+    if family not in known:
+        raise ValueError(f"unknown {kind} {family!r} (known: {', '.join(known)})")
     return family, wording
 
 
