@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from collections import OrderedDict
 
 import pytest
@@ -12,7 +13,7 @@ import yaml
 
 from biosae.config import SCHEMA_PATH, validate_config
 from biosae.errors import BiosaeError
-from tests.conftest import REPO, tiny_config
+from tests.conftest import DATA, REPO, planned_jobs, tiny_config
 
 
 def merged(base: dict, override: dict) -> dict:
@@ -162,3 +163,15 @@ def test_the_shipped_config_is_already_canonical(monkeypatch):
         if isinstance(values, dict):
             values = {**values, **{key: value for key, value in filled[section].items() if key not in values}}
         assert repr(filled[section]) == repr(values), section
+
+
+def test_quick_config_plans_the_default_pipeline_on_fewer_persons(tmp_path):
+    """config/quick.yaml (the README's first look) is an overlay that keeps every stage, layer and
+    method of the default and changes only sizes."""
+    quick = REPO / "config" / "quick.yaml"
+    overlay = yaml.safe_load(quick.read_text())
+    assert overlay["dataset"] == {"num_persons": 300}
+    assert "model" not in overlay and "sweep" not in overlay and "names" not in overlay.get("methods", {})
+    (tmp_path / "data").symlink_to(DATA)
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    assert planned_jobs(tmp_path, "--configfile", str(quick)) == planned_jobs(tmp_path)
