@@ -198,6 +198,46 @@ class Run:
 
         return self._cached(("sae", layer), load)
 
+    def topk_sae(self, layer: int | None = None):
+        """The unsupervised TopK SAE of ``layer`` (biosae.sae.topk.TopKSAE, eval mode, on the CPU)."""
+        layer = self._layer(layer)
+        directory = self.path(layout.topk_sae_dir("", layer))
+        if not directory.is_dir():
+            raise BiosaeError(
+                f"{directory}/ is missing: method sae_unsupervised was not trained in this run (methods.names)"
+            )
+
+        def load():
+            from biosae.sae.topk import load_topk_sae
+
+            return load_topk_sae(directory)
+
+        return self._cached(("topk_sae", layer), load)
+
+    def export_saelens(self, directory: str | Path | None = None) -> list[Path]:
+        """Write every layer's TopK SAE in SAELens's on-disk format (biosae.sae.saelens), one
+        directory per layer, ``layer_<L>`` under ``directory`` (default: the run's
+        ``saelens/sae_unsupervised/``), for ``sae_lens.SAE.load_from_disk``. Returns the directories."""
+        from biosae.lm.layers import block_count
+        from biosae.sae.saelens import save_saelens_topk, transformer_lens_hook_name
+
+        lm_dir = self.path(layout.lm_final(""))
+        n_blocks = block_count({"init": "pretrained", "name": str(lm_dir)}, download=False)
+        written = []
+        for layer in self.layers:
+            target = self.path(layout.saelens_dir("", layer))
+            if directory is not None:
+                target = Path(directory) / layout.layer_name(layer)
+            metadata = {
+                "model_name": str(lm_dir),
+                "hook_name": transformer_lens_hook_name(layer, n_blocks),
+                "biosae_layer": layer,
+                "biosae_position": "the answer position (the prompt's last token)",
+                "biosae_source": str(self.path(layout.topk_sae_dir("", layer))),
+            }
+            written.append(save_saelens_topk(target, self.topk_sae(layer), metadata))
+        return written
+
     def activation_table(self, layer: int | None = None):
         """(activations [N, d], index DataFrame) of ``layer``: the run's own activation file."""
         layer = self._layer(layer)

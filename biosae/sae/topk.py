@@ -10,7 +10,8 @@ each parameter and buffer ``[L, ...]``; a single layer's SAE is a stack of one, 
 also take a plain batch ``[N, d]``.
 
 Why not SAELens: it would add a dependency tree for what is ~40 lines here (model and loop),
-and its training runner expects a model and a token stream, not a fixed table of activations.
+and its training runner expects a model and a token stream, not a fixed table of activations. A
+trained SAE exports to SAELens's format, standardization folded in (biosae.sae.saelens).
 
 Checkpoints: ``cfg.json`` (the :class:`TopKSAEConfig`, plus what the caller adds, e.g. the log)
 next to ``sae.safetensors``, one layer's SAE as ``mean``, ``std``, ``W_dec`` ``[d, n_latents]``,
