@@ -49,10 +49,11 @@ FINISHED_RUN_FILES = (
 DEFAULT_MAX_ANSWER_TOKENS = 16
 
 
-def open_run(results_dir: str | Path = layout.RESULTS, device=None) -> Run:
+def open_run(results_dir: str | Path = layout.RESULTS, device="auto") -> Run:
     """The finished run whose results directory is ``results_dir`` (``results`` of the working
     directory the run was made in). Checks that its files are there and loads nothing else;
-    ``device``: where the LM runs (default: CUDA when a GPU is visible, the CPU otherwise)."""
+    ``device``: where the LM runs, as config ``training.device`` (biosae.devices.pick_device: auto
+    picks CUDA, then MPS, then the CPU; or cpu, cuda, mps, a torch.device)."""
     return Run(results_dir, device)
 
 
@@ -84,7 +85,7 @@ def _question_list(questions) -> list[str]:
 class Run:
     """A finished run (see the module docstring); made by :func:`open_run`."""
 
-    def __init__(self, results_dir: str | Path, device=None):
+    def __init__(self, results_dir: str | Path, device="auto"):
         self.root = Path(results_dir)
         for required in FINISHED_RUN_FILES:
             path = self.path(required)
@@ -181,9 +182,10 @@ class Run:
 
     def _lm(self):
         def load():
-            from biosae.lm.model import load_model_dir, pick_device
+            from biosae.devices import pick_device
+            from biosae.lm.model import load_model_dir
 
-            return load_model_dir(self.path(layout.lm_final("")), self._device or pick_device())
+            return load_model_dir(self.path(layout.lm_final("")), pick_device(self._device))
 
         return self._cached("lm", load)
 

@@ -4,7 +4,7 @@ into metrics.json, figures and summary.md."""
 import os
 
 import torch
-from _common import rule_context
+from _common import job_device, rule_context
 
 from biosae.evaluation.evaluate import evaluate, load_evaluation_inputs
 from biosae.evaluation.figures import write_figures
@@ -30,6 +30,7 @@ with rule_context(smk) as log:
         layer=smk.params.layer,
         methods=smk.params.methods,
         method_tests=smk.input.method_tests,
+        device=job_device(smk),
         **{key: path for key, path in smk.input.items() if key.startswith(EXTRA_INPUTS)},
     )
     section = smk.params.evaluate
