@@ -302,7 +302,7 @@ class Run:
             tokenizer.pad_token_id,
             tokenizer.eos_token_id,
             layer,
-            None if edit_for_rows is None else (lambda rows: _on_cpu(edit_for_rows(rows))),  # per batch of rows
+            edit_for_rows,  # per batch of rows
             max_tokens,
         )
         return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in answers]
@@ -466,12 +466,3 @@ def _unknown_word(tokenizer, question: str) -> str:
         if tokenizer.unk_token_id in tokenizer(word, add_special_tokens=False)["input_ids"]:
             return word
     return question
-
-
-def _on_cpu(edit):
-    """``edit`` run where the SAEs and methods live (the CPU), its result moved back to the LM's device."""
-
-    def on_cpu(h):
-        return edit(h.cpu()).to(h.device)
-
-    return on_cpu
