@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from biosae.devices import pick_device
 from biosae.lm.activations import encode_prompts, write_activation_files
 from biosae.lm.layers import profile_layers
-from biosae.lm.model import pick_device
 from biosae.lm.qa_accuracy import right_padded
 
 from .common import Sizes, say, seconds_of

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from biosae.config import validate_config
+from biosae.devices import pick_device
 from biosae.io import read_yaml
-from biosae.lm.model import pick_device
 
 REPO = Path(__file__).resolve().parent.parent
 

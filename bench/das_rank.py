@@ -18,10 +18,11 @@ import torch
 
 from biosae import layout
 from biosae.config import load_config
+from biosae.devices import pick_device
 from biosae.evaluation.method_tests import causal_sample
 from biosae.io import write_text
 from biosae.lm.activations import load_activation_table
-from biosae.lm.model import load_model_dir, pick_device
+from biosae.lm.model import load_model_dir
 from biosae.methods.das import DASConfig, train_das
 
 

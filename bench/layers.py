@@ -125,9 +125,10 @@ def measure_das_layers(run_dir: Path) -> LayerSeconds:
     each layer's activations read, its causal sample drawn and its DAS trained, with the pairs and
     their prompt caches, which every layer shares, built once and timed apart (the LM's loading
     is in neither)."""
+    from biosae.devices import pick_device
     from biosae.evaluation.method_tests import causal_sample
     from biosae.lm.activations import load_activation_table
-    from biosae.lm.model import load_model_dir, pick_device
+    from biosae.lm.model import load_model_dir
     from biosae.methods.das import DASConfig, prepare_das_prompts, train_das
 
     config, layers, seed_layer = _profile(run_dir)
@@ -159,8 +160,9 @@ def measure_method_tests_layers(run_dir: Path) -> LayerSeconds:
     (biosae.evaluation.method_layers): each layer's activations and trained methods read and
     every method but the SAE tested, with the LM, every cell's sample and prompt cache, which every
     layer shares, loaded and built once and timed apart."""
+    from biosae.devices import pick_device
     from biosae.evaluation.method_layers import LayerMethodTests
-    from biosae.lm.model import load_model_dir, pick_device
+    from biosae.lm.model import load_model_dir
 
     config, layers, seed_layer = _profile(run_dir)
     names, section = config["methods"]["names"], config["evaluate"]

@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 
 from biosae.dataset.build import DatasetConfig, build_dataset
+from biosae.devices import pick_device
 from biosae.lm.model import (
     TrainingConfig,
     blocks_per_epoch,
     build_scratch_model,
     flops_per_token,
     pack_epoch,
-    pick_device,
     tokenize_documents,
     train_language_model,
 )

@@ -49,10 +49,11 @@ FINISHED_RUN_FILES = (
 DEFAULT_MAX_ANSWER_TOKENS = 16
 
 
-def open_run(results_dir: str | Path = layout.RESULTS, device=None) -> Run:
+def open_run(results_dir: str | Path = layout.RESULTS, device="auto") -> Run:
     """The finished run whose results directory is ``results_dir`` (``results`` of the working
     directory the run was made in). Checks that its files are there and loads nothing else;
-    ``device``: where the LM runs (default: CUDA when a GPU is visible, the CPU otherwise)."""
+    ``device``: where the LM runs, as config ``training.device`` (biosae.devices.pick_device: auto
+    picks CUDA, then MPS, then the CPU; or cpu, cuda, mps, a torch.device)."""
     return Run(results_dir, device)
 
 
@@ -84,7 +85,7 @@ def _question_list(questions) -> list[str]:
 class Run:
     """A finished run (see the module docstring); made by :func:`open_run`."""
 
-    def __init__(self, results_dir: str | Path, device=None):
+    def __init__(self, results_dir: str | Path, device="auto"):
         self.root = Path(results_dir)
         for required in FINISHED_RUN_FILES:
             path = self.path(required)
@@ -181,9 +182,10 @@ class Run:
 
     def _lm(self):
         def load():
-            from biosae.lm.model import load_model_dir, pick_device
+            from biosae.devices import pick_device
+            from biosae.lm.model import load_model_dir
 
-            return load_model_dir(self.path(layout.lm_final("")), self._device or pick_device())
+            return load_model_dir(self.path(layout.lm_final("")), pick_device(self._device))
 
         return self._cached("lm", load)
 
@@ -197,6 +199,46 @@ class Run:
             return load_sae(self.path(layout.sae_dir("", layer)))
 
         return self._cached(("sae", layer), load)
+
+    def topk_sae(self, layer: int | None = None):
+        """The unsupervised TopK SAE of ``layer`` (biosae.sae.topk.TopKSAE, eval mode, on the CPU)."""
+        layer = self._layer(layer)
+        directory = self.path(layout.topk_sae_dir("", layer))
+        if not directory.is_dir():
+            raise BiosaeError(
+                f"{directory}/ is missing: method sae_unsupervised was not trained in this run (methods.names)"
+            )
+
+        def load():
+            from biosae.sae.topk import load_topk_sae
+
+            return load_topk_sae(directory)
+
+        return self._cached(("topk_sae", layer), load)
+
+    def export_saelens(self, directory: str | Path | None = None) -> list[Path]:
+        """Write every layer's TopK SAE in SAELens's on-disk format (biosae.sae.saelens), one
+        directory per layer, ``layer_<L>`` under ``directory`` (default: the run's
+        ``saelens/sae_unsupervised/``), for ``sae_lens.SAE.load_from_disk``. Returns the directories."""
+        from biosae.lm.layers import block_count
+        from biosae.sae.saelens import save_saelens_topk, transformer_lens_hook_name
+
+        lm_dir = self.path(layout.lm_final(""))
+        n_blocks = block_count({"init": "pretrained", "name": str(lm_dir)}, download=False)
+        written = []
+        for layer in self.layers:
+            target = self.path(layout.saelens_dir("", layer))
+            if directory is not None:
+                target = Path(directory) / layout.layer_name(layer)
+            metadata = {
+                "model_name": str(lm_dir),
+                "hook_name": transformer_lens_hook_name(layer, n_blocks),
+                "biosae_layer": layer,
+                "biosae_position": "the answer position (the prompt's last token)",
+                "biosae_source": str(self.path(layout.topk_sae_dir("", layer))),
+            }
+            written.append(save_saelens_topk(target, self.topk_sae(layer), metadata))
+        return written
 
     def activation_table(self, layer: int | None = None):
         """(activations [N, d], index DataFrame) of ``layer``: the run's own activation file."""
@@ -260,7 +302,7 @@ class Run:
             tokenizer.pad_token_id,
             tokenizer.eos_token_id,
             layer,
-            None if edit_for_rows is None else (lambda rows: _on_cpu(edit_for_rows(rows))),  # per batch of rows
+            edit_for_rows,  # per batch of rows
             max_tokens,
         )
         return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in answers]
@@ -424,12 +466,3 @@ def _unknown_word(tokenizer, question: str) -> str:
         if tokenizer.unk_token_id in tokenizer(word, add_special_tokens=False)["input_ids"]:
             return word
     return question
-
-
-def _on_cpu(edit):
-    """``edit`` run where the SAEs and methods live (the CPU), its result moved back to the LM's device."""
-
-    def on_cpu(h):
-        return edit(h.cpu()).to(h.device)
-
-    return on_cpu

@@ -235,6 +235,12 @@ def topk_sae_file(lmrun: str, layer: int | str, name: str) -> str:
     return f"{topk_sae_dir(lmrun, layer)}/{name}"
 
 
+def saelens_dir(lmrun: str, layer: int | str) -> str:
+    """One layer's TopK SAE exported for SAELens (biosae.sae.saelens): ``cfg.json`` and
+    ``sae_weights.safetensors``, written by ``python -m biosae.export``, not by the pipeline."""
+    return f"{RESULTS}/{lmrun}saelens/sae_unsupervised/{layer_name(layer)}"
+
+
 def method_tests(lmrun: str, layer: int | str) -> str:
     """Every localization method but the supervised SAE, tested at one layer: what evaluate joins
     into that layer's metrics.json."""

@@ -11,6 +11,10 @@ DEFAULT_SEED = config["seed"]
 DEFAULT_LAYER = config["activations"]["layer"]
 N_BLOCKS = block_count(config["model"])
 PROFILE_LAYERS = profile_layers(config, N_BLOCKS)
+# LM training's settings without training.device: the device says where jobs run, like their
+# threads, and each job reads it from its config (workflow_scripts/_common.py), so that switching
+# it on a finished run reruns nothing.
+LM_TRAINING = {key: value for key, value in config["training"].items() if key != "device"}
 
 
 wildcard_constraints:

@@ -19,7 +19,7 @@ rule train_lm:
         runtime=120,
     params:
         model=config["model"],
-        training=config["training"],
+        training=LM_TRAINING,
         seed=run_seed,
         checkpoint_dir=lm_checkpoint_dir,
     script:

@@ -29,3 +29,11 @@ def profile_layer_files(output_paths, index_path) -> list[tuple[str, Path]]:
     The index, not the layer files, is such a job's input: rules/sae.smk says why."""
     layers = [layout.layer_of(path) for path in output_paths]
     return [(layout.layer_name(layer), layout.activation_file_beside(index_path, layer)) for layer in layers]
+
+
+def job_device(snakemake):
+    """The torch device of config ``training.device`` (biosae.devices.pick_device), read from the
+    job's config rather than a rule's params: where a job runs, like its threads, reruns nothing."""
+    from biosae.devices import pick_device
+
+    return pick_device(snakemake.config["training"]["device"])

@@ -4,7 +4,7 @@ into metrics.json, figures and summary.md."""
 import os
 
 import torch
-from _common import rule_context
+from _common import job_device, rule_context
 
 from biosae.evaluation.evaluate import evaluate, load_evaluation_inputs
 from biosae.evaluation.figures import write_figures
@@ -28,6 +28,7 @@ with rule_context(smk) as log:
         layer=smk.params.layer,
         methods=smk.params.methods,
         method_tests=smk.input.method_tests,
+        device=job_device(smk),
     )
     section = smk.params.evaluate
     metrics = evaluate(

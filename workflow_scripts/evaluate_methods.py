@@ -3,18 +3,18 @@ every profile layer of one LM (biosae.evaluation.method_layers), one JSON file p
 evaluate joins into metrics.json."""
 
 import torch
-from _common import rule_context
+from _common import job_device, rule_context
 
 from biosae import layout
 from biosae.evaluation.method_layers import LayerMethodTests
 from biosae.io import write_json
-from biosae.lm.model import load_model_dir, pick_device
+from biosae.lm.model import load_model_dir
 
 smk = snakemake  # noqa: F821
 with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
     names, section, lmrun = smk.params.methods, smk.params.evaluate, smk.wildcards.lmrun
-    model, tokenizer = load_model_dir(smk.input.model, pick_device())
+    model, tokenizer = load_model_dir(smk.input.model, job_device(smk))
     # The trained methods' files of each layer lie beside the seed hook's (rules/methods.smk says
     # why those are the inputs).
     tests_of = LayerMethodTests(

@@ -2,7 +2,7 @@
 what the finished run trained (biosae.evaluation.extra_questions)."""
 
 import torch
-from _common import rule_context
+from _common import job_device, rule_context
 
 from biosae.evaluation.extra_questions import (
     ExtraQuestionFiles,
@@ -35,6 +35,7 @@ with rule_context(smk) as log:
         section["swap_alphas"],
         smk.params.seed,
         progress=lambda cell: log.info("causal tests done: %s", cell),
+        device=job_device(smk),
     )
     write_json(smk.output.scores, scores)
     write_text(smk.output.summary, extra_questions_summary(scores, smk.params.methods))

@@ -5,17 +5,17 @@ for all layers; each layer's activations are read in turn."""
 import os
 
 import torch
-from _common import profile_layer_files, rule_context
+from _common import job_device, profile_layer_files, rule_context
 
 from biosae.evaluation.method_tests import causal_sample
 from biosae.lm.activations import load_activation_table
-from biosae.lm.model import load_model_dir, pick_device
+from biosae.lm.model import load_model_dir
 from biosae.methods.das import DASConfig, prepare_das_prompts, save_das, train_das
 
 smk = snakemake  # noqa: F821
 with rule_context(smk) as log:
     torch.set_num_threads(smk.threads)
-    model, tokenizer = load_model_dir(smk.input.model, pick_device())
+    model, tokenizer = load_model_dir(smk.input.model, job_device(smk))
     prompts = None
     for cfg_path, (name, path) in zip(smk.output.cfg, profile_layer_files(smk.output.cfg, smk.input.index)):
         activations, index = load_activation_table(path, smk.input.index)

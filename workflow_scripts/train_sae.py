@@ -4,7 +4,7 @@ import os
 import shutil
 
 import torch
-from _common import profile_layer_files, rule_context
+from _common import job_device, profile_layer_files, rule_context
 
 from biosae.io import write_json
 from biosae.sae.inputs import load_training_layers, sae_config
@@ -20,10 +20,11 @@ with rule_context(smk) as log:
         paths, smk.input.index, max_rows, smk.params.seed
     )
     cfg = sae_config(smk.params.sae, layers[0].shape[1], candidates, smk.params.seed)
+    device = job_device(smk)
     trained = train_sae_layers(
-        layers,
-        rule_idx,
-        value_target,
+        layers.to(device),
+        rule_idx.to(device),
+        value_target.to(device),
         cfg,
         log_paths=smk.output.log_csv,
         checkpoint_dir=smk.params.checkpoint_dir,

@@ -4,7 +4,7 @@ on the train cell's activations (or a seeded subsample: methods.sae_unsupervised
 import os
 
 import torch
-from _common import profile_layer_files, rule_context
+from _common import job_device, profile_layer_files, rule_context
 
 from biosae.sae.inputs import load_training_layers
 from biosae.sae.topk import TopKSAEConfig, save_topk_sae, train_topk_sae_layers
@@ -18,7 +18,7 @@ with rule_context(smk) as log:
     layers, _, _, _, index = load_training_layers(paths, smk.input.index, max_rows, smk.params.seed)
     cfg = TopKSAEConfig(d_model=layers.shape[2], seed=smk.params.seed, **section)
     trained = train_topk_sae_layers(
-        layers, cfg, progress=lambda layer, row: log.info("TopK SAE %s %s", names[layer], row)
+        layers.to(job_device(smk)), cfg, progress=lambda layer, row: log.info("TopK SAE %s %s", names[layer], row)
     )
     for (model, history), cfg_path, name in zip(trained, smk.output.cfg, names):
         save_topk_sae(os.path.dirname(cfg_path), model, {"history": history})

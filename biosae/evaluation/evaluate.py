@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from biosae.devices import pick_device
 from biosae.errors import BiosaeError
 from biosae.evaluation import metrics as M
 from biosae.evaluation.baselines import BagOfWordsClassifier, LinearProbe, chance_accuracy
@@ -24,7 +25,7 @@ from biosae.evaluation.edits import project_out, slot_direction
 from biosae.evaluation.method_tests import SAE_METHOD, causal_tests, cell_samples
 from biosae.io import read_json
 from biosae.lm.activations import load_activation_tables
-from biosae.lm.model import load_model_dir, pick_device
+from biosae.lm.model import load_model_dir
 from biosae.methods.pairs import person_answer_tokens
 from biosae.methods.sae_slot import SaeSlotMethod
 from biosae.rules import EVALUATION_CELLS, HARD_CELLS, RULES
@@ -72,13 +73,16 @@ def load_evaluation_inputs(
     untrained_extra_activations=None,
     untrained_extra_index=None,
     extra_qa_accuracy=None,
+    device=None,
 ) -> EvaluationInputs:
     """Everything one evaluation reads, from the files of a run (the evaluate rule's inputs; the
     benchmark times evaluate in-process from the same files). ``method_tests``: the JSON file of
     the other methods' tests at this layer (rule evaluate_methods); None: set them before evaluating.
-    ``lm``: the (model, tokenizer) of ``model_dir`` when already loaded. The ``extra_`` files: the evaluate.extra_questions rows' activations of both LMs and the LM's QA
-    accuracy on them, joined after the shipped rows' (None: no extra questions)."""
-    model, tokenizer = lm or load_model_dir(model_dir, pick_device())
+    ``lm``: the (model, tokenizer) of ``model_dir`` when already loaded. The ``extra_`` files: the
+    evaluate.extra_questions rows' activations of both LMs and the LM's QA accuracy on them, joined
+    after the shipped rows' (None: no extra questions). ``device``: where the LM runs
+    (biosae.devices.pick_device; None is auto)."""
+    model, tokenizer = lm or load_model_dir(model_dir, pick_device(device))
     trained, table = load_activation_tables((activations, index), *_present((extra_activations, extra_index)))
     untrained, untrained_table = load_activation_tables(
         (untrained_activations, untrained_index), *_present((untrained_extra_activations, untrained_extra_index))

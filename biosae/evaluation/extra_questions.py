@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from biosae import layout
+from biosae.devices import pick_device
 from biosae.evaluation.baselines import LinearProbe
 from biosae.evaluation.comparison import readout_tests
 from biosae.evaluation.evaluate import (
@@ -34,7 +35,7 @@ from biosae.evaluation.markdown import format_number, markdown_table
 from biosae.evaluation.method_tests import SAE_METHOD, cell_samples, evaluate_methods, load_trained_methods
 from biosae.evaluation.metrics import headline_margins
 from biosae.io import read_json
-from biosae.lm.model import load_model_dir, pick_device
+from biosae.lm.model import load_model_dir
 from biosae.methods.sae_slot import SaeSlotMethod
 
 EXTRA_CELL_PREFIX = "extra:"
@@ -63,10 +64,12 @@ def score_extra_questions(
     swap_alphas,
     seed: int,
     progress=None,
+    device=None,
 ) -> dict:
     """The new cells' tests at every layer: {"cells": [...], "layers": {layer_<L>: {...}}}, each
-    layer's entry holding metrics.json's per-cell sections for the new cells only."""
-    lm = load_model_dir(files.model_dir, pick_device())
+    layer's entry holding metrics.json's per-cell sections for the new cells only. ``device``:
+    where the LM runs (biosae.devices.pick_device; None is auto)."""
+    lm = load_model_dir(files.model_dir, pick_device(device))
     samples, cells, answered = None, None, None
     by_layer = {}
     for layer in layers:

@@ -70,6 +70,13 @@ def _hook_point(model, layer: int, apply):
     return blocks[resolved - 1].register_forward_hook(post_hook)
 
 
+def apply_edit(edit, h: torch.Tensor) -> torch.Tensor:
+    """``edit(h)`` run in float32 on the CPU, where the SAEs and the methods live, and returned in
+    ``h``'s device and dtype: an LM on a GPU takes the same edits (training.device). On the CPU
+    both moves are no-ops."""
+    return edit(h.float().cpu()).to(device=h.device, dtype=h.dtype)
+
+
 @contextlib.contextmanager
 def residual_hook(model, layer: int, positions: torch.Tensor, capture: list | None = None, edit=None):
     """Read (``capture``) and/or replace (``edit(h) -> h'``) the residual stream at ``positions``.
@@ -85,7 +92,7 @@ def residual_hook(model, layer: int, positions: torch.Tensor, capture: list | No
             capture.append(h.detach().float().clone())
         if edit is not None:
             hidden = hidden.clone()
-            hidden[rows, positions] = edit(h.float()).to(hidden.dtype)
+            hidden[rows, positions] = apply_edit(edit, h)
         return hidden
 
     handle = _hook_point(model, layer, apply)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from biosae.devices import pick_device
 from biosae.errors import BiosaeError
 from biosae.io import atomic_directory, existing_version, load_tensors, read_json, save_tensors, write_json, write_text
 
@@ -43,16 +44,13 @@ class TrainingConfig:
     block_size: int = 128
 
     @classmethod
-    def from_sections(cls, training: dict, model: dict, seed: int) -> TrainingConfig:
+    def from_sections(cls, training: dict, model: dict, seed: int, device=None) -> TrainingConfig:
+        """The config's ``training`` and ``model`` sections; ``precision: auto`` resolved for
+        ``device`` (biosae.devices.pick_device; None is auto)."""
         fields = {key: training[key] for key in cls.__dataclass_fields__ if key in training}
-        fields["precision"] = resolve_precision(fields.get("precision", "auto"), pick_device())
+        fields["precision"] = resolve_precision(fields.get("precision", "auto"), pick_device(device))
         block = model["block_size"] if model["init"] == "scratch" else min(training["max_length"], model["block_size"])
         return cls(**fields, seed=seed, block_size=block)
-
-
-def pick_device() -> torch.device:
-    """CUDA when a GPU is visible, the CPU otherwise: no config change between laptop and cluster."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -322,8 +320,10 @@ def train_language_model(
     monitor=None,
     log_every: int = 10,
     progress: bool = True,
+    device=None,
 ) -> dict:
-    """Train on packed ``texts`` and save a Hugging Face directory (safetensors + tokenizer).
+    """Train on packed ``texts`` and save a Hugging Face directory (safetensors + tokenizer), on
+    ``device`` (biosae.devices.pick_device: config ``training.device``; None is auto).
 
     ``monitor(model) -> dict`` is called after every epoch (e.g. QA accuracy on a sample of the
     train and unseen-person cells); its figures go into the log. A checkpoint is written after
@@ -332,7 +332,7 @@ def train_language_model(
     """
     from tqdm import tqdm
 
-    device = pick_device()
+    device = pick_device(device)
     torch.manual_seed(cfg.seed)
     model.to(device).train()
     documents = tokenize_documents(tokenizer, texts)
@@ -457,9 +457,9 @@ def write_log_csv(path, entries: list[dict]) -> None:
     write_text(path, "\n".join(lines) + "\n")
 
 
-def measure_matmul_flops(dtype=torch.float32, size: int = 1024, seconds: float = 1.0) -> float:
-    """Sustained matrix-product FLOP/s of this device in ``dtype`` (the MFU denominator)."""
-    device = pick_device()
+def measure_matmul_flops(dtype=torch.float32, size: int = 1024, seconds: float = 1.0, device=None) -> float:
+    """Sustained matrix-product FLOP/s of ``device`` (None: auto) in ``dtype`` (the MFU denominator)."""
+    device = pick_device(device)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     (a @ b).sum().item()

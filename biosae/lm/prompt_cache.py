@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from biosae.lm.activations import residual_hook, resolve_layer
+from biosae.lm.activations import apply_edit, residual_hook, resolve_layer
 from biosae.lm.last_token import Gpt2LastToken
 from biosae.lm.qa_accuracy import takes_logits_to_keep
 
@@ -70,7 +70,7 @@ class PromptCache:
         prefix, residuals = self._resumable[group]
         hook = resolve_layer(self.model, layer)
         clean = residuals[hook]
-        h = torch.stack([clean if edit is None else edit(clean.float()).to(clean.dtype) for edit in edits])
+        h = torch.stack([clean if edit is None else apply_edit(edit, clean) for edit in edits])
         return self.tail.logits_from(hook, h, prefix)
 
     def last_token_logprobs(self, layer: int, edit_for_rows=None):

@@ -13,8 +13,10 @@ The loss terms are the seed's, each a small function below so that it can be che
 recon (MSE in standardized space), sparse (entropy of z), align (slot CE against the rule), indep
 (``||Cov(z) - I||_F^2``, diagonal included) and value (CE of the value head of the row's rule).
 
-Checkpoints follow SAELens: ``cfg.json`` (the :class:`SAEConfig`) next to ``sae.safetensors``,
-one layer's SAE in nn.Linear's layout (``encoder.weight`` ``[n_slots, d_model]``, ...).
+Checkpoints follow SAELens's layout in spirit: ``cfg.json`` (the :class:`SAEConfig`) next to
+``sae.safetensors``, one layer's SAE in nn.Linear's layout (``encoder.weight`` ``[n_slots,
+d_model]``, ...). SAELens cannot load it: no SAELens architecture has a softmax latent
+(biosae.sae.saelens).
 """
 
 from __future__ import annotations

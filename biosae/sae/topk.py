@@ -10,7 +10,8 @@ each parameter and buffer ``[L, ...]``; a single layer's SAE is a stack of one, 
 also take a plain batch ``[N, d]``.
 
 Why not SAELens: it would add a dependency tree for what is ~40 lines here (model and loop),
-and its training runner expects a model and a token stream, not a fixed table of activations.
+and its training runner expects a model and a token stream, not a fixed table of activations. A
+trained SAE exports to SAELens's format, standardization folded in (biosae.sae.saelens).
 
 Checkpoints: ``cfg.json`` (the :class:`TopKSAEConfig`, plus what the caller adds, e.g. the log)
 next to ``sae.safetensors``, one layer's SAE as ``mean``, ``std``, ``W_dec`` ``[d, n_latents]``,
@@ -105,7 +106,8 @@ def train_topk_sae_layers(train_activations, cfg: TopKSAEConfig, progress=None) 
     """Fit one TopK SAE per layer on the same train rows, ``train_activations`` ``[L, N, d]`` (or a
     list of ``[N, d]``), all layers at once (one :class:`TopKSAE` with a layer axis). Returns per
     layer its model (a stack of one, eval mode) and one log row per logged epoch (the first, every
-    tenth and the last). ``progress(layer, row)`` sees each row."""
+    tenth and the last). ``progress(layer, row)`` sees each row. Training runs on the device the
+    activations live on."""
     torch.manual_seed(cfg.seed)
     h = (
         torch.stack([layer.float() for layer in train_activations])
@@ -113,7 +115,7 @@ def train_topk_sae_layers(train_activations, cfg: TopKSAEConfig, progress=None) 
         else train_activations.float()
     )
     layers, rows_total = h.shape[0], h.shape[1]
-    model = TopKSAE(cfg, layers)
+    model = TopKSAE(cfg, layers).to(h.device)
     model.fit_standardization(h)
     x_all = model.standardize(h)
     del h
@@ -121,6 +123,7 @@ def train_topk_sae_layers(train_activations, cfg: TopKSAEConfig, progress=None) 
     generator = torch.Generator().manual_seed(cfg.seed)
     histories: list[list[dict]] = [[] for _ in range(layers)]
     for epoch in range(1, cfg.epochs + 1):
+        # float64 sums on the CPU: MPS has no float64
         totals = torch.zeros(layers, dtype=torch.float64)
         for batch in torch.randperm(rows_total, generator=generator).split(cfg.batch_size):
             x = x_all[:, batch]
@@ -130,7 +133,7 @@ def train_topk_sae_layers(train_activations, cfg: TopKSAEConfig, progress=None) 
             losses.sum().backward()
             optimizer.step()
             model.normalize_decoder()
-            totals += losses.detach().double() * len(batch)
+            totals += losses.detach().cpu().double() * len(batch)
         if epoch == 1 or epoch % 10 == 0 or epoch == cfg.epochs:
             for index, row in enumerate(_measure(model, x_all, epoch, totals / rows_total)):
                 histories[index].append(row)
@@ -145,13 +148,13 @@ def _measure(model: TopKSAE, x_all: torch.Tensor, epoch: int, mean_loss: torch.T
     active on some row, over every training row."""
     layers = x_all.shape[0]
     squared_error = torch.zeros(layers, dtype=torch.float64)
-    alive = torch.zeros(layers, model.cfg.n_latents, dtype=torch.bool)
+    alive = torch.zeros(layers, model.cfg.n_latents, dtype=torch.bool, device=x_all.device)
     for chunk in x_all.split(_MEASURE_ROWS, dim=1):
         f = model.encode_standardized(chunk)
-        squared_error += (model.decode_standardized(f) - chunk).pow(2).sum(dim=(1, 2)).double()
+        squared_error += (model.decode_standardized(f) - chunk).pow(2).sum(dim=(1, 2)).cpu().double()
         alive |= (f > 0).any(dim=1)
     mse = squared_error / x_all[0].numel()
-    variance = x_all.var(dim=1).mean(dim=1).double()
+    variance = x_all.var(dim=1).mean(dim=1).cpu().double()
     return [
         {
             "epoch": epoch,

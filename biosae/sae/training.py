@@ -308,7 +308,7 @@ def train_sae_layers(
     for epoch in bar:
         temperature = temperature_at(cfg, epoch)
         model.train()
-        sums = torch.zeros(len(LOSS_TERMS) + 1, count, dtype=torch.float64, device=device)
+        sums = torch.zeros(len(LOSS_TERMS) + 1, count, dtype=torch.float64)  # on the CPU: MPS has no float64
         for step, batch in enumerate(_epoch_batches(train_rows, cfg.batch_size, cfg.seed, epoch), start=1):
             losses = sae_loss(model, h[:, batch], rule_idx[batch], value_target[batch], temperature, cfg)
             _check_finite(losses, epoch, step, layer_names)
@@ -316,7 +316,7 @@ def train_sae_layers(
             # each layer's total reaches only its own parameters: one backward for all layers
             losses["total"].sum().backward()
             optimizer.step()
-            sums += torch.stack([losses[name].detach() for name in (*LOSS_TERMS, "total")]).double() * len(batch)
+            sums += torch.stack([losses[name].detach() for name in (*LOSS_TERMS, "total")]).cpu().double() * len(batch)
 
         model.eval()
         with torch.no_grad():
