@@ -1,6 +1,7 @@
 rule evaluate:
     input:
         unpack(extra_evaluation_inputs),
+        unpack(causal_sae_inputs),
         model=lm_dir,
         qa_accuracy=lm_qa_accuracy,
         lm_log=lm_train_log,
@@ -40,7 +41,7 @@ rule evaluate:
         runtime=60,
     params:
         evaluate=config["evaluate"],
-        methods=config["methods"]["names"],
+        methods=run_methods,
         layer=run_layer,
         seed=run_seed,
     script:

@@ -30,6 +30,11 @@ with rule_context(smk) as log:
         layer=smk.params.layer,
         methods=smk.params.methods,
         method_tests=smk.input.method_tests,
+        causal_sae_dirs={
+            name.removesuffix("_causal_weights"): os.path.dirname(path)
+            for name, path in smk.input.items()
+            if name.endswith("_causal_weights")
+        },
         **{key: path for key, path in smk.input.items() if key.startswith(EXTRA_INPUTS)},
     )
     section = smk.params.evaluate

@@ -98,7 +98,7 @@ def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_l
                 _number(row["margin_over_untrained_lm"]),
                 _number(row["faithfulness"]),
                 *[
-                    f"{_number((scores.get(m) or {}).get('selectivity'))} / {_number((scores.get(m) or {}).get('iia'))}"
+                    " / ".join(_number((scores.get(m) or {}).get(score)) for score in ("selectivity", "iia", "d"))
                     for m in methods
                 ],
             ]
@@ -109,7 +109,8 @@ def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_l
         "Layer L = the residual stream after L blocks (0 = embeddings; -1 = the last block's output, before "
         "`ln_f`). Each number is a mean over the held-out cells; faithfulness (the SAE's argmax slot names the "
         f"attribute the LM answered, where it answered another one; chance ≈ 1/{N_RULES}) over the hard cells. "
-        "Method columns: ablation selectivity / interchange accuracy (IIA).",
+        "Method columns: ablation selectivity / interchange accuracy (IIA, RAVEL's Cause) / RAVEL's "
+        "disentanglement D (mean of Cause and Isolate).",
         "",
         *markdown_table(
             [
@@ -117,7 +118,7 @@ def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_l
                 "slot accuracy",
                 "margin over untrained LM",
                 "faithfulness",
-                *[f"{m}: sel. / IIA" for m in methods],
+                *[f"{m}: sel. / IIA / D" for m in methods],
             ],
             table,
         ),
