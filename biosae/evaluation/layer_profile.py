@@ -11,6 +11,7 @@ from __future__ import annotations
 from biosae.evaluation.markdown import markdown_table
 from biosae.evaluation.method_summary import held_out_cells, method_scores
 from biosae.evaluation.metrics import N_RULES
+from biosae.methods.causal_variants import RANKING_CONTROLS
 from biosae.rules import HARD_CELLS
 
 
@@ -64,7 +65,7 @@ def peak_sentence(rows: list[dict], n_layer: int | None, default_layer: int) -> 
         return None
     peak = max(sae_rows, key=lambda r: r["methods"]["sae_slot"]["selectivity"])
     sae = peak["methods"]["sae_slot"]
-    others = {m: s for m, s in peak["methods"].items() if m not in ("sae_slot", "random")}
+    others = {m: s for m, s in peak["methods"].items() if m not in ("sae_slot", *RANKING_CONTROLS)}
     line = (
         f"The SAE's causal effect peaks at layer {layer_label(peak['layer'], n_layer, default_layer)}: "
         f"ablation selectivity {_number(sae['selectivity'])}, IIA {_number(sae['iia'])}."

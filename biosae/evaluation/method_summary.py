@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from biosae.evaluation.markdown import markdown_table
+from biosae.methods.causal_variants import RANKING_CONTROLS
 from biosae.methods.registry import method_names
 
 
@@ -41,9 +42,13 @@ def method_scores(metrics: dict, cells: list[str]) -> dict[str, dict]:
 
 
 def best_method(metrics: dict, cells: list[str], score: str = "iia") -> tuple[str | None, float | None]:
-    """The method with the highest mean ``score`` over ``cells`` (random excluded: it is the control)."""
+    """The method with the highest mean ``score`` over ``cells`` (the controls excluded)."""
     scores = method_scores(metrics, cells)
-    ranked = [(value[score], name) for name, value in scores.items() if name != "random" and value[score] is not None]
+    ranked = [
+        (value[score], name)
+        for name, value in scores.items()
+        if name not in RANKING_CONTROLS and value[score] is not None
+    ]
     if not ranked:
         return None, None
     value, name = max(ranked)
@@ -80,7 +85,9 @@ def verdict_lines(metrics: dict, cells: list[str]) -> list[str]:
         if name != "sae_slot" and sae is not None:
             line += f"; the supervised SAE's slots reach {_number(sae)} ({value - sae:.3f} behind)"
         elif name == "sae_slot":
-            others = [v[score] for n, v in scores.items() if n not in ("sae_slot", "random") and v[score] is not None]
+            others = [
+                v[score] for n, v in scores.items() if n not in ("sae_slot", *RANKING_CONTROLS) and v[score] is not None
+            ]
             if others:
                 line += f", {value - max(others):+.3f} ahead of the next method"
         if control is not None:

@@ -8,6 +8,8 @@ RANDOM_TARGETS = "sae_slot_causal_random_targets"  # control: every target from 
 NO_LABELS = "sae_slot_causal_no_labels"  # control: lambda_align = 0
 CONTROLS = (RANDOM_TARGETS, NO_LABELS)
 VARIANTS = (METHOD, *CONTROLS)
+# the methods that are controls, never ranked as the best method: the random subspace and these two
+RANKING_CONTROLS = ("random", *CONTROLS)
 
 
 def variant_layers(names, layers, control_layer: int, default_layer: int) -> dict[str, list[int]]:

@@ -32,6 +32,7 @@ from biosae.evaluation.metrics import ABLATION_MODES, MARGIN_OVER_UNTRAINED_LM, 
 from biosae.evaluation.plots import save_figure
 from biosae.evaluation.report import format_number, markdown_table
 from biosae.io import write_text
+from biosae.methods.causal_variants import RANKING_CONTROLS
 
 SUMMARY_COLUMNS = ("metric", "cell", "layer", "mean", "std", "n", "blocks")
 
@@ -385,7 +386,7 @@ def method_rows(rows: Sequence[dict], test: str, cells: Sequence[str]) -> list[d
 
 
 def method_winner_lines(rows: Sequence[dict], layers: Sequence[int], labels: dict, cells: Sequence[str]) -> list[str]:
-    """Per layer, which method localizes the rule best (mean over the held-out cells, random excluded)."""
+    """Per layer, which method localizes the rule best (mean over the held-out cells, the controls excluded)."""
     held_out = [cell for cell in cells if cell != "train"]
     lines = []
     for test, label in (
@@ -401,7 +402,8 @@ def method_winner_lines(rows: Sequence[dict], layers: Sequence[int], labels: dic
         table = []
         for layer in layers:
             ranked = sorted(
-                ((value[(m, layer)], m) for m in methods if m != "random" and (m, layer) in value), reverse=True
+                ((value[(m, layer)], m) for m in methods if m not in RANKING_CONTROLS and (m, layer) in value),
+                reverse=True,
             )
             if not ranked:
                 continue
@@ -418,8 +420,8 @@ def method_winner_lines(rows: Sequence[dict], layers: Sequence[int], labels: dic
             f"## Which method localizes the rule, per layer: {label}",
             "",
             f"Mean over the held-out cells ({', '.join(held_out)}) of each method's {label} (seed means). "
-            "The winner excludes the random control; the last column is the supervised SAE's lead over the "
-            "best other method (negative: it trails).",
+            "The winner excludes the controls (random and the causal SAE's two); the last column is the "
+            "supervised SAE's lead over the best other method (negative: it trails).",
             "",
             *markdown_table(["layer", *methods, "best", "sae_slot − best other"], table),
         ]
