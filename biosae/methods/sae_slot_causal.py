@@ -133,8 +133,9 @@ def validation_iia(sae, prompts: DASPrompts, index, activations, layer: int, tar
     if prompts.validation_cache is None:
         return None
     _, sources, _ = pair_tensors(index, prompts.validation)
+    device = next(sae.parameters()).device
     with torch.no_grad():
-        source_z = sae.encode(activations[torch.from_numpy(sources)].float())
+        source_z = sae.encode(activations[torch.from_numpy(sources)].float().to(device))
         predicted, _ = edited_predictions(
             prompts.validation_cache,
             targets,
@@ -158,15 +159,16 @@ def fine_tune(
     validation_targets: np.ndarray,
     progress=None,
 ) -> tuple[SupervisedSAE, list[dict]]:
-    """A copy of ``seed_sae`` fine-tuned with the seed's five losses plus ``lambda_interchange`` x
+    """A copy of ``seed_sae`` on the LM's device, fine-tuned with the seed's five losses plus ``lambda_interchange`` x
     the interchange cross-entropy; returns (SAE in eval mode, one log row per epoch).
 
     ``sae_rows``: the rows the seed's SAE trained on (activations, rule, value target), batches of
     which carry its five losses at each step; ``training_targets``: per training pair of
     ``prompts``, the token the edited LM should give (-1: the pair is not trained on)."""
-    sae = copy.deepcopy(seed_sae).train()
+    device = next(model.parameters()).device  # the LM's: the edit runs inside its pass
+    sae = copy.deepcopy(seed_sae).to(device).train()
     sae_cfg = sae.cfg
-    h_rows, rule_rows, value_rows = sae_rows
+    h_rows, rule_rows, value_rows = (tensor.to(device) for tensor in sae_rows)
     bases, sources = prompts.bases, prompts.sources
     pairs_of_base = {int(b): np.flatnonzero((bases == b) & (training_targets >= 0)) for b in prompts.unique_bases}
     cache = prompts.training_cache
@@ -194,12 +196,12 @@ def fine_tune(
                 continue
             # a base without a trainable pair is its own source (an identity edit), left out of the loss
             source_rows = np.where(trained, sources[np.maximum(chosen, 0)], prompts.unique_bases[positions])
-            source_h = activations[torch.from_numpy(source_rows)].float()
+            source_h = activations[torch.from_numpy(source_rows)].float().to(device)
             logits = cache.group_logits(group, layer, lambda h: _interchange(sae, sae.encode(source_h))(h))
             keep = torch.from_numpy(trained).to(logits.device)
             target = torch.from_numpy(training_targets[np.maximum(chosen, 0)]).to(logits.device)
             interchange = F.cross_entropy(logits[keep], target[keep])
-            rows = torch.randint(len(h_rows), (cfg.batch_size,), generator=generator)
+            rows = torch.randint(len(h_rows), (cfg.batch_size,), generator=generator).to(device)
             terms = sae_loss(sae, h_rows[rows], rule_rows[rows], value_rows[rows], sae_cfg.temp_end, sae_cfg)
             loss = terms["total"] + lambda_interchange * interchange
             if not torch.isfinite(loss):
@@ -254,7 +256,10 @@ def train_causal_sae(
         parameter.requires_grad_(False)
     runs, history = [], []
     try:
-        seed_iia = validation_iia(seed_sae.eval(), prompts, index, activations, layer, validation_targets)
+        device = next(model.parameters()).device
+        seed_iia = validation_iia(
+            copy.deepcopy(seed_sae).to(device).eval(), prompts, index, activations, layer, validation_targets
+        )
         for lambda_interchange in cfg.lambda_interchange:
             sae, rows = fine_tune(
                 seed_sae,
@@ -289,7 +294,7 @@ def train_causal_sae(
         "validation_pairs": len(validation_targets),
         "config": asdict(cfg),
     }
-    return best[2], history, selection
+    return best[2].cpu(), history, selection
 
 
 def prepare_prompts(model, tokenizer, index, excluded_rows, cfg: CausalSAEConfig, d_model: int) -> DASPrompts:
