@@ -40,7 +40,7 @@ from biosae.lm.prompt_cache import edited_predictions
 from biosae.methods.base import FitInputs
 from biosae.methods.causal_variants import METHOD, NO_LABELS, RANDOM_TARGETS
 from biosae.methods.das import DASConfig, DASPrompts, pair_tensors, prepare_das_prompts
-from biosae.methods.pairs import person_answer_tokens
+from biosae.methods.pairs import person_answer_tokens, target_tokens
 from biosae.methods.sae_slot import SaeSlotMethod
 from biosae.rules import RULES
 from biosae.sae.model import SupervisedSAE, sae_loss
@@ -113,8 +113,8 @@ def random_target_rules(index, bases: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _targets(index, bases, sources, cfg: CausalSAEConfig, salt: int) -> np.ndarray:
-    from biosae.methods.pairs import target_tokens
-
+    """Per pair, the token the edited LM should give: the base person's answer for the source's
+    rule, or, for the random-targets control, for a random other rule."""
     rules = (
         random_target_rules(index, bases, cfg.seed + salt)
         if cfg.random_targets
@@ -159,8 +159,9 @@ def fine_tune(
     validation_targets: np.ndarray,
     progress=None,
 ) -> tuple[SupervisedSAE, list[dict]]:
-    """A copy of ``seed_sae`` on the LM's device, fine-tuned with the seed's five losses plus ``lambda_interchange`` x
-    the interchange cross-entropy; returns (SAE in eval mode, one log row per epoch).
+    """A copy of ``seed_sae`` on the LM's device, fine-tuned with the seed's five losses plus
+    ``lambda_interchange`` x the interchange cross-entropy; returns (SAE in eval mode, one log row
+    per epoch).
 
     ``sae_rows``: the rows the seed's SAE trained on (activations, rule, value target), batches of
     which carry its five losses at each step; ``training_targets``: per training pair of
@@ -181,16 +182,9 @@ def fine_tune(
         hits, count, steps = 0, 0, 0
         for group in torch.randperm(len(cache.groups), generator=generator).tolist():
             positions = cache.groups[group][0]
-            chosen = np.array(
-                [
-                    pairs_of_base[int(prompts.unique_bases[p])][
-                        (epoch - 1) % max(1, len(pairs_of_base[int(prompts.unique_bases[p])]))
-                    ]
-                    if len(pairs_of_base[int(prompts.unique_bases[p])])
-                    else -1
-                    for p in positions
-                ]
-            )
+            # each base's pair for this epoch, its sources taken in turn (as DAS); -1: it has none
+            pools = [pairs_of_base[int(prompts.unique_bases[p])] for p in positions]
+            chosen = np.array([pool[(epoch - 1) % len(pool)] if len(pool) else -1 for pool in pools])
             trained = chosen >= 0
             if not trained.any():
                 continue
