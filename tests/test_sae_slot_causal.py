@@ -39,7 +39,7 @@ def test_causal_sae_is_fine_tuned_and_chosen_on_held_out_train_persons(tiny_pipe
     grid = [0.1, 1.0]  # config.yaml's methods.sae_slot_causal.lambda_interchange
     for method, layers in variant_layers([METHOD, *CONTROLS], PROFILE, CONTROL_LAYER, -1).items():
         for layer in layers:
-            directory = results / layout.causal_sae_dir("", layer, method)
+            directory = tiny_pipeline / layout.causal_sae_dir("", layer, method)
             selection = json.loads((directory / "selection.json").read_text())
             log = pd.read_csv(directory / "train_log.csv")
             assert sorted(float(v) for v in selection["validation_iia_by_lambda"]) == grid, (method, layer)
@@ -54,17 +54,47 @@ def test_causal_sae_is_fine_tuned_and_chosen_on_held_out_train_persons(tiny_pipe
             index = pd.read_csv(results / "activations" / "index.csv")
             assert set(index["split"].to_numpy()[pairs["base_row"]]) == {"train"}
         for layer in set(PROFILE) - set(layers):
-            assert not (results / layout.causal_sae_dir("", layer, method)).exists(), (method, layer)
+            assert not (tiny_pipeline / layout.causal_sae_dir("", layer, method)).exists(), (method, layer)
 
 
-def test_interchange_loss_goes_down_and_the_sae_moves_while_sae_slot_stays(tiny_pipeline):
+def test_the_interchange_loss_is_what_goes_down(tiny_pipeline):
+    """Fine-tuned on the tiny run's files at its hook: with the sixth loss the interchange
+    cross-entropy falls well below where the seed's five losses alone (lambda 0) leave it."""
+    from biosae.evaluation.method_tests import causal_sample
+    from biosae.lm.activations import load_activation_table
+    from biosae.lm.model import load_model_dir
+    from biosae.methods.das import pair_tensors
+    from biosae.methods.sae_slot_causal import CausalSAEConfig, fine_tune, prepare_prompts
+    from biosae.sae.inputs import training_tensors, value_candidates
+
     results = tiny_pipeline / "results"
+    model, tokenizer = load_model_dir(results / "lm" / "final", torch.device("cpu"))
+    activations, index = load_activation_table(
+        results / "activations" / "layer_-1.safetensors", results / "activations" / "index.csv"
+    )
+    cfg = CausalSAEConfig(epochs=8, lr=1e-2, batch_size=16)
+    prompts = prepare_prompts(model, tokenizer, index, causal_sample(index, "train", 24, 0), cfg, activations.shape[1])
+    rows = training_tensors(activations, index, value_candidates(index))
+    validation = pair_tensors(index, prompts.validation)[2]  # the source rule's answers, as training's
+    seed_sae = load_sae(tiny_pipeline / layout.sae_dir("", -1))
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    logs = {
+        weight: fine_tune(
+            seed_sae, model, prompts, index, activations, rows, -1, weight, cfg, prompts.targets, validation
+        )[1]
+        for weight in (0.0, 3.0)
+    }
+    causal, plain = logs[3.0], logs[0.0]
+    assert causal[-1]["interchange_loss"] < causal[0]["interchange_loss"] - 0.2
+    assert causal[-1]["interchange_loss"] < plain[-1]["interchange_loss"] - 0.2
+    assert causal[-1]["train_iia"] > plain[-1]["train_iia"]
+
+
+def test_the_causal_sae_moves_while_sae_slot_stays(tiny_pipeline):
     for layer in PROFILE:
-        log = pd.read_csv(results / layout.causal_sae_dir("", layer, METHOD) / "train_log.csv")
-        for _, run in log.groupby("lambda_interchange"):
-            assert run["interchange_loss"].iloc[-1] < run["interchange_loss"].iloc[0], layer
-        seed = load_sae(results / layout.sae_dir("", layer))
-        causal = load_sae(results / layout.causal_sae_dir("", layer, METHOD))
+        seed = load_sae(tiny_pipeline / layout.sae_dir("", layer))
+        causal = load_sae(tiny_pipeline / layout.causal_sae_dir("", layer, METHOD))
         assert not torch.equal(seed.decoder_weight, causal.decoder_weight)
         # fine-tuned from the seed's SAE: the standardization is the same
         assert torch.equal(seed.mean, causal.mean) and torch.equal(seed.std, causal.std)
