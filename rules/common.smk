@@ -13,12 +13,11 @@ DEFAULT_LAYER = config["activations"]["layer"]
 N_BLOCKS = block_count(config["model"])
 PROFILE_LAYERS = profile_layers(config, N_BLOCKS)
 # method -> the layers the causal SAE's variants listed in methods.names are trained at (its
-# controls at one layer only: biosae/methods/sae_slot_causal.py)
+# controls at one layer only, and not at all where the profile lacks it: biosae/methods/causal_variants.py)
 CAUSAL_SAE_LAYERS = variant_layers(
     config["methods"]["names"],
     PROFILE_LAYERS,
     config["methods"]["sae_slot_causal"]["control_layer"],
-    DEFAULT_LAYER,
 )
 
 

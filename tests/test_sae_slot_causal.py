@@ -24,20 +24,16 @@ def _metrics(run, layer: int) -> dict:
 
 
 def test_variants_train_at_every_layer_and_controls_at_one():
-    assert variant_layers([METHOD, *CONTROLS], PROFILE, 1, -1) == {
-        METHOD: PROFILE,
-        RANDOM_TARGETS: [1],
-        NO_LABELS: [1],
-    }
-    # a profile without the control layer: the controls move to the seed's hook
-    assert variant_layers([METHOD, RANDOM_TARGETS], [-1], 1, -1) == {METHOD: [-1], RANDOM_TARGETS: [-1]}
-    assert variant_layers(["sae_slot", "das"], PROFILE, 1, -1) == {}
+    assert variant_layers([METHOD, *CONTROLS], PROFILE, 1) == {METHOD: PROFILE, RANDOM_TARGETS: [1], NO_LABELS: [1]}
+    # a profile without the control layer has no controls
+    assert variant_layers([METHOD, RANDOM_TARGETS], [-1], 1) == {METHOD: [-1]}
+    assert variant_layers(["sae_slot", "das"], PROFILE, 1) == {}
 
 
 def test_causal_sae_is_fine_tuned_and_chosen_on_held_out_train_persons(tiny_pipeline):
     results = tiny_pipeline / "results"
     grid = [0.1, 1.0]  # config.yaml's methods.sae_slot_causal.lambda_interchange
-    for method, layers in variant_layers([METHOD, *CONTROLS], PROFILE, CONTROL_LAYER, -1).items():
+    for method, layers in variant_layers([METHOD, *CONTROLS], PROFILE, CONTROL_LAYER).items():
         for layer in layers:
             directory = tiny_pipeline / layout.causal_sae_dir("", layer, method)
             selection = json.loads((directory / "selection.json").read_text())

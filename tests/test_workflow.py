@@ -137,7 +137,7 @@ def test_metrics_cover_every_cell_and_test(tiny_pipeline):
         for test in ("ablation", "interchange", "detection", "faithfulness"):
             assert set(result[test]) == set(cells), (name, test)
         assert set(result["steering"]) == (set(cells) if result["steerable"] else set()), name
-        assert result["steerable"] == (name in ("sae_slot", "diffmean", "probe", "sae_unsupervised"))
+        assert result["steerable"] == (name in ("sae_slot", "diffmean", "probe", "sae_unsupervised", "sae_slot_causal"))
         for cell in cells:
             interchange = result["interchange"][cell]
             assert interchange["n"] == metrics["interchange_pairs"][cell]["n"] > 0

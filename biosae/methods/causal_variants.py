@@ -12,10 +12,10 @@ VARIANTS = (METHOD, *CONTROLS)
 RANKING_CONTROLS = ("random", *CONTROLS)
 
 
-def variant_layers(names, layers, control_layer: int, default_layer: int) -> dict[str, list[int]]:
+def variant_layers(names, layers, control_layer: int) -> dict[str, list[int]]:
     """Which layers each causal-SAE variant of ``names`` is trained and tested at: the method at
-    every layer of the profile, a control at ``control_layer`` (the seed's hook where the profile
-    lacks it)."""
+    every layer of the profile, a control at ``control_layer`` alone, and nowhere where the
+    profile lacks it (so that narrowing the profile of a finished run trains nothing)."""
     layers = list(layers)
-    at_control = control_layer if control_layer in layers else default_layer
-    return {name: (layers if name == METHOD else [at_control]) for name in VARIANTS if name in names}
+    plan = {name: (layers if name == METHOD else [control_layer]) for name in VARIANTS if name in names}
+    return {name: planned for name, planned in plan.items() if set(planned) <= set(layers)}
