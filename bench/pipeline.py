@@ -31,7 +31,8 @@ from .layers import (
 )
 
 SAE_TRAINING_JOBS = {"train_sae", "untrained_sae"}  # the supervised SAE of the trained and the untrained LM
-SAE_RERUN_JOBS = SAE_TRAINING_JOBS | {"evaluate", "aggregate", "all"}
+# the SAEs fine-tuned from the supervised SAE (sae_slot_causal) follow it
+SAE_RERUN_JOBS = SAE_TRAINING_JOBS | {"train_causal_sae", "evaluate", "aggregate", "all"}
 IDLE_GAP_SECONDS = 60.0  # longer than Snakemake ever takes between two jobs of one invocation
 
 # The layer-profile comparison runs two pipelines that share the dataset and the trained LM (the
