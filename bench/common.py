@@ -158,8 +158,11 @@ def run_evaluation_inputs(run_dir: Path, layer: int, methods):
     (biosae/layout.py): the evaluate job's inputs, without the other methods' tests."""
     from biosae import layout
     from biosae.evaluation.evaluate import load_evaluation_inputs
+    from biosae.methods.causal_variants import VARIANTS
 
     untrained = layout.UNTRAINED_LM
+    # the SAEs fine-tuned from the layer's SAE that the run trained there
+    causal = {name: run_dir / layout.causal_sae_dir("", layer, name) for name in VARIANTS if name in methods}
     return load_evaluation_inputs(
         model_dir=run_dir / layout.lm_final(""),
         activations=run_dir / layout.activation_file("", layer),
@@ -171,5 +174,6 @@ def run_evaluation_inputs(run_dir: Path, layer: int, methods):
         untrained_sae_dir=run_dir / layout.sae_dir("", layer, untrained),
         qa_accuracy=run_dir / layout.lm_qa_accuracy(""),
         layer=layer,
-        methods=methods,
+        methods=[name for name in methods if name not in causal or causal[name].is_dir()],
+        causal_sae_dirs={name: directory for name, directory in causal.items() if directory.is_dir()},
     )

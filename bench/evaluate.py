@@ -50,6 +50,7 @@ def measure_evaluate(run_dir: Path, workdir: Path) -> Evaluate:
     from biosae.evaluation.evaluate import answered_rules, evaluate, ordered_cells
     from biosae.evaluation.figures import write_figures
     from biosae.evaluation.method_tests import cell_samples, evaluate_methods, load_trained_methods
+    from biosae.methods.causal_variants import VARIANTS
 
     config = run_config(run_dir)
     layer, section, methods = config["activations"]["layer"], config["evaluate"], config["methods"]["names"]
@@ -86,7 +87,8 @@ def measure_evaluate(run_dir: Path, workdir: Path) -> Evaluate:
             fit=fit,
             **trained,
         )  # a method not in names is not built
-        inputs.method_names = tuple(names)
+        # a causal SAE is tested where the run trained it at this layer
+        inputs.method_names = tuple(n for n in names if n not in VARIANTS or n in inputs.causal_saes)
         metrics = evaluate(inputs, section["max_prompts_per_cell"], section["swap_alphas"], config["seed"])
         tests = time.perf_counter() - started
         write_figures(

@@ -31,9 +31,10 @@ from .layers import (
 )
 
 SAE_TRAINING_JOBS = {"train_sae", "untrained_sae"}  # the supervised SAE of the trained and the untrained LM
-SAE_RERUN_JOBS = SAE_TRAINING_JOBS | {"evaluate", "aggregate", "all"}
+# the SAEs fine-tuned from the supervised SAE (sae_slot_causal) follow it
+SAE_RERUN_JOBS = SAE_TRAINING_JOBS | {"train_causal_sae", "evaluate", "aggregate", "all"}
 # what adding question files to a finished run must never run: a training or a shipped-rows pass
-RETRAINING_JOBS = {"train_lm", "train_sae", "untrained_sae", "train_das", "train_unsupervised_sae"}
+RETRAINING_JOBS = {"train_lm", "train_sae", "untrained_sae", "train_das", "train_unsupervised_sae", "train_causal_sae"}
 SHIPPED_PASSES = {"dataset", "untrained_lm", "activations", "untrained_activations", "lm_qa_accuracy"}
 # two files of new questions, each as many rows as the target names: held-out rows of the
 # run's own dataset (ood_both, ood_template), which the finished run scored under their own cells

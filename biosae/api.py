@@ -356,6 +356,8 @@ class Run:
         entry = REGISTRY[name]
         activations, index = self.activation_table(layer)
         artifacts = {"das": layout.das_dir("", layer), "sae_unsupervised": layout.topk_sae_dir("", layer)}
+        if name.startswith("sae_slot_causal"):
+            artifacts[name] = layout.causal_sae_dir("", layer, name)
         if name in artifacts and not self.path(artifacts[name]).is_dir():
             raise BiosaeError(
                 f"{self.path(artifacts[name])}/ is missing: method {name} was not trained in this run (methods.names)"
@@ -363,6 +365,7 @@ class Run:
         trained, _ = load_trained_methods(
             self.path(artifacts["das"]) if self.path(artifacts["das"]).is_dir() else None,
             self.path(artifacts["sae_unsupervised"]) if self.path(artifacts["sae_unsupervised"]).is_dir() else None,
+            {name: self.path(artifacts[name])} if name.startswith("sae_slot_causal") else None,
         )
         trained.pop("das_training_pairs", None)
         inputs = train_cell_fit_inputs(

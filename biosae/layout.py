@@ -241,6 +241,21 @@ def saelens_dir(lmrun: str, layer: int | str) -> str:
     return f"{RESULTS}/{lmrun}saelens/sae_unsupervised/{layer_name(layer)}"
 
 
+# The files of one layer's causally fine-tuned supervised SAE (biosae/methods/sae_slot_causal.py),
+# one directory per variant (the method and its controls): the SAE, the lambda it was chosen at
+# and every grid value's validation IIA, its training log and the pairs it trained on.
+CAUSAL_SAE_FILES = ("cfg.json", "sae.safetensors", "selection.json", "train_log.csv", "train_pairs.csv")
+
+
+def causal_sae_dir(lmrun: str, layer: int | str, method: str) -> str:
+    """One layer's fine-tuned SAE of ``method`` (sae_slot_causal or one of its controls)."""
+    return f"{RESULTS}/{lmrun}methods/{method}/{layer_name(layer)}"
+
+
+def causal_sae_file(lmrun: str, layer: int | str, method: str, name: str) -> str:
+    return f"{causal_sae_dir(lmrun, layer, method)}/{name}"
+
+
 def method_tests(lmrun: str, layer: int | str) -> str:
     """Every localization method but the supervised SAE, tested at one layer: what evaluate joins
     into that layer's metrics.json."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from biosae import layout
 from biosae.lm.layers import block_count, profile_layers
+from biosae.methods.causal_variants import variant_layers
 
 DEFAULT_SEED = config["seed"]
 DEFAULT_LAYER = config["activations"]["layer"]
@@ -15,6 +16,13 @@ PROFILE_LAYERS = profile_layers(config, N_BLOCKS)
 # threads, and each job reads it from its config (workflow_scripts/_common.py), so that switching
 # it on a finished run reruns nothing.
 LM_TRAINING = {key: value for key, value in config["training"].items() if key != "device"}
+# method -> the layers the causal SAE's variants listed in methods.names are trained at (its
+# controls at one layer only, and not at all where the profile lacks it: biosae/methods/causal_variants.py)
+CAUSAL_SAE_LAYERS = variant_layers(
+    config["methods"]["names"],
+    PROFILE_LAYERS,
+    config["methods"]["sae_slot_causal"]["control_layer"],
+)
 
 
 wildcard_constraints:
@@ -194,6 +202,40 @@ def trained_method_inputs(wildcards):
         files["unsupervised_sae_cfg"] = layout.topk_sae_file(lmrun, DEFAULT_LAYER, "cfg.json")
         files["unsupervised_sae_weights"] = layout.topk_sae_file(lmrun, DEFAULT_LAYER, "sae.safetensors")
     return files
+
+
+def causal_sae_outputs(filename):
+    """The train_causal_sae job's ``filename`` of every variant and layer it trains."""
+    return [
+        layout.causal_sae_file("{lmrun}", layer, method, filename)
+        for method, layers in CAUSAL_SAE_LAYERS.items()
+        for layer in layers
+    ]
+
+
+def causal_sae_inputs(wildcards):
+    """A (seed, layer) run's SAEs fine-tuned from its SAE (biosae/methods/sae_slot_causal.py), those
+    trained at its layer: evaluate tests them beside the SAE."""
+    lmrun, layer = run_lm(wildcards), run_layer(wildcards)
+    files = {}
+    for method, layers in CAUSAL_SAE_LAYERS.items():
+        if layer in layers:
+            for key, name in (("causal_weights", "sae.safetensors"), ("causal_selection", "selection.json")):
+                files[f"{method}_{key}"] = layout.causal_sae_file(lmrun, layer, method, name)
+            files[f"{method}_causal_pairs"] = layout.causal_sae_file(lmrun, layer, method, "train_pairs.csv")
+    return files
+
+
+def methods_at_layer(layer):
+    """methods.names less the causal SAE's controls where they are not trained (evaluate's and
+    evaluate_methods' list at ``layer``)."""
+    return [
+        name for name in config["methods"]["names"] if name not in CAUSAL_SAE_LAYERS or layer in CAUSAL_SAE_LAYERS[name]
+    ]
+
+
+def run_methods(wildcards):
+    return methods_at_layer(run_layer(wildcards))
 
 
 def method_tests_file(wildcards):

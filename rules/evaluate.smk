@@ -1,5 +1,6 @@
 rule evaluate:
     input:
+        unpack(causal_sae_inputs),
         model=lm_dir,
         qa_accuracy=lm_qa_accuracy,
         lm_log=lm_train_log,
@@ -39,7 +40,7 @@ rule evaluate:
         runtime=60,
     params:
         evaluate=shipped_evaluation_settings(),
-        methods=config["methods"]["names"],
+        methods=run_methods,
         layer=run_layer,
         seed=run_seed,
     script:

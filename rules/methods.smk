@@ -65,6 +65,45 @@ rule train_unsupervised_sae:
         "../workflow_scripts/train_unsupervised_sae.py"
 
 
+# One job per LM fine-tunes the supervised SAE of every profile layer with the interchange loss
+# (sae_slot_causal), and its controls at their one layer: the LM and the pairs' prompt caches are
+# built once for every layer and variant, as for DAS. Its inputs are the activation index (as the
+# SAE's) and the trained SAEs of the seed's hook; each other layer's lies beside it.
+# (no variant listed in methods.names: no such job)
+if CAUSAL_SAE_LAYERS:
+
+    rule train_causal_sae:
+        input:
+            model=layout.lm_final("{lmrun}"),
+            index=layout.activation_index("{lmrun}"),
+            sae_weights=layout.sae_file("{lmrun}", DEFAULT_LAYER, "sae.safetensors"),
+            sae_cfg=layout.sae_file("{lmrun}", DEFAULT_LAYER, "cfg.json"),
+        output:
+            weights=causal_sae_outputs("sae.safetensors"),
+            cfg=causal_sae_outputs("cfg.json"),
+            selection=causal_sae_outputs("selection.json"),
+            log_csv=causal_sae_outputs("train_log.csv"),
+            pairs=causal_sae_outputs("train_pairs.csv"),
+        log:
+            layout.log("{lmrun}", "train_causal_sae"),
+        benchmark:
+            layout.benchmark("{lmrun}", "train_causal_sae")
+        priority: 20  # critical path (train_das says why)
+        conda:
+            "../envs/biosae.yaml"
+        threads: 1  # as train_das: gradient steps through the LM agree across machines at one thread
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        params:
+            causal=config["methods"]["sae_slot_causal"],
+            sae=config["sae"],
+            seed=run_seed,
+            max_prompts_per_cell=config["evaluate"]["max_prompts_per_cell"],
+        script:
+            "../workflow_scripts/train_causal_sae.py"
+
+
 # Every method but the supervised SAE, tested at every layer of the profile in one job per LM
 # (biosae/evaluation/method_tests.py), one file per layer that evaluate joins into metrics.json.
 # None of these tests depends on the SAE, so changing the SAE's settings reruns the SAE jobs and

@@ -17,7 +17,7 @@ from biosae.io import save_tensors
 from biosae.lm.activations import INDEX_COLUMNS, load_activation_table, load_activation_tables
 from tests.conftest import copy_run, planned_jobs, run_snakemake
 
-RETRAINING = {"train_lm", "train_sae", "untrained_sae", "train_das", "train_unsupervised_sae"}
+RETRAINING = {"train_lm", "train_sae", "untrained_sae", "train_das", "train_unsupervised_sae", "train_causal_sae"}
 SHIPPED_PASSES = {"activations", "untrained_activations", "lm_qa_accuracy", "dataset", "untrained_lm"}
 PROFILE = [0, 1, -1]  # tiny_config's 2-block model
 

@@ -277,6 +277,41 @@ def test_interchange_result_counts_success_leak_and_unchanged():
     assert empty["iia"] is None and empty["n"] == 0
 
 
+def test_isolate_and_disentanglement_by_hand():
+    from biosae.evaluation.metrics import disentanglement, isolate_result
+
+    result = isolate_result(stays=[1, 1, 0, 1], leaked=[0, 0, 1, 0])
+    assert result == {"isolate": 0.75, "leaked": 0.25, "n": 4}
+    assert isolate_result(stays=[], leaked=[]) == {"isolate": None, "leaked": None, "n": 0}
+    with pytest.raises(ValueError):
+        isolate_result(stays=[1, 0], leaked=[1])
+    assert disentanglement(0.5, 0.75) == {"cause": 0.5, "isolate": 0.75, "d": 0.625}
+    assert disentanglement(0.5, None)["d"] is None
+
+
+def test_same_rule_pairs_ask_the_base_rule_of_another_person():
+    import pandas as pd
+
+    from biosae.methods.pairs import evaluation_pairs, same_rule_pairs
+
+    index = pd.DataFrame(
+        {
+            "split": ["ood_both"] * 12,
+            "rule_idx": [r for r in range(6) for _ in range(2)],
+            "person_id": [f"p{i % 4}" for i in range(12)],
+        }
+    )
+    rows = np.arange(12)
+    pairs = same_rule_pairs(index, "ood_both", rows, seed=0)
+    assert np.array_equal(pairs.base_rows, rows) and pairs.scored.all()
+    rules, persons = index["rule_idx"].to_numpy(), index["person_id"].to_numpy()
+    assert (rules[pairs.source_rows] == rules[rows]).all()
+    assert (persons[pairs.source_rows] != persons[rows]).all()
+    # the IIA's pairs are drawn as before: another rule
+    other = evaluation_pairs(index, "ood_both", rows, seed=0)
+    assert (rules[other.source_rows] != rules[rows]).all()
+
+
 def test_faithfulness_and_its_chance():
     from biosae.evaluation.metrics import faithfulness, independence_chance
 

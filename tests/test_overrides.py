@@ -19,7 +19,7 @@ from tests.test_workflow import DOWNSTREAM_OF_DATASET
 
 pytestmark = pytest.mark.slow
 
-SAE_AND_EVALUATION = {"train_sae", "untrained_sae", "evaluate", "aggregate", "all"}  # every layer of the profile
+SAE_AND_EVALUATION = {"train_sae", "untrained_sae", "train_causal_sae", "evaluate", "aggregate", "all"}  # every layer
 
 
 @pytest.fixture

@@ -238,6 +238,7 @@ PER_SEED_RULES = (
     "untrained_sae",
     "train_das",
     "train_unsupervised_sae",
+    "train_causal_sae",
     "evaluate_methods",
 )  # an LM's method jobs train (and test) every layer
 
@@ -410,6 +411,7 @@ def test_adding_a_layer_reuses_every_trained_lm(tiny_sweep, tmp_path):
         "untrained_sae": 1,
         "train_das": 1,
         "train_unsupervised_sae": 1,
+        "train_causal_sae": 1,
         "evaluate_methods": 1,
         **{rule: layers for rule in PER_RUN_RULES},
         "aggregate": 1,

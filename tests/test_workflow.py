@@ -23,6 +23,7 @@ DOWNSTREAM_OF_DATASET = {
     "untrained_sae",
     "train_das",
     "train_unsupervised_sae",
+    "train_causal_sae",
     "evaluate_methods",
     "evaluate",
     "aggregate",
@@ -123,12 +124,20 @@ def test_metrics_cover_every_cell_and_test(tiny_pipeline):
             metrics["slot_accuracy"][cell] - base["untrained_lm_sae"]
         )
     # every method, every test, every cell (steering for the additive methods only)
-    assert list(metrics["methods"]) == ["sae_slot", "diffmean", "probe", "das", "sae_unsupervised", "random"]
+    assert list(metrics["methods"]) == [
+        "sae_slot",
+        "diffmean",
+        "probe",
+        "das",
+        "sae_unsupervised",
+        "random",
+        "sae_slot_causal",
+    ]
     for name, result in metrics["methods"].items():
         for test in ("ablation", "interchange", "detection", "faithfulness"):
             assert set(result[test]) == set(cells), (name, test)
         assert set(result["steering"]) == (set(cells) if result["steerable"] else set()), name
-        assert result["steerable"] == (name in ("sae_slot", "diffmean", "probe", "sae_unsupervised"))
+        assert result["steerable"] == (name in ("sae_slot", "diffmean", "probe", "sae_unsupervised", "sae_slot_causal"))
         for cell in cells:
             interchange = result["interchange"][cell]
             assert interchange["n"] == metrics["interchange_pairs"][cell]["n"] > 0
@@ -190,12 +199,20 @@ def test_default_run_evaluates_every_layer_without_a_sweep_config(tiny_pipeline)
 
 
 def test_sae_change_reruns_only_the_sae_jobs_of_every_layer_and_what_follows(tiny_pipeline, tmp_path):
-    """One SAE job per LM trains every layer's SAE; every layer's evaluate follows. The other
-    methods' tests (evaluate_methods) don't depend on the SAE: they don't rerun."""
+    """One SAE job per LM trains every layer's SAE; every layer's evaluate follows, and the SAEs
+    fine-tuned from it. The other methods' tests (evaluate_methods) don't depend on the SAE: they
+    don't rerun."""
     run = copy_run(tiny_pipeline, tmp_path / "run")
     edit_config(run, "sae", "lambda_align", 2.0)
     layers = len(PROFILE)
-    assert planned_jobs(run) == {"train_sae": 1, "untrained_sae": 1, "evaluate": layers, "aggregate": 1, "all": 1}
+    assert planned_jobs(run) == {
+        "train_sae": 1,
+        "untrained_sae": 1,
+        "train_causal_sae": 1,
+        "evaluate": layers,
+        "aggregate": 1,
+        "all": 1,
+    }
 
 
 def test_storage_dtype_change_recollects_activations_but_keeps_the_lms(tiny_pipeline, tmp_path):
@@ -210,6 +227,7 @@ def test_storage_dtype_change_recollects_activations_but_keeps_the_lms(tiny_pipe
         "untrained_sae": 1,
         "train_das": 1,
         "train_unsupervised_sae": 1,
+        "train_causal_sae": 1,
         "evaluate_methods": 1,
         "evaluate": layers,
         "aggregate": 1,
@@ -233,6 +251,7 @@ def test_one_layer_in_one_config_line(tiny_pipeline, tmp_path):
         "untrained_sae": 1,
         "train_das": 1,
         "train_unsupervised_sae": 1,
+        "train_causal_sae": 1,
         "evaluate_methods": 1,
         "evaluate": 1,
         "all": 1,

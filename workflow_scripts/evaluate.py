@@ -29,6 +29,11 @@ with rule_context(smk) as log:
         methods=smk.params.methods,
         method_tests=smk.input.method_tests,
         device=job_device(smk),
+        causal_sae_dirs={
+            name.removesuffix("_causal_weights"): os.path.dirname(path)
+            for name, path in smk.input.items()
+            if name.endswith("_causal_weights")
+        },
     )
     section = smk.params.evaluate
     metrics = evaluate(

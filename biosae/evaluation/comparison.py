@@ -9,6 +9,9 @@
 - steering (additive methods): a rule-A prompt pushed to rule B with strength alpha; alpha is
   picked on the train cell (best mean success) from ``evaluate.swap_alphas`` and scored at that
   alpha on every cell, as AxBench picks its factor on held-in data;
+- Isolate (RAVEL): on a second set of pairs per cell whose source asks the *same* rule about
+  another person, the share where the base's own answer stays; RAVEL's Cause is the IIA and
+  Disentanglement D the mean of the two;
 - detection: the method's read-out names the asked rule (all rows of the cell);
 - faithfulness: on the rows where the LM answers another attribute of the same person than the
   one asked, the share where the method's read-out names the attribute the LM answered.
@@ -123,6 +126,18 @@ def interchange_result(cell: CellPrompts, predicted: np.ndarray, pairs: Intercha
         leaked=predicted[known] == source_answer[known],
         unchanged=predicted[known] == cell.clean_pred[known],
         clean_success=cell.clean_pred[known] == base_target[known],
+    )
+
+
+def isolate_result(cell: CellPrompts, predicted: np.ndarray, pairs: InterchangePairs, index) -> dict:
+    """RAVEL's Isolate from the pass interchanged on same-rule pairs (predictions [N]): on the
+    scored pairs whose clean pass answers the base's own answer, the share where it stays."""
+    source_rows = _pair_sources(cell, pairs)
+    source_answer = index["answer_first_token"].to_numpy()[source_rows]
+    kept = pairs.scored & cell.clean_correct
+    return M.isolate_result(
+        stays=predicted[kept] == cell.first[kept],
+        leaked=(predicted[kept] == source_answer[kept]) & (source_answer[kept] != cell.first[kept]),
     )
 
 

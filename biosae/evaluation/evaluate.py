@@ -22,12 +22,13 @@ from biosae.evaluation import metrics as M
 from biosae.evaluation.baselines import BagOfWordsClassifier, LinearProbe, chance_accuracy
 from biosae.evaluation.comparison import readout_tests
 from biosae.evaluation.edits import project_out, slot_direction
-from biosae.evaluation.method_tests import SAE_METHOD, causal_tests, cell_samples
+from biosae.evaluation.method_tests import SAE_METHOD, causal_tests, cell_samples, load_trained_methods
 from biosae.io import read_json
 from biosae.lm.activations import load_activation_tables
 from biosae.lm.model import load_model_dir
 from biosae.methods.pairs import person_answer_tokens
 from biosae.methods.sae_slot import SaeSlotMethod
+from biosae.methods.sae_slot_causal import CausalSaeSlotMethod
 from biosae.rules import EVALUATION_CELLS, HARD_CELLS, RULES
 from biosae.sae.inputs import value_targets
 from biosae.sae.model import load_sae
@@ -51,6 +52,11 @@ class EvaluationInputs:
     method_names: tuple = ("sae_slot", "random")  # config methods.names (biosae.methods.registry), in report order
     # the other methods' tests at this layer (biosae.evaluation.method_tests.evaluate_methods)
     method_tests: dict = field(default_factory=dict)
+    # the SAEs fine-tuned from this layer's SAE (biosae.methods.sae_slot_causal), by method name,
+    # the pairs they trained on and what their training reported
+    causal_saes: dict = field(default_factory=dict)
+    causal_training_pairs: set = field(default_factory=set)
+    causal_fit: dict = field(default_factory=dict)
 
 
 def load_evaluation_inputs(
@@ -68,6 +74,7 @@ def load_evaluation_inputs(
     methods,
     method_tests=None,
     lm=None,
+    causal_sae_dirs=None,
     extra_activations=None,
     extra_index=None,
     untrained_extra_activations=None,
@@ -78,10 +85,11 @@ def load_evaluation_inputs(
     """Everything one evaluation reads, from the files of a run (the evaluate rule's inputs; the
     benchmark times evaluate in-process from the same files). ``method_tests``: the JSON file of
     the other methods' tests at this layer (rule evaluate_methods); None: set them before evaluating.
-    ``lm``: the (model, tokenizer) of ``model_dir`` when already loaded. The ``extra_`` files: the
-    evaluate.extra_questions rows' activations of both LMs and the LM's QA accuracy on them, joined
-    after the shipped rows' (None: no extra questions). ``device``: where the LM runs
-    (biosae.devices.pick_device; None is auto)."""
+    ``lm``: the (model, tokenizer) of ``model_dir`` when already loaded. ``causal_sae_dirs``:
+    method -> the directory of its fine-tuned SAE at this layer (rule train_causal_sae). The
+    ``extra_`` files: the evaluate.extra_questions rows' activations of both LMs and the LM's QA
+    accuracy on them, joined after the shipped rows' (None: no extra questions). ``device``: where
+    the LM runs (biosae.devices.pick_device; None is auto)."""
     model, tokenizer = lm or load_model_dir(model_dir, pick_device(device))
     trained, table = load_activation_tables((activations, index), *_present((extra_activations, extra_index)))
     untrained, untrained_table = load_activation_tables(
@@ -90,6 +98,7 @@ def load_evaluation_inputs(
     accuracy = read_json(qa_accuracy)
     if extra_qa_accuracy is not None:
         accuracy.update(read_json(extra_qa_accuracy))
+    causal, causal_fit = load_trained_methods(causal_sae_dirs=causal_sae_dirs or {})
     return EvaluationInputs(
         model=model,
         tokenizer=tokenizer,
@@ -104,6 +113,9 @@ def load_evaluation_inputs(
         qa_accuracy=accuracy,
         method_names=tuple(methods),
         method_tests=read_json(method_tests) if method_tests is not None else {},
+        causal_saes=causal.get("causal_saes", {}),
+        causal_training_pairs=causal.get("das_training_pairs", set()),
+        causal_fit=causal_fit,
     )
 
 
@@ -254,10 +266,44 @@ def sae_causal_metrics(inputs: EvaluationInputs, samples: dict, alphas, progress
     }
 
 
-def joined_methods(inputs: EvaluationInputs, sae_result: dict, sae_readout: dict) -> dict:
-    """metrics.json's ``methods``, in ``inputs.method_names`` order: the SAE's from this job, the
-    others' from the evaluate_methods job of this layer."""
-    others = inputs.method_tests.get("methods", {})
+def causal_sae_methods(
+    inputs: EvaluationInputs, samples: dict, alphas, cells: list[str], progress=None, picked_alpha=None
+) -> dict:
+    """The tests of the SAEs fine-tuned from this layer's (biosae.methods.sae_slot_causal), as
+    metrics.json's ``methods`` holds them. A call of their own: the SAE's edited passes are the
+    ones they are without them. ``picked_alpha``: as biosae.evaluation.method_tests.causal_tests'."""
+    if not inputs.causal_saes:
+        return {}
+    methods = {name: CausalSaeSlotMethod(sae, name) for name, sae in inputs.causal_saes.items()}
+    causal = causal_tests(
+        samples,
+        inputs.layer,
+        inputs.activations,
+        inputs.index,
+        methods,
+        alphas,
+        das_training_pairs=inputs.causal_training_pairs,
+        picked_alpha=picked_alpha,
+        progress=progress,
+    )
+    readouts, _ = readout_tests(methods, inputs.activations, inputs.index, cells, answered_rules(inputs.index), None)
+    return {
+        name: {
+            "rank": method.rank,
+            "steerable": True,
+            **causal["methods"][name],
+            **readouts[name],
+            "fit": inputs.causal_fit.get(name),
+        }
+        for name, method in methods.items()
+    }
+
+
+def joined_methods(inputs: EvaluationInputs, sae_result: dict, sae_readout: dict, causal: dict | None = None) -> dict:
+    """metrics.json's ``methods``, in ``inputs.method_names`` order: the SAE's and those fine-tuned
+    from it (``causal``, :func:`causal_sae_methods`) from this job, the others' from the
+    evaluate_methods job of this layer."""
+    others = {**inputs.method_tests.get("methods", {}), **(causal or {})}
     joined = {}
     for name in inputs.method_names:
         if name == SAE_METHOD:
@@ -300,7 +346,8 @@ def evaluate(inputs: EvaluationInputs, max_prompts_per_cell: int, swap_alphas, s
         "random_direction": inputs.method_tests["random_direction"],
     }
     metrics["swap"] = sae["swap"]
-    metrics["methods"] = joined_methods(inputs, sae["method"], readouts.get(SAE_METHOD, {}))
+    causal = causal_sae_methods(inputs, samples, swap_alphas, cells, progress)
+    metrics["methods"] = joined_methods(inputs, sae["method"], readouts.get(SAE_METHOD, {}), causal)
     metrics["faithfulness_reference"] = reference
     metrics["interchange_pairs"] = sae["interchange_pairs"]
     metrics["margins"] = M.headline_margins(metrics["slot_accuracy"], metrics["baselines"])

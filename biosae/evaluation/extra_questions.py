@@ -26,7 +26,9 @@ from biosae.evaluation.comparison import readout_tests
 from biosae.evaluation.evaluate import (
     aligned_untrained_slots,
     answered_rules,
+    causal_sae_methods,
     correlational_metrics,
+    joined_methods,
     load_evaluation_inputs,
     ordered_cells,
     sae_causal_metrics,
@@ -36,6 +38,7 @@ from biosae.evaluation.method_tests import SAE_METHOD, cell_samples, evaluate_me
 from biosae.evaluation.metrics import headline_margins
 from biosae.io import read_json
 from biosae.lm.model import load_model_dir
+from biosae.methods.causal_variants import VARIANTS as CAUSAL_VARIANTS
 from biosae.methods.sae_slot import SaeSlotMethod
 
 EXTRA_CELL_PREFIX = "extra:"
@@ -73,7 +76,12 @@ def score_extra_questions(
     samples, cells, answered = None, None, None
     by_layer = {}
     for layer in layers:
+        # the methods the finished run tested at this layer (the causal SAE's controls at one only)
+        tested = [name for name in methods if name in files.metrics[layer]["methods"]]
         inputs = load_evaluation_inputs(
+            causal_sae_dirs={
+                name: layout.causal_sae_dir(files.lmrun, layer, name) for name in tested if name in CAUSAL_VARIANTS
+            },
             model_dir=files.model_dir,
             lm=lm,
             activations=layout.activation_file_beside(files.index, layer),
@@ -85,7 +93,7 @@ def score_extra_questions(
             untrained_sae_dir=layout.sae_dir(files.lmrun, layer, layout.UNTRAINED_LM),
             qa_accuracy=files.qa_accuracy,
             layer=layer,
-            methods=methods,
+            methods=tested,
             extra_activations=layout.activation_file_beside(files.extra_index, layer),
             extra_index=files.extra_index,
             untrained_extra_activations=layout.activation_file_beside(files.untrained_extra_index, layer),
@@ -103,13 +111,14 @@ def score_extra_questions(
             if result.get("alpha") is not None
         }
         by_layer[layout.layer_name(layer)] = score_layer(
-            inputs, cells, samples, answered, methods, swap_alphas, seed, picked, files.lmrun, progress
+            inputs, cells, samples, answered, swap_alphas, seed, picked, files.lmrun, progress
         )
     return {"cells": cells, "layers": by_layer}
 
 
-def score_layer(inputs, cells, samples, answered, methods, swap_alphas, seed, picked, lmrun, progress) -> dict:
+def score_layer(inputs, cells, samples, answered, swap_alphas, seed, picked, lmrun, progress) -> dict:
     """One layer's tests of the new cells, as :func:`biosae.evaluation.evaluate.evaluate` runs them."""
+    methods = list(inputs.method_names)
     train = (inputs.index["split"] == "train").to_numpy()
     train_rules = inputs.index["rule_idx"].to_numpy()[train]
     probe = LinearProbe().fit(inputs.activations[torch.from_numpy(train.copy())].numpy(), train_rules)
@@ -119,7 +128,7 @@ def score_layer(inputs, cells, samples, answered, methods, swap_alphas, seed, pi
         layout.das_dir(lmrun, inputs.layer) if "das" in methods else None,
         layout.topk_sae_dir(lmrun, inputs.layer) if "sae_unsupervised" in methods else None,
     )
-    others = evaluate_methods(
+    inputs.method_tests = evaluate_methods(
         samples,
         inputs.layer,
         inputs.activations,
@@ -133,23 +142,18 @@ def score_layer(inputs, cells, samples, answered, methods, swap_alphas, seed, pi
         progress=progress,
         **trained,
     )
+    causal = causal_sae_methods(inputs, samples, swap_alphas, cells, progress, picked_alpha=picked)
     sae_only = {SAE_METHOD: SaeSlotMethod(inputs.sae)} if SAE_METHOD in methods else {}
     readouts, reference = readout_tests(
         sae_only, inputs.activations, inputs.index, cells, answered, aligned_untrained_slots(inputs)
     )
-    joined = {}
-    for name in methods:
-        if name == SAE_METHOD:
-            joined[name] = {**sae["method"], **readouts.get(SAE_METHOD, {})}
-        else:
-            joined[name] = others["methods"][name]
     result["ablation"] = {
         "slot": sae["method"]["ablation"],
         "direction": sae["direction"],
-        "random_direction": others["random_direction"],
+        "random_direction": inputs.method_tests["random_direction"],
     }
     result["swap"] = sae["swap"]
-    result["methods"] = joined
+    result["methods"] = joined_methods(inputs, sae["method"], readouts.get(SAE_METHOD, {}), causal)
     result["faithfulness_reference"] = reference
     result["interchange_pairs"] = sae["interchange_pairs"]
     result["margins"] = headline_margins(result["slot_accuracy"], result["baselines"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from biosae.evaluation.markdown import markdown_table
 from biosae.evaluation.method_summary import held_out_cells, method_scores
 from biosae.evaluation.metrics import N_RULES
+from biosae.methods.causal_variants import RANKING_CONTROLS
 from biosae.rules import HARD_CELLS
 
 
@@ -64,7 +65,7 @@ def peak_sentence(rows: list[dict], n_layer: int | None, default_layer: int) -> 
         return None
     peak = max(sae_rows, key=lambda r: r["methods"]["sae_slot"]["selectivity"])
     sae = peak["methods"]["sae_slot"]
-    others = {m: s for m, s in peak["methods"].items() if m not in ("sae_slot", "random")}
+    others = {m: s for m, s in peak["methods"].items() if m not in ("sae_slot", *RANKING_CONTROLS)}
     line = (
         f"The SAE's causal effect peaks at layer {layer_label(peak['layer'], n_layer, default_layer)}: "
         f"ablation selectivity {_number(sae['selectivity'])}, IIA {_number(sae['iia'])}."
@@ -98,7 +99,7 @@ def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_l
                 _number(row["margin_over_untrained_lm"]),
                 _number(row["faithfulness"]),
                 *[
-                    f"{_number((scores.get(m) or {}).get('selectivity'))} / {_number((scores.get(m) or {}).get('iia'))}"
+                    " / ".join(_number((scores.get(m) or {}).get(score)) for score in ("selectivity", "iia", "d"))
                     for m in methods
                 ],
             ]
@@ -109,7 +110,8 @@ def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_l
         "Layer L = the residual stream after L blocks (0 = embeddings; -1 = the last block's output, before "
         "`ln_f`). Each number is a mean over the held-out cells; faithfulness (the SAE's argmax slot names the "
         f"attribute the LM answered, where it answered another one; chance ≈ 1/{N_RULES}) over the hard cells. "
-        "Method columns: ablation selectivity / interchange accuracy (IIA).",
+        "Method columns: ablation selectivity / interchange accuracy (IIA, RAVEL's Cause) / RAVEL's "
+        "disentanglement D (mean of Cause and Isolate).",
         "",
         *markdown_table(
             [
@@ -117,7 +119,7 @@ def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_l
                 "slot accuracy",
                 "margin over untrained LM",
                 "faithfulness",
-                *[f"{m}: sel. / IIA" for m in methods],
+                *[f"{m}: sel. / IIA / D" for m in methods],
             ],
             table,
         ),

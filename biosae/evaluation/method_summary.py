@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from biosae.evaluation.markdown import markdown_table
+from biosae.methods.causal_variants import RANKING_CONTROLS
 from biosae.methods.registry import method_names
 
 
@@ -23,24 +24,31 @@ def lookup(result: dict | None, *keys):
 
 
 def method_scores(metrics: dict, cells: list[str]) -> dict[str, dict]:
-    """Per method: mean IIA and mean ablation selectivity over ``cells`` (None where unmeasured)."""
+    """Per method: mean IIA (RAVEL's Cause), Isolate, disentanglement D and ablation selectivity
+    over ``cells`` (None where unmeasured)."""
+    paths = {
+        "iia": ("interchange", "iia"),
+        "isolate": ("isolate", "isolate"),
+        "d": ("disentanglement", "d"),
+        "selectivity": ("ablation", "selectivity"),
+    }
     scores = {}
     for name, result in (metrics.get("methods") or {}).items():
-        iia = [lookup(result, "interchange", cell, "iia") for cell in cells]
-        selectivity = [lookup(result, "ablation", cell, "selectivity") for cell in cells]
-        iia = [v for v in iia if v is not None]
-        selectivity = [v for v in selectivity if v is not None]
-        scores[name] = {
-            "iia": float(np.mean(iia)) if iia else None,
-            "selectivity": float(np.mean(selectivity)) if selectivity else None,
-        }
+        scores[name] = {}
+        for score, (section, key) in paths.items():
+            values = [v for cell in cells if (v := lookup(result, section, cell, key)) is not None]
+            scores[name][score] = float(np.mean(values)) if values else None
     return scores
 
 
 def best_method(metrics: dict, cells: list[str], score: str = "iia") -> tuple[str | None, float | None]:
-    """The method with the highest mean ``score`` over ``cells`` (random excluded: it is the control)."""
+    """The method with the highest mean ``score`` over ``cells`` (the controls excluded)."""
     scores = method_scores(metrics, cells)
-    ranked = [(value[score], name) for name, value in scores.items() if name != "random" and value[score] is not None]
+    ranked = [
+        (value[score], name)
+        for name, value in scores.items()
+        if name not in RANKING_CONTROLS and value[score] is not None
+    ]
     if not ranked:
         return None, None
     value, name = max(ranked)
@@ -60,7 +68,11 @@ def verdict_lines(metrics: dict, cells: list[str]) -> list[str]:
     layer = metrics.get("layer")
     layer = "-1 (the last block's output)" if layer == -1 else layer
     lines = []
-    for score, label in (("iia", "interchange accuracy (IIA)"), ("selectivity", "ablation selectivity")):
+    for score, label in (
+        ("iia", "interchange accuracy (IIA)"),
+        ("d", "RAVEL's disentanglement D"),
+        ("selectivity", "ablation selectivity"),
+    ):
         name, value = best_method(metrics, held_out, score)
         if name is None:
             continue
@@ -73,7 +85,9 @@ def verdict_lines(metrics: dict, cells: list[str]) -> list[str]:
         if name != "sae_slot" and sae is not None:
             line += f"; the supervised SAE's slots reach {_number(sae)} ({value - sae:.3f} behind)"
         elif name == "sae_slot":
-            others = [v[score] for n, v in scores.items() if n not in ("sae_slot", "random") and v[score] is not None]
+            others = [
+                v[score] for n, v in scores.items() if n not in ("sae_slot", *RANKING_CONTROLS) and v[score] is not None
+            ]
             if others:
                 line += f", {value - max(others):+.3f} ahead of the next method"
         if control is not None:
@@ -94,6 +108,7 @@ def methods_section(metrics: dict, cells: list[str]) -> list[str]:
         for name in order:
             result = methods[name]
             interchange = lookup(result, "interchange", cell) or {}
+            ravel = lookup(result, "disentanglement", cell) or {}
             steering = lookup(result, "steering", cell, "mean_off_diagonal")
             faithful = lookup(result, "faithfulness", cell) or {}
             rows.append(
@@ -104,6 +119,8 @@ def methods_section(metrics: dict, cells: list[str]) -> list[str]:
                     _number(interchange.get("iia")),
                     _number(interchange.get("leaked")),
                     _number(interchange.get("unchanged")),
+                    _number(ravel.get("isolate")),
+                    _number(ravel.get("d")),
                     "–" if steering is None else f"{steering:.3f} (α={result.get('alpha'):g})",
                     _number(lookup(result, "detection", cell)),
                     "–" if faithful.get("rate") is None else f"{faithful['rate']:.3f} (n={faithful.get('n')})",
@@ -135,7 +152,10 @@ def methods_section(metrics: dict, cells: list[str]) -> list[str]:
         "answer position. **Ablation selectivity**: mean diagonal − mean off-diagonal of the normalized accuracy drop "
         "when the method removes one rule. **IIA** (MIB): on one seeded set of base/source pairs per cell (another "
         "person, another rule), the share where the LM answers the *base* person's source-rule attribute; "
-        "**leaked**: it answers the *source* person's; **unchanged**: the base's own answer stays. **Steering**: a "
+        "**leaked**: it answers the *source* person's; **unchanged**: the base's own answer stays. RAVEL's "
+        "**Cause** is the IIA; **Isolate**: on a second set of pairs whose source asks the *same* rule about another "
+        "person, the share (of bases the LM answers) where the base's own answer stays; **D** (disentanglement) = "
+        "mean(Cause, Isolate). **Steering**: a "
         "rule-A prompt pushed to rule B (α picked on the train cell from `evaluate.swap_alphas`); success = the "
         "person's rule-B answer. **Detection**: the method's read-out names the asked rule. **Faithfulness**: where "
         "the LM answered another attribute of the same person, the share where the read-out names the attribute "
@@ -149,6 +169,8 @@ def methods_section(metrics: dict, cells: list[str]) -> list[str]:
                 "IIA",
                 "leaked",
                 "unchanged",
+                "Isolate",
+                "D",
                 "steering",
                 "detection",
                 "faithfulness",
@@ -168,7 +190,9 @@ def methods_section(metrics: dict, cells: list[str]) -> list[str]:
         lines += [
             "",
             "Training of the fitted methods (DAS: IIA on train-cell pairs and on held-out train-cell "
-            "persons; unsupervised SAE: explained variance on the train cell):",
+            "persons; the causal SAEs: the interchange weight chosen by validation IIA on held-out train-cell "
+            "persons, beside the seed SAE's on the same pairs; unsupervised SAE: explained variance on the train "
+            "cell):",
             "",
             *fits,
         ]

@@ -27,25 +27,32 @@ from biosae.evaluation.comparison import (
     ablation_result,
     interchange_edits,
     interchange_result,
+    isolate_result,
     pick_alpha,
     readout_tests,
     steering_edits,
     steering_result,
 )
+from biosae.evaluation.metrics import disentanglement
 from biosae.io import read_json
 from biosae.lm.activations import encode_prompts
 from biosae.lm.prompt_cache import PromptCache
 from biosae.methods.base import FitInputs
+from biosae.methods.causal_variants import VARIANTS
 from biosae.methods.das import das_fit_summary, load_das
-from biosae.methods.pairs import InterchangePairs, evaluation_pairs, person_answer_tokens
+from biosae.methods.pairs import InterchangePairs, evaluation_pairs, person_answer_tokens, same_rule_pairs
 from biosae.methods.probe import LinearProbe
 from biosae.methods.random_control import fit_random
 from biosae.methods.registry import build_methods
+from biosae.methods.sae_slot_causal import fit_summary as causal_fit_summary
+from biosae.methods.sae_slot_causal import load_causal_sae
 from biosae.rules import RULES
 from biosae.sae.topk import CFG_FILENAME as TOPK_CFG_FILENAME
 from biosae.sae.topk import load_topk_sae
 
 SAE_METHOD = "sae_slot"  # tested inside evaluate, beside its SAE's other tests
+# tested inside evaluate too: they are fine-tuned from the SAE, so they change when it does
+TESTED_IN_EVALUATE = (SAE_METHOD, *VARIANTS)
 CONTROL_METHOD = "random"  # always tested: metrics.json's ``ablation.random_direction`` is its ablation
 
 
@@ -64,9 +71,11 @@ def causal_sample(index, cell: str, max_prompts: int, seed: int) -> np.ndarray:
 
 @dataclass
 class CellSample(CausalSample):
-    """What the causal tests of one cell need, at any layer: its sample, prefix cache and pairs."""
+    """What the causal tests of one cell need, at any layer: its sample, prefix cache and pairs
+    (the IIA's, and the same-rule pairs of RAVEL's Isolate)."""
 
     pairs: InterchangePairs
+    same_rule: InterchangePairs
 
     def at_layer(self, layer: int) -> CellPrompts:
         """The sample's prompts with their clean pass at ``layer`` (what every edit is scored against)."""
@@ -91,6 +100,7 @@ def cell_samples(model, tokenizer, index, cells: list[str], max_prompts: int, se
             person_tokens,
             PromptCache(model, prompts),
             evaluation_pairs(index, cell, rows, seed),
+            same_rule_pairs(index, cell, rows, seed),
         )
     return samples
 
@@ -116,11 +126,22 @@ def causal_tests(
     the train cell: new questions on a finished run). A method
     in ``every_alpha`` is also scored at every alpha on every cell (its ``steering_by_alpha``: the
     SAE's swap). ``extra_ablations``: name -> six edits, ablations that are not a method's (the
-    SAE's decoder directions). Returns {"methods": {name: {...}}, "extra_ablations": {name: {cell:
-    ...}}, "interchange_pairs": {cell: ...}}.
+    SAE's decoder directions). Isolate's edits run in a batch of their own, after the others: the
+    others' passes are then the ones they are without it. Returns {"methods": {name: {...}},
+    "extra_ablations": {name: {cell: ...}}, "interchange_pairs": {cell: ...}}.
     """
     extra_ablations = extra_ablations or {}
-    per_method = {name: {"ablation": {}, "interchange": {}, "steering": {}, "alpha_selection": {}} for name in methods}
+    per_method = {
+        name: {
+            "ablation": {},
+            "interchange": {},
+            "isolate": {},
+            "disentanglement": {},
+            "steering": {},
+            "alpha_selection": {},
+        }
+        for name in methods
+    }
     by_alpha = {name: {} for name in every_alpha}
     extra = {name: {} for name in extra_ablations}
     chosen_alpha: dict[str, float] = dict(picked_alpha or {})
@@ -132,10 +153,14 @@ def causal_tests(
         leaked_pairs = pairs.as_set() & das_training_pairs
         if leaked_pairs:
             raise BiosaeError(
-                f"DAS trained on {len(leaked_pairs)} pair(s) scored on cell {cell}, e.g. "
+                f"DAS or a causal SAE trained on {len(leaked_pairs)} pair(s) scored on cell {cell}, e.g. "
                 f"{sorted(leaked_pairs)[0]}: its training pool must exclude the scored bases"
             )
-        pairs_summary[cell] = {"n": int(pairs.scored.sum()), "without_source": int((~pairs.scored).sum())}
+        pairs_summary[cell] = {
+            "n": int(pairs.scored.sum()),
+            "without_source": int((~pairs.scored).sum()),
+            "same_rule_n": int(sample.same_rule.scored.sum()),
+        }
         # every alpha on the train cell (to pick one) and for the every_alpha methods; elsewhere only
         # the alpha the train cell picked
         alphas_of = {
@@ -156,12 +181,20 @@ def causal_tests(
         for name, edits in extra_ablations.items():
             batch.add((name, "extra"), [lambda idx, edit=edit: edit for edit in edits])
         outcome = batch.run(prompts_of_cell)
+        isolate_batch = EditBatch()
+        for name, method in methods.items():
+            isolate_batch.add(name, interchange_edits(prompts_of_cell, method, sample.same_rule, activations))
+        isolated = isolate_batch.run(prompts_of_cell)
         for name in extra_ablations:
             extra[name][cell] = ablation_result(prompts_of_cell, *outcome[(name, "extra")])
         for name, result in per_method.items():
             result["ablation"][cell] = ablation_result(prompts_of_cell, *outcome[(name, "ablation")])
             result["interchange"][cell] = interchange_result(
                 prompts_of_cell, outcome[(name, "interchange")][0][0], pairs, index
+            )
+            result["isolate"][cell] = isolate_result(prompts_of_cell, isolated[name][0][0], sample.same_rule, index)
+            result["disentanglement"][cell] = disentanglement(
+                result["interchange"][cell]["iia"], result["isolate"][cell]["isolate"]
             )
             steering = {
                 alpha: steering_result(prompts_of_cell, outcome[(name, alpha)][0]) for alpha in alphas_of.get(name, [])
@@ -214,16 +247,22 @@ def evaluate_methods(
     picked_alpha: dict | None = None,
     progress=None,
 ) -> dict:
-    """Every method of ``names`` but the supervised SAE, and the random control, at one layer:
+    """Every method of ``names`` but the supervised SAE and those fine-tuned from it
+    (``TESTED_IN_EVALUATE``), and the random control, at one layer:
     causal tests and read-outs, as evaluate puts them in metrics.json's ``methods``. JSON-able.
 
     ``answered_rule``: per row, which of the person's attributes the LM answered
     (biosae.evaluation.evaluate.answered_rules). ``fit``: method -> what its training reported.
-    ``picked_alpha``: as :func:`causal_tests`'.
+    ``picked_alpha``: as :func:`causal_tests`'. ``das_training_pairs``: every pair DAS trained on.
     """
-    tested = [name for name in names if name != SAE_METHOD]
+    tested = [name for name in names if name not in TESTED_IN_EVALUATE]
     inputs = train_cell_fit_inputs(
-        activations, index, seed, with_probe="probe" in tested, das_basis=das_basis, unsupervised_sae=unsupervised_sae
+        activations,
+        index,
+        seed,
+        with_probe="probe" in tested,
+        das_basis=das_basis,
+        unsupervised_sae=unsupervised_sae,
     )
     methods = build_methods(tested, inputs)
     if CONTROL_METHOD not in methods:
@@ -263,13 +302,20 @@ def evaluate_methods(
     }
 
 
-def load_trained_methods(das_dir=None, unsupervised_sae_dir=None) -> tuple[dict, dict]:
+def load_trained_methods(das_dir=None, unsupervised_sae_dir=None, causal_sae_dirs=None) -> tuple[dict, dict]:
     """One layer's trained methods, as :func:`evaluate_methods`' keyword arguments (a directory
-    None: that method is not compared), and what each one's training reported (metrics.json's ``fit``)."""
+    None: that method is not compared; ``causal_sae_dirs``: variant -> directory of the causal
+    SAEs at this layer), and what each one's training reported (metrics.json's ``fit``). The
+    pairs that DAS and the causal SAEs trained on are joined: none of them may be scored."""
     trained, fit = {}, {}
     if das_dir is not None:
         trained["das_basis"], das_cfg, trained["das_training_pairs"] = load_das(das_dir)
         fit["das"] = das_fit_summary(das_cfg, Path(das_dir) / "train_log.csv")
+    for name, directory in (causal_sae_dirs or {}).items():
+        sae, selection, seen = load_causal_sae(directory)
+        trained.setdefault("causal_saes", {})[name] = sae
+        trained["das_training_pairs"] = trained.get("das_training_pairs", set()) | seen
+        fit[name] = causal_fit_summary(selection)
     if unsupervised_sae_dir is not None:
         trained["unsupervised_sae"] = load_topk_sae(unsupervised_sae_dir)
         fit["sae_unsupervised"] = (read_json(Path(unsupervised_sae_dir) / TOPK_CFG_FILENAME).get("history") or [{}])[-1]

@@ -35,6 +35,8 @@ extra_questions.json instead (biosae.evaluation.extra_questions), with the same 
           "rank": int|null, "steerable": bool,       # subspace dimension; whether it has a steering edit
           "ablation": {<cell>: <ablation_matrix dict>},      # row k = the method's edit removing rule k
           "interchange": {<cell>: <interchange_result dict>},  # IIA on the shared pairs
+          "isolate": {<cell>: <isolate_result dict>},  # RAVEL's Isolate on the same-rule pairs
+          "disentanglement": {<cell>: <disentanglement dict>},  # RAVEL: Cause (= IIA), Isolate, D
           "steering": {<cell>: <swap_matrix dict>},  # at "alpha" (additive methods; {} otherwise)
           "alpha": float|null,                       # picked on the train cell from evaluate.swap_alphas
           "alpha_selection": {"alpha=<a>": float|null},  # train-cell steering success per alpha
@@ -43,7 +45,7 @@ extra_questions.json instead (biosae.evaluation.extra_questions), with the same 
           "fit": dict|null}},                        # what its training reported (das, sae_unsupervised)
       "faithfulness_reference": {<cell>: {"n": int, "chance": float|null, "uniform_chance": float,
                                           "untrained_lm_sae": float|null}},
-      "interchange_pairs": {<cell>: {"n": int, "without_source": int}},
+      "interchange_pairs": {<cell>: {"n": int, "without_source": int, "same_rule_n": int}},
       "expected_results": [<expected_results entry>, ...],
       "notes": [str, ...]                           # optional free-text findings for summary.md
     }
@@ -313,6 +315,34 @@ def interchange_result(base_rule, target_rule, success, leaked, unchanged, clean
         "n": int(base.size),
         "success_rate": _rates_by_source(base, hits),
     }
+
+
+def isolate_result(stays, leaked) -> dict:
+    """RAVEL's Isolate on one cell's same-rule pairs, for one method.
+
+    Row i is a pair whose base asks rule A about person P and whose clean pass answers P's rule-A
+    answer; the source asks the same rule A about person Q. ``stays``: after the interchange the
+    LM still answers P's; ``leaked``: it answers Q's (the method's subspace carries the person).
+    A method that moves only the rule leaves the answer in place.
+
+    Returns ``{"isolate": float|null, "leaked": float|null, "n": int}``.
+    """
+    stays = np.asarray(stays, dtype=bool).reshape(-1)
+    leaked = np.asarray(leaked, dtype=bool).reshape(-1)
+    if leaked.size != stays.size:
+        raise ValueError(f"isolate_result: {leaked.size} leaked values for {stays.size} pairs")
+    return {
+        "isolate": float(stays.mean()) if stays.size else None,
+        "leaked": float(leaked.mean()) if leaked.size else None,
+        "n": int(stays.size),
+    }
+
+
+def disentanglement(cause: float | None, isolate: float | None) -> dict:
+    """RAVEL's scores of one method on one cell: Cause (the IIA), Isolate and their mean D
+    (null where either is unmeasured)."""
+    d = None if cause is None or isolate is None else (cause + isolate) / 2
+    return {"cause": cause, "isolate": isolate, "d": d}
 
 
 def faithfulness(readout, answered_rule) -> dict:

@@ -42,6 +42,7 @@ class FitInputs:
     sae: object = None  # the supervised SAE (biosae.sae.model.SupervisedSAE)
     das_basis: torch.Tensor | None = None  # [k, d], the trained DAS subspace
     unsupervised_sae: object = None  # the trained TopK SAE (biosae.methods.unsupervised_sae.TopKSAE)
+    causal_saes: dict | None = None  # method name -> its fine-tuned SupervisedSAE (biosae.methods.sae_slot_causal)
     probe: object = None  # a LinearProbe fitted on the same rows already, or None
     rank: int | None = None  # a control's rank (biosae.methods.registry.build_methods)
 

@@ -96,7 +96,8 @@ def split_training_pairs(index, excluded_rows, cfg: DASConfig) -> tuple[Intercha
     )
 
 
-def _pair_tensors(index, pairs: InterchangePairs):
+def pair_tensors(index, pairs: InterchangePairs):
+    """(bases, sources, targets) of the scored pairs whose base person has the source rule's answer."""
     keep = pairs.scored
     bases, sources = pairs.base_rows[keep], pairs.source_rows[keep]
     targets = target_tokens(index, bases, index["rule_idx"].to_numpy()[sources])
@@ -110,7 +111,7 @@ def interchange_accuracy(
     """Share of pairs where the LM, given the source's value, answers the base person's source-rule
     attribute. ``edit_for_sources(source_h) -> edit``. ``cache``: the bases' PromptCache, when
     built already (:class:`DASPrompts`)."""
-    bases, sources, targets = _pair_tensors(index, pairs)
+    bases, sources, targets = pair_tensors(index, pairs)
     if len(bases) == 0:
         return None
     cache = cache or _bases_cache(model, tokenizer, index, bases)
@@ -150,10 +151,10 @@ def _pair_settings(cfg: DASConfig) -> tuple:
 def prepare_das_prompts(model, tokenizer, index, excluded_rows, cfg: DASConfig) -> DASPrompts:
     """The pairs (:func:`split_training_pairs`) and their prompt caches, for any layer's DAS."""
     training, validation = split_training_pairs(index, excluded_rows, cfg)
-    bases, sources, targets = _pair_tensors(index, training)
+    bases, sources, targets = pair_tensors(index, training)
     unique_bases = np.unique(bases)
     training_cache = _bases_cache(model, tokenizer, index, unique_bases, cfg.batch_size, for_training=True)
-    validation_bases = _pair_tensors(index, validation)[0]
+    validation_bases = pair_tensors(index, validation)[0]
     validation_cache = _bases_cache(model, tokenizer, index, validation_bases) if len(validation_bases) else None
     return DASPrompts(
         training,

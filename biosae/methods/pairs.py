@@ -4,6 +4,8 @@ A pair is (base row: person P asked rule A, source row: person Q != P asked rule
 from the same evaluation cell. Interchange gives the base the source's value of the rule variable;
 success is the LM answering P's rule-B attribute. Pairs are seeded and rule-stratified: the
 rule-A bases cycle through the five other rules as B, so every (A, B) is about equally frequent.
+RAVEL's Isolate uses same-rule pairs (source: person Q != P asked rule A): there a method that
+moves only the rule leaves P's own answer in place.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ class InterchangePairs:
 
 
 def draw_pairs(
-    index, base_rows: np.ndarray, candidate_rows: np.ndarray, seed, sources_per_base: int = 1
+    index, base_rows: np.ndarray, candidate_rows: np.ndarray, seed, sources_per_base: int = 1, same_rule: bool = False
 ) -> InterchangePairs:
     """For each base row, ``sources_per_base`` sources among ``candidate_rows`` (rows of the
-    activation index): another person, another rule, the rules cycled per base rule."""
+    activation index): another person, another rule, the rules cycled per base rule; with
+    ``same_rule``, another person asked the base's own rule (RAVEL's Isolate pairs)."""
     rng = np.random.default_rng(seed)
     rules = index["rule_idx"].to_numpy()
     persons = index["person_id"].to_numpy()
@@ -43,7 +46,7 @@ def draw_pairs(
     for base in np.asarray(base_rows):
         a = int(rules[base])
         for _ in range(sources_per_base):
-            b = (a + 1 + seen_per_rule[a] % (len(RULES) - 1)) % len(RULES)
+            b = a if same_rule else (a + 1 + seen_per_rule[a] % (len(RULES) - 1)) % len(RULES)
             seen_per_rule[a] += 1
             pool = by_rule[b]
             pool = pool[persons[pool] != persons[base]]
@@ -56,6 +59,13 @@ def evaluation_pairs(index, cell: str, base_rows: np.ndarray, seed: int) -> Inte
     """The scored pairs of one cell: one source per base of the cell's causal sample."""
     cell_rows = np.flatnonzero((index["split"] == cell).to_numpy())
     return draw_pairs(index, base_rows, cell_rows, [seed, 104729, sum(map(ord, cell))])
+
+
+def same_rule_pairs(index, cell: str, base_rows: np.ndarray, seed: int) -> InterchangePairs:
+    """The cell's Isolate pairs: one source per base of the causal sample, another person asked
+    the same rule (its own seed, so the IIA pairs stay as they are)."""
+    cell_rows = np.flatnonzero((index["split"] == cell).to_numpy())
+    return draw_pairs(index, base_rows, cell_rows, [seed, 7919, sum(map(ord, cell))], same_rule=True)
 
 
 def person_answer_tokens(index) -> dict[str, list]:

@@ -61,6 +61,9 @@ register_method("probe", "biosae.methods.probe:fit_probe")
 register_method("das", "biosae.methods.das:fit_das", trained=True)
 register_method("sae_unsupervised", "biosae.methods.unsupervised_sae:fit_unsupervised_method", trained=True)
 register_method("random", "biosae.methods.random_control:fit_random", control=True)
+register_method("sae_slot_causal", "biosae.methods.sae_slot_causal:fit_sae_slot_causal", trained=True)
+register_method("sae_slot_causal_random_targets", "biosae.methods.sae_slot_causal:fit_random_targets", trained=True)
+register_method("sae_slot_causal_no_labels", "biosae.methods.sae_slot_causal:fit_no_labels", trained=True)
 
 
 def method_names() -> tuple[str, ...]:

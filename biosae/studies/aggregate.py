@@ -32,6 +32,7 @@ from biosae.evaluation.metrics import ABLATION_MODES, MARGIN_OVER_UNTRAINED_LM, 
 from biosae.evaluation.plots import save_figure
 from biosae.evaluation.report import format_number, markdown_table
 from biosae.io import write_text
+from biosae.methods.causal_variants import RANKING_CONTROLS
 
 SUMMARY_COLUMNS = ("metric", "cell", "layer", "mean", "std", "n", "blocks")
 
@@ -75,7 +76,10 @@ METRIC_DESCRIPTIONS = {
     "direction_ablation_selectivity": "Direction ablation: mean diagonal − mean off-diagonal accuracy drop",
     "random_direction_ablation_selectivity": "Random-direction control of the direction ablation (selectivity)",
     "swap_success": "Slot swap: mean off-diagonal success rate",
-    "iia": "Interchange intervention accuracy (MIB's IIA) of the method named after the metric",
+    "iia": "Interchange intervention accuracy (MIB's IIA; RAVEL's Cause) of the method named after the metric",
+    "isolate": "RAVEL's Isolate of the method named after the metric: on same-rule pairs, the share where the "
+    "base's own answer stays",
+    "disentanglement": "RAVEL's Disentanglement D of the method named after the metric: mean of Cause (IIA) and Isolate",
     "ablation_selectivity": "Ablation selectivity of the method named after the metric (its own rule edits)",
     "steering": "Steering success of the method named after the metric, at the alpha picked on the train cell",
     "faithfulness": "Share of other-attribute answers whose attribute the method's read-out names",
@@ -83,6 +87,8 @@ METRIC_DESCRIPTIONS = {
 # Per-method metrics are named "<test>:<method>" (e.g. "iia:das"), described by their test.
 METHOD_TESTS = (
     ("iia", ("interchange", "iia")),
+    ("isolate", ("isolate", "isolate")),
+    ("disentanglement", ("disentanglement", "d")),
     ("ablation_selectivity", ("ablation", "selectivity")),
     ("steering", ("steering", "mean_off_diagonal")),
     ("faithfulness", ("faithfulness", "rate")),
@@ -380,10 +386,14 @@ def method_rows(rows: Sequence[dict], test: str, cells: Sequence[str]) -> list[d
 
 
 def method_winner_lines(rows: Sequence[dict], layers: Sequence[int], labels: dict, cells: Sequence[str]) -> list[str]:
-    """Per layer, which method localizes the rule best (mean over the held-out cells, random excluded)."""
+    """Per layer, which method localizes the rule best (mean over the held-out cells, the controls excluded)."""
     held_out = [cell for cell in cells if cell != "train"]
     lines = []
-    for test, label in (("iia", "interchange accuracy (IIA)"), ("ablation_selectivity", "ablation selectivity")):
+    for test, label in (
+        ("iia", "interchange accuracy (IIA)"),
+        ("disentanglement", "RAVEL disentanglement D"),
+        ("ablation_selectivity", "ablation selectivity"),
+    ):
         by_method = method_rows(rows, test, held_out)
         methods = list(dict.fromkeys(row["cell"] for row in by_method))
         if not methods:
@@ -392,7 +402,8 @@ def method_winner_lines(rows: Sequence[dict], layers: Sequence[int], labels: dic
         table = []
         for layer in layers:
             ranked = sorted(
-                ((value[(m, layer)], m) for m in methods if m != "random" and (m, layer) in value), reverse=True
+                ((value[(m, layer)], m) for m in methods if m not in RANKING_CONTROLS and (m, layer) in value),
+                reverse=True,
             )
             if not ranked:
                 continue
@@ -409,8 +420,8 @@ def method_winner_lines(rows: Sequence[dict], layers: Sequence[int], labels: dic
             f"## Which method localizes the rule, per layer: {label}",
             "",
             f"Mean over the held-out cells ({', '.join(held_out)}) of each method's {label} (seed means). "
-            "The winner excludes the random control; the last column is the supervised SAE's lead over the "
-            "best other method (negative: it trails).",
+            "The winner excludes the controls (random and the causal SAE's two); the last column is the "
+            "supervised SAE's lead over the best other method (negative: it trails).",
             "",
             *markdown_table(["layer", *methods, "best", "sae_slot − best other"], table),
         ]
@@ -515,7 +526,11 @@ def write_figures(rows: Sequence[dict], directory, n_layer: int | None) -> dict[
     ]
     cells = list(dict.fromkeys(row["cell"] for row in rows))
     held_out = [cell for cell in cells if cell != "train"]
-    for test, label in (("iia", "interchange accuracy (IIA)"), ("ablation_selectivity", "ablation selectivity")):
+    for test, label in (
+        ("iia", "interchange accuracy (IIA)"),
+        ("disentanglement", "RAVEL disentanglement D"),
+        ("ablation_selectivity", "ablation selectivity"),
+    ):
         extra = method_rows(rows, test, held_out)
         if extra:
             rows = [*rows, *extra]

@@ -37,6 +37,7 @@ from biosae.evaluation.method_summary import lookup
 from biosae.evaluation.metrics import ANSWERED_NONE
 from biosae.evaluation.report import markdown_table
 from biosae.io import read_json, read_yaml
+from biosae.methods.causal_variants import RANKING_CONTROLS
 from biosae.rules import HARD_CELLS
 
 LM_TARGET = 0.80  # LM first-token accuracy on hard wordings, unseen persons
@@ -121,7 +122,7 @@ def causal_at(metrics: dict) -> dict:
     others = {
         name: mean_of_present(lookup(result, "interchange", cell, "iia") for cell in HARD_CELLS)
         for name, result in (metrics.get("methods") or {}).items()
-        if name not in ("sae_slot", "random")
+        if name not in ("sae_slot", *RANKING_CONTROLS)
     }
     others = {name: value for name, value in others.items() if value is not None}
     best = max(others.items(), key=lambda item: item[1]) if others else (None, None)
