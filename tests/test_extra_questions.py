@@ -99,10 +99,12 @@ def test_new_questions_score_on_a_finished_run_and_retrain_nothing(tiny_pipeline
     cell = "extra:mine"
     assert scores["cells"] == [cell]
     assert list(scores["layers"]) == [layout.layer_name(layer) for layer in PROFILE]
-    for name, layer in scores["layers"].items():
+    for number, (name, layer) in zip(PROFILE, scores["layers"].items()):
         assert layer["n_prompts"] == {cell: 36} and layer["slot_accuracy"][cell] is not None, name
         assert layer["lm_qa_accuracy"][cell]["n"] == 36
-        assert list(layer["methods"]) == list(before["methods"]), name
+        # every method the finished run tested at that layer (the causal SAE's controls at layer 1)
+        finished = json.loads((run / layout.eval_metrics(layout.run_prefix(0, number, 0, -1))).read_text())
+        assert list(layer["methods"]) == list(finished["methods"]), name
         for method, result in layer["methods"].items():
             assert result["interchange"][cell]["n"] > 0, (name, method)
     # steering at the alpha the finished run's train cell picked (the train cell is not tested again)
