@@ -6,6 +6,7 @@ from pathlib import Path
 
 from biosae import layout
 from biosae.lm.layers import block_count, profile_layers
+from biosae.methods.causal_variants import VARIANTS as CAUSAL_VARIANTS
 from biosae.methods.causal_variants import variant_layers
 
 DEFAULT_SEED = config["seed"]
@@ -230,7 +231,9 @@ def methods_at_layer(layer):
     """methods.names less the causal SAE's controls where they are not trained (evaluate's and
     evaluate_methods' list at ``layer``)."""
     return [
-        name for name in config["methods"]["names"] if name not in CAUSAL_SAE_LAYERS or layer in CAUSAL_SAE_LAYERS[name]
+        name
+        for name in config["methods"]["names"]
+        if name not in CAUSAL_VARIANTS or layer in CAUSAL_SAE_LAYERS.get(name, [])
     ]
 
 

@@ -91,7 +91,7 @@ def test_tiny_run_measures_every_in_process_figure(tmp_path):
         for line in targets.splitlines()
         if line.startswith("| ") and "verdict" not in line
     ]
-    assert len(verdicts) == 8
+    assert len(verdicts) == 9
     assert verdicts.count("not measured") == 5 and all(v in ("PASS", "MISS", "not measured") for v in verdicts)
     assert "Not measured (`--skip-pipeline`)" in text
     assert "[evaluate] not measured: needs a finished run" in result.stdout

@@ -59,7 +59,13 @@ def test_the_config_resolves_methods_names_through_the_registry():
     names = schema["properties"]["methods"]["properties"]["names"]
     assert "enum" not in names["items"]
     assert set(names["default"]) <= set(method_names())
-    assert [entry.name for entry in method_entries(method_names()) if entry.trained] == ["das", "sae_unsupervised"]
+    assert [entry.name for entry in method_entries(method_names()) if entry.trained] == [
+        "das",
+        "sae_unsupervised",
+        "sae_slot_causal",
+        "sae_slot_causal_random_targets",
+        "sae_slot_causal_no_labels",
+    ]
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["methods"]["names"] = ["diffmean", "diffmode"]
     with pytest.raises(BiosaeError) as error:

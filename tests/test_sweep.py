@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from biosae.methods.causal_variants import VARIANTS as CAUSAL_VARIANTS
 from biosae.studies.aggregate import (
     EMERGENCE_CRITERIA,
     SUMMARY_COLUMNS,
@@ -322,13 +323,13 @@ def test_sweep_aggregate_has_n_seeds_per_metric_cell_layer(tiny_sweep):
         "swap_success_alpha=2.0",
         *(
             f"{test}:{method}"
-            for test in ("iia", "ablation_selectivity")
-            for method in ("sae_slot", "diffmean", "probe", "das", "sae_unsupervised", "random")
+            for test in ("iia", "ablation_selectivity", "isolate", "disentanglement")
+            for method in ("sae_slot", "diffmean", "probe", "das", "sae_unsupervised", "random", *CAUSAL_VARIANTS)
         ),
         *(
             f"{test}:{method}"
             for test in ("steering", "faithfulness")
-            for method in ("sae_slot", "diffmean", "probe", "sae_unsupervised")
+            for method in ("sae_slot", "diffmean", "probe", "sae_unsupervised", *CAUSAL_VARIANTS)
         ),
     }
     assert {row["cell"] for row in rows} == set(CELLS)
