@@ -92,7 +92,7 @@ def test_tiny_run_measures_every_in_process_figure(tmp_path):
         if line.startswith("| ") and "verdict" not in line
     ]
     assert len(verdicts) == 9
-    assert verdicts.count("not measured") == 5 and all(v in ("PASS", "MISS", "not measured") for v in verdicts)
+    assert verdicts.count("not measured") == 6 and all(v in ("PASS", "MISS", "not measured") for v in verdicts)
     assert "Not measured (`--skip-pipeline`)" in text
     assert "[evaluate] not measured: needs a finished run" in result.stdout
     # Figures are printed as the run goes.
