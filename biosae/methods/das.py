@@ -29,7 +29,7 @@ from biosae.lm.activations import encode_prompts
 from biosae.lm.prompt_cache import PromptCache, edited_predictions
 from biosae.methods.base import FitInputs, SubspaceMethod, class_means
 from biosae.methods.diffmean import diffmean_directions
-from biosae.methods.pairs import InterchangePairs, draw_pairs, target_tokens
+from biosae.methods.pairs import InterchangePairs, draw_pairs, read_training_pairs, target_tokens, write_training_pairs
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "das.safetensors"
@@ -286,31 +286,18 @@ def save_das(
     )
     with atomic_path(directory / LOG_FILENAME) as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False)
-    table = pd.DataFrame(
-        {
-            "base_row": np.concatenate([training.base_rows, validation.base_rows]),
-            "source_row": np.concatenate([training.source_rows, validation.source_rows]),
-            "use": ["train"] * len(training.base_rows) + ["validation"] * len(validation.base_rows),
-        }
-    )
-    with atomic_path(directory / PAIRS_FILENAME) as tmp:
-        table.to_csv(tmp, index=False)
+    write_training_pairs(directory / PAIRS_FILENAME, training, validation)
 
 
 def load_das(directory) -> tuple[torch.Tensor, dict, set[tuple[int, int]]]:
     """(basis [rank, d], cfg dict, the set of (base_row, source_row) pairs DAS saw in training)."""
-    import pandas as pd
 
     directory = Path(directory)
     cfg = read_json(directory / CFG_FILENAME)
     tensors = load_tensors(directory / WEIGHTS_FILENAME)
     if "basis" not in tensors or tensors["basis"].ndim != 2:
         raise BiosaeError(f"{directory / WEIGHTS_FILENAME}: no 2-D 'basis' tensor")
-    try:
-        table = pd.read_csv(directory / PAIRS_FILENAME)
-    except (OSError, ValueError) as error:
-        raise BiosaeError(f"{directory / PAIRS_FILENAME}: cannot read DAS's training pairs ({error})") from None
-    seen = {(int(b), int(s)) for b, s in zip(table["base_row"], table["source_row"]) if s >= 0}
+    seen = read_training_pairs(directory / PAIRS_FILENAME, "DAS's training pairs")
     return tensors["basis"].float(), cfg, seen
 
 

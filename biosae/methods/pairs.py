@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from biosae.errors import BiosaeError
+from biosae.io import atomic_path
 from biosae.rules import RULES
 
 
@@ -85,3 +87,30 @@ def target_tokens(index, base_rows: np.ndarray, target_rules: np.ndarray) -> np.
         token = answers[persons[row]][int(rule)]
         out[i] = -1 if token is None else token
     return out
+
+
+def write_training_pairs(path, training, validation) -> None:
+    """The (base_row, source_row) pairs a trained method (DAS, a causal SAE) trained and validated
+    on, one CSV row each with its use, so that evaluation can refuse to score any of them."""
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "base_row": np.concatenate([training.base_rows, validation.base_rows]),
+            "source_row": np.concatenate([training.source_rows, validation.source_rows]),
+            "use": ["train"] * len(training.base_rows) + ["validation"] * len(validation.base_rows),
+        }
+    )
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def read_training_pairs(path, owner: str) -> set[tuple[int, int]]:
+    """:func:`write_training_pairs`' pairs with a source; ``owner`` names the method in the one-line error."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as error:
+        raise BiosaeError(f"{path}: cannot read {owner} ({error})") from None
+    return {(int(b), int(s)) for b, s in zip(table["base_row"], table["source_row"]) if s >= 0}

@@ -40,10 +40,10 @@ from biosae.lm.prompt_cache import edited_predictions
 from biosae.methods.base import FitInputs
 from biosae.methods.causal_variants import METHOD, NO_LABELS, RANDOM_TARGETS
 from biosae.methods.das import DASConfig, DASPrompts, pair_tensors, prepare_das_prompts
-from biosae.methods.pairs import person_answer_tokens, target_tokens
+from biosae.methods.pairs import person_answer_tokens, read_training_pairs, target_tokens, write_training_pairs
 from biosae.methods.sae_slot import SaeSlotMethod
 from biosae.rules import RULES
-from biosae.sae.model import SupervisedSAE, sae_loss
+from biosae.sae.model import SupervisedSAE, load_sae, sae_loss, save_sae
 
 SELECTION_FILENAME = "selection.json"
 LOG_FILENAME = "train_log.csv"
@@ -300,37 +300,18 @@ def save_causal_sae(directory, sae, history: list[dict], selection: dict, prompt
     """The SAE (biosae.sae.model.save_sae's files), its selection record, log and pairs."""
     import pandas as pd
 
-    from biosae.sae.model import save_sae
-
     directory = Path(directory)
     save_sae(directory, sae)
     write_json(directory / SELECTION_FILENAME, selection)
     with atomic_path(directory / LOG_FILENAME) as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False)
-    training, validation = prompts.training, prompts.validation
-    table = pd.DataFrame(
-        {
-            "base_row": np.concatenate([training.base_rows, validation.base_rows]),
-            "source_row": np.concatenate([training.source_rows, validation.source_rows]),
-            "use": ["train"] * len(training.base_rows) + ["validation"] * len(validation.base_rows),
-        }
-    )
-    with atomic_path(directory / PAIRS_FILENAME) as tmp:
-        table.to_csv(tmp, index=False)
+    write_training_pairs(directory / PAIRS_FILENAME, prompts.training, prompts.validation)
 
 
 def load_causal_sae(directory) -> tuple[SupervisedSAE, dict, set[tuple[int, int]]]:
     """(the SAE, its selection record, the (base_row, source_row) pairs it trained and validated on)."""
-    import pandas as pd
-
-    from biosae.sae.model import load_sae
-
     directory = Path(directory)
-    try:
-        table = pd.read_csv(directory / PAIRS_FILENAME)
-    except (OSError, ValueError) as error:
-        raise BiosaeError(f"{directory / PAIRS_FILENAME}: cannot read the causal SAE's pairs ({error})") from None
-    seen = {(int(b), int(s)) for b, s in zip(table["base_row"], table["source_row"]) if s >= 0}
+    seen = read_training_pairs(directory / PAIRS_FILENAME, "the causal SAE's pairs")
     return load_sae(directory), read_json(directory / SELECTION_FILENAME), seen
 
 
