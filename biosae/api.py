@@ -275,17 +275,23 @@ class Run:
 
     def activations(self, questions, layer: int | None = None):
         """float32 [N, d]: each question's residual stream at ``layer`` at the answer position, from
-        the pipeline's activation pass (biosae.lm.activations.collect_activations)."""
+        the pipeline's activation pass (biosae.lm.activations.collect_activations) in the run's
+        batch size, rounded to the run's storage dtype: a question of the run gives its row of the
+        activation file."""
         import numpy as np
 
-        from biosae.lm.activations import collect_activations
+        from biosae.lm.activations import STORAGE_DTYPES, activation_file_metadata, collect_activations
 
         layer = self._layer(layer)
+        stored = self._cached(
+            ("stored", layer), lambda: activation_file_metadata(self.path(layout.activation_file("", layer)))
+        )
         prompts = self.prompt_ids(questions)
         unused = np.zeros(len(prompts), dtype=np.int64)  # no reference answer to score
-        return collect_activations(self.model, self.tokenizer, prompts, unused, [layer], progress=False)["activations"][
-            layer
-        ]
+        h = collect_activations(
+            self.model, self.tokenizer, prompts, unused, [layer], int(stored.get("batch_size", 256)), progress=False
+        )["activations"][layer]
+        return h.to(STORAGE_DTYPES[stored.get("dtype", "float32")][2]).float()
 
     def answer(self, questions, max_tokens: int = DEFAULT_MAX_ANSWER_TOKENS) -> list[str]:
         """The LM's greedy answer to each question (decoded by its tokenizer: the from-scratch

@@ -128,6 +128,7 @@ def test_one_file_per_layer_in_the_storage_dtype_read_back_as_float32(
             metadata = handle.metadata()
             assert handle.get_slice("activations").get_dtype() == code
         assert metadata["layer"] == str(layer) and metadata["dtype"] == dtype
+        assert metadata["batch_size"] == "16"
         assert metadata["blocks"] == str(N_LAYER if layer == -1 else layer)
         payload = len(rows) * 32 * torch.tensor([], dtype=torch_dtype).element_size()
         assert payload < path.stat().st_size < payload + 1024

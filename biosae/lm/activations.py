@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from biosae.errors import BiosaeError
 from biosae.io import atomic_path, load_tensors
@@ -352,6 +353,9 @@ def write_activation_files(
                     "rows": str(len(rows)),
                     "dtype": dtype,
                     "hook": HOOK_DESCRIPTION,
+                    # a batch's composition moves the last bits of a CPU matmul: biosae.api
+                    # reproduces a stored row with the same batches
+                    "batch_size": str(batch_size),
                 }
                 writers[layer] = LayerFileWriter(temporary[layer], len(rows), h.shape[1], dtype, metadata)
             writers[layer].write(batch_rows, h)
@@ -365,6 +369,12 @@ def write_activation_files(
         with atomic_path(index_path) as tmp:
             index.to_csv(tmp, index=False)
     return index
+
+
+def activation_file_metadata(tensor_path) -> dict[str, str]:
+    """The header metadata of an activation file (layer, blocks, model, rows, dtype, hook, batch_size)."""
+    with safe_open(str(tensor_path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
 
 
 def load_activation_table(tensor_path, index_path):
