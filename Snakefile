@@ -2,9 +2,17 @@
 # is asked, in a way a 6-slot supervised SAE captures, causally and out of distribution?
 # Table of contents: load and validate config, include one file per stage, declare targets.
 
+import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
+
+# MKL and OpenMP may run a call on fewer threads than asked when they judge it better, and a
+# matmul split otherwise sums in another order: the same config could then give last bits that
+# differ between two runs (a job under SLURM against the local one). Fixed thread counts are
+# Intel's condition for run-to-run reproducibility; every job inherits them from here.
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 
 from snakemake.utils import min_version, validate
 

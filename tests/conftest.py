@@ -14,6 +14,11 @@ import yaml
 
 from biosae.job_stats import job_stats
 
+# As the Snakefile sets them for every job, before torch loads MKL: the tests compare what they
+# compute in-process with what the jobs wrote.
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+os.environ.setdefault("OMP_DYNAMIC", "FALSE")
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
 
