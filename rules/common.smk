@@ -105,6 +105,13 @@ def activation_index(wildcards):
     return layout.activation_index(run_lm(wildcards))
 
 
+def last_block_inputs(wildcards):
+    """The last block's activations for a lower layer's lens read-out, where the profile has them."""
+    if run_layer(wildcards) == -1 or -1 not in PROFILE_LAYERS:
+        return {}
+    return {"last_block_activations": layout.activation_file(run_lm(wildcards), -1)}
+
+
 def untrained_activation_file(wildcards):
     return layout.activation_file(run_lm(wildcards), run_layer(wildcards), layout.UNTRAINED_LM)
 

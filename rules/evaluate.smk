@@ -1,6 +1,7 @@
 rule evaluate:
     input:
         unpack(causal_sae_inputs),
+        unpack(last_block_inputs),
         model=lm_dir,
         qa_accuracy=lm_qa_accuracy,
         lm_log=lm_train_log,

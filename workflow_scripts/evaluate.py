@@ -28,6 +28,7 @@ with rule_context(smk) as log:
         layer=smk.params.layer,
         methods=smk.params.methods,
         method_tests=smk.input.method_tests,
+        last_block_activations=smk.input.get("last_block_activations"),
         device=job_device(smk),
         causal_sae_dirs={
             name.removesuffix("_causal_weights"): os.path.dirname(path)

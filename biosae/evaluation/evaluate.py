@@ -22,6 +22,7 @@ from biosae.evaluation import metrics as M
 from biosae.evaluation.baselines import BagOfWordsClassifier, LinearProbe, chance_accuracy
 from biosae.evaluation.comparison import readout_tests
 from biosae.evaluation.edits import project_out, slot_direction
+from biosae.evaluation.value_readout import lens_predictions, seen_unseen
 from biosae.evaluation.method_tests import SAE_METHOD, causal_tests, cell_samples, load_trained_methods
 from biosae.io import read_json
 from biosae.lm.activations import load_activation_tables
@@ -57,6 +58,13 @@ class EvaluationInputs:
     causal_saes: dict = field(default_factory=dict)
     causal_training_pairs: set = field(default_factory=set)
     causal_fit: dict = field(default_factory=dict)
+    # the same rows at the last block's output (hook -1), for the lens read-out's translator; None
+    # at the last block itself, and where the profile lacks it (then no lens read-out below it)
+    last_block_activations: torch.Tensor | None = None
+
+    @property
+    def has_lens(self) -> bool:
+        return self.layer == -1 or self.last_block_activations is not None
 
 
 def load_evaluation_inputs(
@@ -80,6 +88,8 @@ def load_evaluation_inputs(
     untrained_extra_activations=None,
     untrained_extra_index=None,
     extra_qa_accuracy=None,
+    last_block_activations=None,
+    extra_last_block_activations=None,
     device=None,
 ) -> EvaluationInputs:
     """Everything one evaluation reads, from the files of a run (the evaluate rule's inputs; the
@@ -89,12 +99,21 @@ def load_evaluation_inputs(
     method -> the directory of its fine-tuned SAE at this layer (rule train_causal_sae). The
     ``extra_`` files: the evaluate.extra_questions rows' activations of both LMs and the LM's QA
     accuracy on them, joined after the shipped rows' (None: no extra questions). ``device``: where
-    the LM runs (biosae.devices.pick_device; None is auto)."""
+    the LM runs (biosae.devices.pick_device; None is auto). ``last_block_activations`` (and its
+    ``extra_`` twin): the activation files of hook -1 beside ``activations``, for the lens
+    read-out of a lower layer (biosae.evaluation.value_readout)."""
     model, tokenizer = lm or load_model_dir(model_dir, pick_device(device))
     trained, table = load_activation_tables((activations, index), *_present((extra_activations, extra_index)))
     untrained, untrained_table = load_activation_tables(
         (untrained_activations, untrained_index), *_present((untrained_extra_activations, untrained_extra_index))
     )
+    last_block = None
+    if last_block_activations is not None and layer != -1:
+        last_block, last_table = load_activation_tables(
+            (last_block_activations, index), *_present((extra_last_block_activations, extra_index))
+        )
+        if list(last_table["question"]) != list(table["question"]):
+            raise BiosaeError(f"{last_block_activations}: its rows are not those of {activations}")
     accuracy = read_json(qa_accuracy)
     if extra_qa_accuracy is not None:
         accuracy.update(read_json(extra_qa_accuracy))
@@ -116,6 +135,7 @@ def load_evaluation_inputs(
         causal_saes=causal.get("causal_saes", {}),
         causal_training_pairs=causal.get("das_training_pairs", set()),
         causal_fit=causal_fit,
+        last_block_activations=last_block,
     )
 
 
@@ -184,6 +204,19 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: Lin
 
     targets = value_targets(index, inputs.candidates)
     value_pred = inputs.sae.value_predictions(acts, torch.tensor(rules)).numpy()
+    lens = (
+        lens_predictions(
+            inputs.model,
+            inputs.layer,
+            acts,
+            inputs.last_block_activations,
+            train,
+            inputs.candidates,
+            {"lens_by_slot": slots, "lens_by_rule": rules},
+        )
+        if inputs.has_lens
+        else {}
+    )
     lm_correct = index["lm_first_token_correct"].to_numpy().astype(bool)
     templates = index["template_idx"].to_numpy()
 
@@ -223,6 +256,10 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: Lin
             "sae_by_rule": sae_value["by_rule"],
             "majority_baseline_by_rule": majority["by_rule"],
         }
+        for name, predicted in lens.items():
+            read = M.value_accuracy(predicted[mask], targets[mask], rules[mask])
+            out["value_accuracy"][cell][name] = read["accuracy"]
+            out["value_accuracy"][cell][f"{name}_by_rule"] = read["by_rule"]
         lm = M.lm_answer_accuracy(lm_correct[mask], rules[mask], templates[mask])
         exact = inputs.qa_accuracy.get(cell, {})
         lm["exact"] = exact.get("exact")
@@ -329,6 +366,7 @@ def evaluate(inputs: EvaluationInputs, max_prompts_per_cell: int, swap_alphas, s
     train_rules = inputs.index["rule_idx"].to_numpy()[train]
     probe = LinearProbe().fit(inputs.activations[torch.from_numpy(train.copy())].numpy(), train_rules)  # a baseline
     metrics.update(correlational_metrics(inputs, cells, probe))
+    metrics["value_readouts"] = seen_unseen(metrics["value_accuracy"])
     samples = cell_samples(inputs.model, inputs.tokenizer, inputs.index, cells, max_prompts_per_cell, seed)
     sae = sae_causal_metrics(inputs, samples, swap_alphas, progress)
     if sae["interchange_pairs"] != inputs.method_tests.get("interchange_pairs"):

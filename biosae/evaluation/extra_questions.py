@@ -99,6 +99,15 @@ def score_extra_questions(
             untrained_extra_activations=layout.activation_file_beside(files.untrained_extra_index, layer),
             untrained_extra_index=files.untrained_extra_index,
             extra_qa_accuracy=files.extra_qa_accuracy,
+            # the lens read-out of a lower layer fits its translator to the last block's rows
+            **(
+                {
+                    "last_block_activations": layout.activation_file_beside(files.index, -1),
+                    "extra_last_block_activations": layout.activation_file_beside(files.extra_index, -1),
+                }
+                if layer != -1 and -1 in layers
+                else {}
+            ),
         )
         if samples is None:  # the joined index is every layer's: sample, cache and pairs once
             cells = [cell for cell in ordered_cells(inputs.index) if cell.startswith(EXTRA_CELL_PREFIX)]

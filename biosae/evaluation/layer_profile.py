@@ -11,6 +11,7 @@ from __future__ import annotations
 from biosae.evaluation.markdown import markdown_table
 from biosae.evaluation.method_summary import held_out_cells, method_scores
 from biosae.evaluation.metrics import N_RULES
+from biosae.evaluation.value_readout import READOUTS
 from biosae.methods.causal_variants import RANKING_CONTROLS
 from biosae.rules import HARD_CELLS
 
@@ -39,6 +40,7 @@ def profile_row(metrics: dict) -> dict:
         ),
         "faithfulness": mean_of_present(((sae.get("faithfulness") or {}).get(c) or {}).get("rate") for c in hard),
         "methods": method_scores(metrics, held_out),
+        "value_readouts": metrics.get("value_readouts") or {},
     }
 
 
@@ -127,4 +129,24 @@ def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_l
     peak = peak_sentence(rows, n_layer, default_layer)
     if peak:
         lines.append("\n" + peak)
-    return lines
+    return lines + value_readout_profile(rows, n_layer, default_layer)
+
+
+def value_readout_profile(rows: list[dict], n_layer: int | None, default_layer: int) -> list[str]:
+    """Markdown lines: each value read-out on seen and unseen persons at every layer."""
+    if not any(row["value_readouts"] for row in rows):
+        return []
+
+    def seen_unseen(row, readout):
+        numbers = row["value_readouts"].get(readout) or {}
+        return f"{_number(numbers.get('seen'))} / {_number(numbers.get('unseen'))}"
+
+    table = [[layer_label(row["layer"], n_layer, default_layer), *(seen_unseen(row, r) for r in READOUTS)] for row in rows]
+    return [
+        "",
+        "Value read-outs per layer, first answer token on seen persons (`ood_template`) / unseen persons "
+        "(`ood_person`): the seed's value heads, and the lens (an affine map into the last block's space, "
+        "then the LM's final norm and unembedding) gated by the SAE's slot or by the asked rule.",
+        "",
+        *markdown_table(["layer", "value heads", "lens, gated by the slot", "lens, gated by the asked rule"], table),
+    ]

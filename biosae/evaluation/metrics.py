@@ -20,9 +20,16 @@ extra_questions.json instead (biosae.evaluation.extra_questions), with the same 
           #  "by_template": {"<rule>/<template_idx>": {"accuracy": float|null, "n": int}}}
       "ablation": {"slot" | "direction" | "random_direction": {<cell>: <ablation_matrix dict>}},
       "swap": {"alpha=<float>": {<cell>: <swap_matrix dict>}},
-      "value_accuracy": {<cell>: {"sae": float, "majority_baseline": float,
+      "value_accuracy": {<cell>: {"sae": float, "majority_baseline": float,   # sae: the value heads
                                   "sae_by_rule": {rule: float|null},
-                                  "majority_baseline_by_rule": {rule: float|null}}},
+                                  "majority_baseline_by_rule": {rule: float|null},
+                                  "lens_by_slot": float, "lens_by_rule": float,  # absent where the
+                                  "lens_by_slot_by_rule": {rule: float|null},    # profile lacks
+                                  "lens_by_rule_by_rule": {rule: float|null}}},  # the last block
+          # biosae.evaluation.value_readout: the tuned lens read among the slot's / rule's candidates
+      "value_readouts": {"value_heads" | "lens_by_slot" | "lens_by_rule":
+                             {"seen": float|null, "unseen": float|null, "gap": float|null}},
+          # seen = ood_template, unseen = ood_person, gap = seen - unseen
       "baselines": {<cell>: {"chance": float, "bag_of_words": float, "linear_probe": float,
                              "untrained_lm_sae": float}},   # each = slot/rule accuracy on the cell
       "margins": {<cell>: <headline_margins dict>},  # {"over_untrained_lm": float|null,

@@ -3,7 +3,7 @@
 The metrics.json structure is documented in ``biosae.evaluation.metrics``. Sections, in order: the headline
 table per cell (SAE slot accuracy beside its baselines, the margins, the LM's answer accuracy),
 the expected results with PASS / FAIL / NOT MEASURED and the measured values, ablation
-selectivity, slot swap, value heads against the majority baseline, the LM's accuracy per question
+selectivity, slot swap, the value read-outs (heads and lens) against the majority baseline, the LM's accuracy per question
 template, and, for cells where the LM answers badly, which attribute it answers instead. A section
 whose metrics a run did not produce is left out; a missing number is shown as "–".
 """
@@ -23,6 +23,9 @@ __all__ = ["expected_result", "format_number", "markdown_table", "render_summary
 LOW_LM_ACCURACY = 0.9
 # Wrong-attribute answers reported when they take at least this share of a rule's questions.
 FINDING_MIN_RATE = 0.1
+# The lens read-out's bar at the seed's hook: unseen persons read, as well as seen ones.
+LENS_UNSEEN_TARGET = 0.8
+LENS_GAP_TARGET = 0.1
 
 
 def _signed(value) -> str:
@@ -195,23 +198,45 @@ def _swap(metrics: dict, cells: list[str]) -> list[str]:
     ]
 
 
-def _value_heads(metrics: dict, cells: list[str]) -> list[str]:
+def _value_readouts(metrics: dict, cells: list[str]) -> list[str]:
     value = metrics.get("value_accuracy") or {}
     rows = []
     for cell in cells + [c for c in value if c not in cells]:
         result = value.get(cell)
         if not result:
             continue
-        sae, majority = result.get("sae"), result.get("majority_baseline")
-        gain = None if sae is None or majority is None else sae - majority
-        rows.append([cell, format_number(sae), format_number(majority), _signed(gain)])
+        rows.append(
+            [
+                cell,
+                *(format_number(result.get(key)) for key in ("sae", "lens_by_slot", "lens_by_rule")),
+                format_number(result.get("majority_baseline")),
+            ]
+        )
     if not rows:
         return []
-    return [
-        "## Value heads (first answer token)",
+    lines = [
+        "## Value read-outs (first answer token)",
         "",
-        *markdown_table(["cell", "value heads", "per-rule majority", "difference"], rows),
+        "Value heads: the seed's per-slot linear heads, trained on the train cell. Lens: an affine map "
+        "into the last block's space fitted on the train cell, then the LM's own final norm and "
+        "unembedding, read among the candidates of the SAE's slot (or of the asked rule); at the last "
+        "block it is the LM's own read-out. `ood_template` holds seen persons, `ood_person` unseen ones.",
+        "",
+        *markdown_table(
+            ["cell", "value heads", "lens, gated by the slot", "lens, gated by the asked rule", "per-rule majority"],
+            rows,
+        ),
     ]
+    readouts = metrics.get("value_readouts") or {}
+    lens = readouts.get("lens_by_slot") or {}
+    if lens.get("unseen") is not None and lens.get("gap") is not None:
+        met = lens["unseen"] >= LENS_UNSEEN_TARGET and lens["gap"] <= LENS_GAP_TARGET
+        lines += [
+            "",
+            f"Lens gated by the slot: {lens['unseen']:.3f} on unseen persons, {lens['gap']:+.3f} seen − unseen "
+            f"(target ≥ {LENS_UNSEEN_TARGET} and ≤ {LENS_GAP_TARGET}: {'met' if met else 'missed'}).",
+        ]
+    return lines
 
 
 def _template_sort_key(key: str):
@@ -291,7 +316,7 @@ def render_summary(
         _ablation(metrics, cells),
         _error_term(metrics, cells),
         _swap(metrics, cells),
-        _value_heads(metrics, cells),
+        _value_readouts(metrics, cells),
         _per_template(metrics, cells),
         _answered_instead(metrics, cells),
         ["## Notes", "", *[f"- {note}" for note in metrics["notes"]]] if metrics.get("notes") else [],

@@ -40,6 +40,27 @@ def transformer_blocks(model) -> torch.nn.ModuleList:
     raise BiosaeError(f"{type(model).__name__}: cannot find its transformer blocks to hook")
 
 
+def final_norm(model) -> torch.nn.Module:
+    """The norm between the last block's output (hook -1) and the unembedding (GPT-2's ``ln_f``)."""
+    for path in ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm"):
+        module = model
+        try:
+            for attribute in path.split("."):
+                module = getattr(module, attribute)
+        except AttributeError:
+            continue
+        if isinstance(module, torch.nn.Module):
+            return module
+    raise BiosaeError(f"{type(model).__name__}: cannot find its final norm")
+
+
+@torch.no_grad()
+def next_token_logits(model, last_block: torch.Tensor) -> torch.Tensor:
+    """``[N, vocab]`` logits from residual states in the last block's output space (hook -1): the
+    LM's own final norm and unembedding, as its forward pass applies them."""
+    return model.get_output_embeddings()(final_norm(model)(last_block))
+
+
 def resolve_layer(model, layer: int) -> int:
     n = len(transformer_blocks(model))
     resolved = n if layer == -1 else layer
