@@ -82,7 +82,9 @@ def test_every_layer_reports_each_read_out_on_seen_and_unseen_persons(tiny_pipel
     summary = (tiny_pipeline / layout.eval_summary("")).read_text()
     assert "## Value read-outs (first answer token)" in summary
     profile = summary.split("Value read-outs per layer", 1)[1].split("\n\n")[1].splitlines()
-    assert profile[0].startswith("| layer | value heads | lens, gated by the slot") and len(profile) == 2 + len(run.layers)
+    assert profile[0].startswith("| layer | value heads | lens, gated by the slot") and len(profile) == 2 + len(
+        run.layers
+    )
     for layer in run.layers:
         metrics = metrics_at(tiny_pipeline, run, layer)
         readouts, value = metrics["value_readouts"], metrics["value_accuracy"]

@@ -22,8 +22,8 @@ from biosae.evaluation import metrics as M
 from biosae.evaluation.baselines import BagOfWordsClassifier, LinearProbe, chance_accuracy
 from biosae.evaluation.comparison import readout_tests
 from biosae.evaluation.edits import project_out, slot_direction
-from biosae.evaluation.value_readout import lens_predictions, seen_unseen
 from biosae.evaluation.method_tests import SAE_METHOD, causal_tests, cell_samples, load_trained_methods
+from biosae.evaluation.value_readout import lens_predictions, seen_unseen
 from biosae.io import read_json
 from biosae.lm.activations import load_activation_tables
 from biosae.lm.model import load_model_dir

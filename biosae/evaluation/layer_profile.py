@@ -141,7 +141,9 @@ def value_readout_profile(rows: list[dict], n_layer: int | None, default_layer: 
         numbers = row["value_readouts"].get(readout) or {}
         return f"{_number(numbers.get('seen'))} / {_number(numbers.get('unseen'))}"
 
-    table = [[layer_label(row["layer"], n_layer, default_layer), *(seen_unseen(row, r) for r in READOUTS)] for row in rows]
+    table = [
+        [layer_label(row["layer"], n_layer, default_layer), *(seen_unseen(row, r) for r in READOUTS)] for row in rows
+    ]
     return [
         "",
         "Value read-outs per layer, first answer token on seen persons (`ood_template`) / unseen persons "
