@@ -183,3 +183,36 @@ def test_evaluation_figures_are_one_file_per_test(tmp_path):
         ]
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written.values())
+
+
+def test_the_causal_sae_targets_say_which_are_missed_and_by_how_much():
+    from biosae.evaluation.layer_profile import causal_sae_targets
+
+    def layer(number, causal_iia, das_iia, diagonal):
+        cells = ["train", "ood_both"]
+
+        def method(iia, selectivity, diagonal_mean):
+            return {
+                "interchange": {cell: {"iia": iia} for cell in cells},
+                "ablation": {cell: {"selectivity": selectivity, "diagonal_mean": diagonal_mean} for cell in cells},
+            }
+
+        return {
+            "layer": number,
+            "cells": cells,
+            "methods": {
+                "sae_slot_causal": method(causal_iia, 0.6, diagonal),
+                "das": method(das_iia, 0.5, 0.2),
+            },
+        }
+
+    lines = causal_sae_targets([layer(1, 0.93, 0.90, 0.85), layer(-1, 0.40, 0.45, 0.30)], 4, -1)
+    text = "\n".join(lines)
+    assert "- IIA on `ood_both` at layer 1 ≥ 0.95: 0.930, missed by 0.020." in text
+    assert (
+        "IIA, mean over the held-out cells, ≥ DAS's at every layer: missed at layer 4 (-1) ← seed's hook by 0.050."
+        in text
+    )
+    assert "ablation selectivity, mean over the held-out cells, ≥ DAS's at every layer: met at every layer." in text
+    assert "train diagonal > 0.8) at its best layer (1): 0.850, met." in text
+    assert causal_sae_targets([{"layer": 1, "cells": ["train"], "methods": {"das": {}}}], 4, -1) == []

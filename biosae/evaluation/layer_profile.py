@@ -129,7 +129,65 @@ def profile_section(metrics_by_layer: list[dict], n_layer: int | None, default_l
     peak = peak_sentence(rows, n_layer, default_layer)
     if peak:
         lines.append("\n" + peak)
-    return lines + value_readout_profile(rows, n_layer, default_layer)
+    targets = causal_sae_targets(metrics_by_layer, n_layer, default_layer)
+    return lines + ([""] + targets if targets else []) + value_readout_profile(rows, n_layer, default_layer)
+
+
+# The causal SAE's bars (docs/methods.md): interchange accuracy on ood_both at layer 1, and at
+# least DAS's mean IIA and ablation selectivity at every layer.
+CAUSAL_SAE = "sae_slot_causal"
+CAUSAL_IIA_LAYER, CAUSAL_IIA_CELL, CAUSAL_IIA_TARGET = 1, "ood_both", 0.95
+SEED_ABLATION_BAR = 0.8
+
+
+def _verdict(value: float, bar: float, above: bool = False) -> str:
+    met = value > bar if above else value >= bar
+    return "met" if met else f"missed by {bar - value:.3f}"
+
+
+def causal_sae_targets(metrics_by_layer: list[dict], n_layer: int | None, default_layer: int) -> list[str]:
+    """Markdown lines: the causal SAE against its targets over the profile, each met or missed by
+    how much; [] when the profile has no causal SAE."""
+    by_layer = {m.get("layer"): m for m in metrics_by_layer}
+    rows = [r for r in profile_rows(metrics_by_layer, n_layer) if CAUSAL_SAE in r["methods"]]
+    if not rows:
+        return []
+    lines = ["Causal SAE (`sae_slot_causal`) against its targets:", ""]
+    at = by_layer.get(CAUSAL_IIA_LAYER)
+    iia = None
+    if at is not None:
+        interchange = ((at.get("methods") or {}).get(CAUSAL_SAE) or {}).get("interchange") or {}
+        iia = (interchange.get(CAUSAL_IIA_CELL) or {}).get("iia")
+    if iia is not None:
+        lines.append(
+            f"- IIA on `{CAUSAL_IIA_CELL}` at layer {CAUSAL_IIA_LAYER} ≥ {CAUSAL_IIA_TARGET}: {iia:.3f}, "
+            f"{_verdict(iia, CAUSAL_IIA_TARGET)}."
+        )
+    for score, what in (("iia", "IIA"), ("selectivity", "ablation selectivity")):
+        compared, short = 0, []
+        for row in rows:
+            ours, das = (row["methods"].get(CAUSAL_SAE) or {}).get(score), (row["methods"].get("das") or {}).get(score)
+            if ours is None or das is None:
+                continue
+            compared += 1
+            if ours < das:
+                short.append(f"layer {layer_label(row['layer'], n_layer, default_layer)} by {das - ours:.3f}")
+        if compared:
+            verdict = "met at every layer" if not short else "missed at " + ", ".join(short)
+            lines.append(f"- {what}, mean over the held-out cells, ≥ DAS's at every layer: {verdict}.")
+    diagonals = []
+    for layer, metrics in by_layer.items():
+        ablation = ((metrics.get("methods") or {}).get(CAUSAL_SAE) or {}).get("ablation") or {}
+        diagonal = (ablation.get("train") or {}).get("diagonal_mean")
+        if diagonal is not None:
+            diagonals.append((diagonal, layer))
+    if diagonals:
+        best, layer = max(diagonals)
+        lines.append(
+            f"- the seed's ablation bar (train diagonal > {SEED_ABLATION_BAR}) at its best layer "
+            f"({layer_label(layer, n_layer, default_layer)}): {best:.3f}, {_verdict(best, SEED_ABLATION_BAR, above=True)}."
+        )
+    return lines if len(lines) > 2 else []
 
 
 def value_readout_profile(rows: list[dict], n_layer: int | None, default_layer: int) -> list[str]:
