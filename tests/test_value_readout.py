@@ -53,7 +53,7 @@ def test_at_the_last_block_the_lens_reads_every_answer_the_lm_gives(tiny_pipelin
     candidates = read_json(run.path(layout.sae_file("", -1, "value_candidates.json")))
     rules = index["rule_idx"].to_numpy()
     train = (index["split"] == "train").to_numpy()
-    predicted = lens_predictions(run.model, -1, table, None, train, candidates, {"lens_by_rule": rules})
+    predicted = lens_predictions(run.model, table, None, train, candidates, {"lens_by_rule": rules})
     right = predicted["lens_by_rule"] == value_targets(index, candidates)
     lm_right = index["lm_first_token_correct"].to_numpy().astype(bool)
     assert lm_right.any() and right[lm_right].all()
@@ -73,8 +73,8 @@ def test_a_lower_layers_translator_is_fitted_on_train_rows_only(run):
     gates = {"lens_by_slot": slot_predictions(run.sae(1), table)}
     scrambled = last.clone()
     scrambled[torch.from_numpy(~train)] = torch.randn(int((~train).sum()), last.shape[1])
-    first = lens_predictions(run.model, 1, table, last, train, candidates, gates)
-    second = lens_predictions(run.model, 1, table, scrambled, train, candidates, gates)
+    first = lens_predictions(run.model, table, last, train, candidates, gates)
+    second = lens_predictions(run.model, table, scrambled, train, candidates, gates)
     assert np.array_equal(first["lens_by_slot"], second["lens_by_slot"])
 
 

@@ -173,7 +173,10 @@ def error_term_diagnostics(activations, reconstruction, rule_idx, split, cells: 
     rule_idx, split = np.asarray(rule_idx), np.asarray(split)
     train = split == "train"
     probe = LinearProbe().fit(error[torch.from_numpy(train)], rule_idx[train])
-    predicted = probe.predict(error)
+    # predicted on the reported cells' rows only (a finished run's new questions are a few of them)
+    reported = np.isin(split, cells)
+    predicted = np.full(len(split), -1, dtype=np.int64)
+    predicted[reported] = probe.predict(error[torch.from_numpy(reported)])
     centred = h - h[torch.from_numpy(train)].mean(dim=0)
     out = {}
     for cell in cells:
@@ -186,10 +189,23 @@ def error_term_diagnostics(activations, reconstruction, rule_idx, split, cells: 
     return out
 
 
+def only_on(rows: np.ndarray, predict) -> np.ndarray:
+    """``predict(rows)`` (an int array over the rows where the bool mask ``rows`` is set) scattered
+    into an array over every row, -1 elsewhere."""
+    out = np.full(len(rows), -1, dtype=np.int64)
+    if rows.any():
+        out[rows] = predict(rows)
+    return out
+
+
 def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: LinearProbe | None = None) -> dict:
+    """The per-cell sections of metrics.json that need no edited pass, for ``cells``. The fits read
+    the train cell's rows; the predictions are made on the rows of ``cells`` only (every row in a
+    run's evaluation; a finished run's new questions alone when they are scored)."""
     index, acts = inputs.index, inputs.activations
     rules = index["rule_idx"].to_numpy()
     train = (index["split"] == "train").to_numpy()
+    reported = index["split"].isin(cells).to_numpy()
     slots = slot_predictions(inputs.sae, acts)
     untrained_slots = slot_predictions(inputs.untrained_sae, inputs.untrained_activations)
     untrained_rules = inputs.untrained_index["rule_idx"].to_numpy()
@@ -199,20 +215,22 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: Lin
         list(index["question"][train]), list(index["full_name"][train]), rules[train]
     )
     probe = probe or LinearProbe().fit(acts[torch.from_numpy(train)].numpy(), rules[train])
-    probe_predictions = probe.predict(acts.numpy())
-    bow_predictions = bag_of_words.predict(list(index["question"]), list(index["full_name"]))
+    probe_predictions = only_on(reported, lambda rows: probe.predict(acts[torch.from_numpy(rows)].numpy()))
+    bow_predictions = only_on(
+        reported, lambda rows: bag_of_words.predict(list(index["question"][rows]), list(index["full_name"][rows]))
+    )
 
     targets = value_targets(index, inputs.candidates)
     value_pred = inputs.sae.value_predictions(acts, torch.tensor(rules)).numpy()
     lens = (
         lens_predictions(
             inputs.model,
-            inputs.layer,
             acts,
             inputs.last_block_activations,
             train,
             inputs.candidates,
             {"lens_by_slot": slots, "lens_by_rule": rules},
+            rows=reported,
         )
         if inputs.has_lens
         else {}

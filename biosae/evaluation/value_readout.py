@@ -70,23 +70,35 @@ def candidate_argmax(logits: torch.Tensor, candidates: dict[str, list[int]], gat
         rows = np.flatnonzero(gate_rules == r)
         if len(rows) and candidates.get(rule):
             tokens = torch.tensor(candidates[rule], dtype=torch.long)
-            predictions[rows] = logits[torch.from_numpy(rows)][:, tokens].argmax(dim=-1).numpy()
+            predictions[rows] = logits[torch.from_numpy(rows)[:, None], tokens].argmax(dim=-1).numpy()
     return predictions
 
 
 def lens_predictions(
-    model, layer: int, activations: torch.Tensor, last_block: torch.Tensor | None, train: np.ndarray, candidates, gates
+    model,
+    activations: torch.Tensor,
+    last_block: torch.Tensor | None,
+    train: np.ndarray,
+    candidates,
+    gates,
+    rows: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """{name: candidate index per row} of the lens read-out gated by each of ``gates`` ({name:
-    rule index per row}). ``last_block``: the same rows at hook -1, whose train rows fit the
-    translator (None at the last block itself: the lens is the LM's own read-out)."""
-    if last_block is None:
-        translated = activations
-    else:
+    rule index per row}), on the rows where the bool mask ``rows`` is set (default: all; -1
+    elsewhere). ``last_block``: the same rows at hook -1, whose train rows fit the translator
+    (None at the last block itself: the lens is the LM's own read-out)."""
+    rows = np.ones(len(activations), dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+    read = activations[torch.from_numpy(rows.copy())]
+    if last_block is not None:
         mask = torch.from_numpy(np.asarray(train, dtype=bool).copy())
-        translated = fit_translator(activations[mask], last_block[mask])(activations)
-    logits = torch.cat([next_token_logits(model, rows) for rows in translated.split(ROW_CHUNK)])
-    return {name: candidate_argmax(logits, candidates, np.asarray(rules)) for name, rules in gates.items()}
+        read = fit_translator(activations[mask], last_block[mask])(read)
+    logits = torch.cat([next_token_logits(model, chunk) for chunk in read.split(ROW_CHUNK)])
+    out = {}
+    for name, rules in gates.items():
+        predictions = np.full(len(rows), -1, dtype=np.int64)
+        predictions[rows] = candidate_argmax(logits, candidates, np.asarray(rules)[rows])
+        out[name] = predictions
+    return out
 
 
 def seen_unseen(value_accuracy: dict) -> dict:
