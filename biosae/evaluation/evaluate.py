@@ -205,7 +205,7 @@ def correlational_metrics(inputs: EvaluationInputs, cells: list[str], probe: Lin
     index, acts = inputs.index, inputs.activations
     rules = index["rule_idx"].to_numpy()
     train = (index["split"] == "train").to_numpy()
-    reported = index["split"].isin(cells).to_numpy()
+    reported = np.array(index["split"].isin(cells), dtype=bool)
     slots = slot_predictions(inputs.sae, acts)
     untrained_slots = slot_predictions(inputs.untrained_sae, inputs.untrained_activations)
     untrained_rules = inputs.untrained_index["rule_idx"].to_numpy()
