@@ -68,7 +68,9 @@ def test_summary_starts_with_the_headline_table_and_states_failures(tmp_path):
     assert any(line.startswith("- **PASS**") and "train cell" in line and "0.990" in line for line in lines)
     assert "## Ablation" in text and "random_direction" in text
     assert "## Slot swap" in text and "alpha=2.0" in text
-    assert "| cell | value heads | lens, gated by the slot | lens, gated by the asked rule | per-rule majority |" in text
+    assert (
+        "| cell | value heads | lens, gated by the slot | lens, gated by the asked rule | per-rule majority |" in text
+    )
     assert "| train | 0.800 | – | – | 0.100 |" in text  # no lens in these metrics: not measured, not zero
     assert "birth_city/" not in text.split("## LM answer accuracy per question template")[0]
     assert "| birth_date/0 |" in text
