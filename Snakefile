@@ -8,9 +8,10 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 # MKL and OpenMP may run a call on fewer threads than asked when they judge it better, and a
-# matmul split otherwise sums in another order: the same config could then give last bits that
-# differ between two runs (a job under SLURM against the local one). Fixed thread counts are
-# Intel's condition for run-to-run reproducibility; every job inherits them from here.
+# matmul split otherwise sums in another order. Fixed thread counts are Intel's condition for
+# run-to-run reproducibility; every job inherits them from here. It is not sufficient on every
+# host: a CI host's activation job once gave rows 2e-5 away from its own rerun, so tests that
+# compare two processes' floats use a tolerance.
 os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 

@@ -277,7 +277,7 @@ class Run:
         """float32 [N, d]: each question's residual stream at ``layer`` at the answer position, from
         the pipeline's activation pass (biosae.lm.activations.collect_activations) in the run's
         batch size, rounded to the run's storage dtype: a question of the run gives its row of the
-        activation file."""
+        activation file, up to float32 summation order (within 1e-4)."""
         import numpy as np
 
         from biosae.lm.activations import STORAGE_DTYPES, activation_file_metadata, collect_activations

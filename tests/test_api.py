@@ -164,7 +164,10 @@ def test_slot_reads_and_activations_are_the_evaluations(tiny_pipeline, run):
         table, table_index = run.activation_table(layer)
         assert list(table_index["question"]) == questions
         h = run.activations(questions, layer)
-        assert torch.allclose(h, table, atol=1e-5, rtol=1e-5), layer
+        # The same pass in another process: on some hosts a job's matmuls sum in another order
+        # than a later process's on the same inputs (differences up to 3.4e-5 on values up to
+        # ~2, seen on a CI host: the rerun job itself gave the later process's rows)
+        assert torch.allclose(h, table, atol=1e-4, rtol=1e-4), layer
         slots = run.read_slots(questions, layer)
         assert slots == [RULES[s] for s in slot_predictions(run.sae(layer), table)], layer
         metrics = metrics_of(tiny_pipeline, run, layer)
