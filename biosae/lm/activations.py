@@ -26,32 +26,31 @@ from biosae.io import atomic_path, load_tensors
 from biosae.lm.qa_accuracy import encode_rows, right_padded, takes_logits_to_keep
 
 
-def transformer_blocks(model) -> torch.nn.ModuleList:
-    """The list of transformer blocks of a Hugging Face causal LM (GPT-2, Llama-like, NeoX, OPT)."""
-    for path in ("transformer.h", "model.layers", "gpt_neox.layers", "model.decoder.layers"):
+def _submodule(model, paths: tuple[str, ...], kind: type, what: str):
+    """The first of the dotted attribute ``paths`` that ``model`` has, as a ``kind``; the paths
+    name the same part in GPT-2, Llama-like, NeoX and OPT models."""
+    for path in paths:
         module = model
         try:
             for attribute in path.split("."):
                 module = getattr(module, attribute)
         except AttributeError:
             continue
-        if isinstance(module, torch.nn.ModuleList):
+        if isinstance(module, kind):
             return module
-    raise BiosaeError(f"{type(model).__name__}: cannot find its transformer blocks to hook")
+    raise BiosaeError(f"{type(model).__name__}: cannot find its {what}")
+
+
+def transformer_blocks(model) -> torch.nn.ModuleList:
+    """The list of transformer blocks of a Hugging Face causal LM (GPT-2, Llama-like, NeoX, OPT)."""
+    paths = ("transformer.h", "model.layers", "gpt_neox.layers", "model.decoder.layers")
+    return _submodule(model, paths, torch.nn.ModuleList, "transformer blocks to hook")
 
 
 def final_norm(model) -> torch.nn.Module:
     """The norm between the last block's output (hook -1) and the unembedding (GPT-2's ``ln_f``)."""
-    for path in ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm"):
-        module = model
-        try:
-            for attribute in path.split("."):
-                module = getattr(module, attribute)
-        except AttributeError:
-            continue
-        if isinstance(module, torch.nn.Module):
-            return module
-    raise BiosaeError(f"{type(model).__name__}: cannot find its final norm")
+    paths = ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm")
+    return _submodule(model, paths, torch.nn.Module, "final norm")
 
 
 @torch.no_grad()
