@@ -63,6 +63,7 @@ class BenchRun:
     threads: int
     environment: str
     sizes: dict
+    slurm_probe_seconds: float | None = None  # see slurm_probe_seconds()
 
 
 def experiment_config(overrides: dict) -> dict:
@@ -113,6 +114,29 @@ def environment() -> str:
         f"{os.cpu_count()} CPUs ({cpu}), torch threads {torch.get_num_threads()}, device {pick_device().type}; "
         f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}"
     )
+
+
+SLOW_SLURM_PROBE_SECONDS = 1.0  # a probe above this is flagged on the page
+
+
+def slurm_probe_seconds() -> float | None:
+    """Seconds that `scontrol show config` takes here, or None where SLURM's client is absent.
+
+    Snakemake's SLURM executor plugin (a dependency) runs it whenever Snakemake starts, wherever
+    `sinfo` is on the PATH, and waits up to 10 s for an answer. Without SLURM (a laptop) it costs
+    nothing and on a cluster milliseconds; on a host with the client installed and no controller
+    answering, every Snakemake command here waits those seconds more."""
+    import shutil
+    import subprocess
+
+    if shutil.which("sinfo") is None or shutil.which("scontrol") is None:
+        return None
+    start = time.perf_counter()
+    try:
+        subprocess.run(["scontrol", "show", "config"], capture_output=True, timeout=15, check=False)
+    except subprocess.TimeoutExpired:
+        pass
+    return time.perf_counter() - start
 
 
 @contextmanager

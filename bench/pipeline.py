@@ -157,6 +157,7 @@ class Pipeline:
     sae_causal: LayerSeconds | None = None
     profile_runs: ProfileRuns = field(default_factory=lambda: ProfileRuns(measured=False, why="skipped"))
     extra_questions: ExtraQuestionsRun = field(default_factory=lambda: ExtraQuestionsRun(measured=False, why="skipped"))
+    config_runs: list = field(default_factory=list)  # bench.configurations.ConfigRun, one per config file
 
 
 def snakemake(workdir: Path, threads: int, *extra: str) -> tuple[float, str]:

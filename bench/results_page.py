@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 
 from .activations import ActivationCollection
-from .common import BenchRun
+from .common import SLOW_SLURM_PROBE_SECONDS, BenchRun
 from .dataset import DatasetGeneration
 from .evaluate import Evaluate
 from .machine import MachineLimits
@@ -32,7 +32,13 @@ TARGETS = {
     "layer_profile_ratio": (1.25, "max"),
     # two files of 1,800 new questions scored on the finished default run
     "extra_questions_fraction": (0.10, "max"),
+    # the first look: config/quick.yaml's whole pipeline from a clean directory
+    "quick_minutes": (3.0, "max"),
+    # the default run against the same run without the supervised SAE's causal variants
+    "causal_sae_cost": (1.2, "max"),
 }
+QUICK_CONFIG = "quick"
+WITHOUT_CAUSAL_CONFIG = "without_causal_sae"
 TORCH_DTYPES = {"fp32": "torch.float32", "bf16": "torch.bfloat16"}
 
 
@@ -68,6 +74,7 @@ def page(results: BenchResults, run: BenchRun) -> str:
         title,
         "",
         f"Measured {run.started:%Y-%m-%d %H:%M} on {run.environment}.",
+        slurm_probe_line(run.slurm_probe_seconds),
         f"Command: `{run.command}` ({run.minutes:.1f} min in all). Every figure below comes from this one run, "
         "so that each ratio compares two measurements taken under the same load.",
     ]
@@ -81,6 +88,19 @@ def page(results: BenchResults, run: BenchRun) -> str:
     lines += evaluate_section(results.evaluate)
     lines += ["", f"Sizes: `{json.dumps(run.sizes)}`.", ""]
     return "\n".join(lines)
+
+
+def slurm_probe_line(seconds: float | None) -> str:
+    """What Snakemake's start costs here beyond Snakemake itself: the SLURM plugin's probe."""
+    if seconds is None:
+        return "No SLURM client here: Snakemake's SLURM plugin starts without probing a cluster."
+    if seconds > SLOW_SLURM_PROBE_SECONDS:
+        return (
+            f"**Every Snakemake command here waited {seconds:.1f} s at its start** for `scontrol show config` (the "
+            "SLURM plugin's probe; a SLURM client with no controller answering): the pipeline figures below "
+            "include it, a laptop without SLURM or a cluster would not."
+        )
+    return f"The SLURM plugin's probe at each Snakemake start (`scontrol show config`) took {seconds:.2f} s."
 
 
 def targets_section(results: BenchResults) -> list[str]:
@@ -141,12 +161,61 @@ def targets_section(results: BenchResults) -> list[str]:
             extra_questions_fraction(pipeline),
             fmt(extra_questions_fraction(pipeline), ".1%"),
         ),
+        (
+            "the first look, `config/quick.yaml`'s whole pipeline, ≤ 3 min on 2 cores",
+            "quick_minutes",
+            quick_minutes(pipeline),
+            fmt(quick_minutes(pipeline), ".1f", " min"),
+        ),
+        (
+            "default run ≤ 1.2× the same run without the causal SAE and its two controls",
+            "causal_sae_cost",
+            causal_sae_cost(pipeline),
+            fmt(causal_sae_cost(pipeline), ".2f", "×"),
+        ),
     ]
     lines = ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {label} | {shown} | {verdict(name, value)} |" for label, name, value, shown in rows]
     notes = limiting_notes(results)
     if notes:
         lines += ["", "What limits the missed targets (figures from this run):", ""] + [f"- {note}" for note in notes]
+    return lines
+
+
+def config_run(pipeline: Pipeline | None, name: str):
+    """The bench's run of the configuration file named ``name`` (its stem), or None."""
+    return next((run for run in pipeline.config_runs if run.name == name), None) if pipeline else None
+
+
+def quick_minutes(pipeline: Pipeline | None) -> float | None:
+    run = config_run(pipeline, QUICK_CONFIG)
+    return run.seconds / 60 if run else None
+
+
+def causal_sae_cost(pipeline: Pipeline | None) -> float | None:
+    """The default run's wall time ÷ the run without the causal SAE's (both in this bench run)."""
+    run = config_run(pipeline, WITHOUT_CAUSAL_CONFIG)
+    return pipeline.wall / run.seconds if run else None
+
+
+def config_runs_lines(pipeline: Pipeline, threads: int) -> list[str]:
+    """Section 6's table of the other configurations, each run whole after the default's."""
+    if not pipeline.config_runs:
+        return ["Other configurations: none run (`--config-runs` with no file)."]
+    origin = "this bench run's" if pipeline.ran_here else f"the finished run's in `{pipeline.source}`"
+    lines = [
+        f"Other configurations, each run whole from a clean directory (`snakemake --cores {threads}`, the file "
+        f"layered on config.yaml as `./run.sh --configfile FILE` does), against the default's wall time "
+        f"({origin}, {pipeline.wall / 60:.1f} min):",
+        "",
+        "| configuration | whole run | ÷ default | the LM | LM steps | jobs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in pipeline.config_runs:
+        lines.append(
+            f"| `{run.config_file}` | {run.seconds / 60:.1f} min ({run.seconds:,.0f} s) | {fmt(run.ratio, '.2f', '×')} "
+            f"| {fmt(run.lm_seconds, ',.0f', ' s')} | {fmt(run.lm_steps, ',d')} | {run.jobs} |"
+        )
     return lines
 
 
@@ -309,6 +378,13 @@ def limiting_notes(results: BenchResults) -> list[str]:
             f"SAE-only rerun: training the two SAEs and the SAE's causal tests alone take {floor.fraction:.1%} "
             "of the full run (section 6): the rest is job start-up, loading, prompt caches, correlational "
             "tests and figures."
+        )
+    quick = config_run(pipeline, QUICK_CONFIG)
+    if quick and verdict("quick_minutes", quick.seconds / 60) == "MISS":
+        notes.append(
+            f"first look: of its {quick.seconds:.0f} s, training the LM took {fmt(quick.lm_seconds, '.0f', ' s')} "
+            f"({fmt(quick.lm_steps, ',d')} steps); the other {quick.jobs - 1} jobs, two at a time on two cores, "
+            "each load torch and transformers (about 3 s) before their work."
         )
     if training and verdict("trainer_speedup", training.speedup) == "MISS":
         ours, hf = training.ours, training.trainer
@@ -601,6 +677,7 @@ def pipeline_section(p: Pipeline | None, threads: int) -> list[str]:
     else:
         lines.append(f"SAE-only rerun not measured: {rerun.why or 'skipped'}.")
     lines += ["", *extra_questions_lines(p.extra_questions, threads)]
+    lines += ["", *config_runs_lines(p, threads)]
     causal, floor = p.sae_causal, rerun.floor
     if causal and floor:
         per_layer = ", ".join(f"layer {layer} {seconds:.1f} s" for layer, seconds in causal.seconds.items())

@@ -16,15 +16,17 @@ load of a noisy shared machine:
                           benchmark: files), in total, the rerun after changing one SAE λ (and
                           what of it any rerun computes: the SAEs' training, the SAE's causal
                           tests), and everything after the LM run twice: with the layer
-                          profile, then with the seed's hook alone
+                          profile, then with the seed's hook alone; then other configurations
+                          run whole (the quick first look, the phrases setting, the default
+                          without the causal SAE), each against the default's wall time
   7. evaluate             the seed hook's evaluation of that run, in-process: every configured
                           method against the SAE and the random control only
 
 and writes bench/results.md atomically, with PASS/MISS per target. Each section is a module of
-bench/ (machine, training, activations, dataset, pipeline with layers, evaluate); this script
+bench/ (machine, training, activations, dataset, pipeline with layers and configurations, evaluate); this script
 only reads the command line, runs them and writes the page (bench/results_page.py).
 
-    python bench/run.py                        # everything, ~50 min on 2 cores (machine alone)
+    python bench/run.py                        # everything, ~85 min on 2 cores (machine alone)
     python bench/run.py --pipeline-dir .       # per-stage figures from a finished default run here
     python bench/run.py --tiny --out /tmp/x.md # every size shrunk: checks the script in ~a minute
 """
@@ -48,7 +50,20 @@ elif _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
 from bench.activations import measure_activations
-from bench.common import REPO, TINY, BenchRun, Sizes, environment, experiment_config, say, set_up_process, validated
+from bench.common import (
+    REPO,
+    SLOW_SLURM_PROBE_SECONDS,
+    TINY,
+    BenchRun,
+    Sizes,
+    environment,
+    experiment_config,
+    say,
+    set_up_process,
+    slurm_probe_seconds,
+    validated,
+)
+from bench.configurations import DEFAULT_CONFIG_RUNS, measure_config_runs
 from bench.dataset import measure_dataset_generation
 from bench.evaluate import measure_evaluate
 from bench.machine import measure_machine_limits
@@ -92,6 +107,15 @@ def parse_args(argv=None):
         action="store_true",
         help="do not score two files of new questions on a copy of the finished run",
     )
+    parser.add_argument(
+        "--config-runs",
+        nargs="*",
+        default=list(DEFAULT_CONFIG_RUNS),
+        metavar="FILE",
+        help="config files (relative to the repository) whose whole pipeline runs after the default's, each "
+        "layered on config.yaml and set against the default's wall time (default: %(default)s); none: "
+        "--config-runs with no file",
+    )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="measure only these sections")
     parser.add_argument("--train-steps", type=int, help="LM training steps for ours and the Trainer (default 200)")
     args = parser.parse_args(argv)
@@ -128,6 +152,9 @@ def measure(args, sizes: Sizes, sections: set[str], workdir: Path) -> BenchResul
             profile_runs=not args.no_profile_runs,
             extra_questions=not args.no_extra_questions,
         )
+        results.pipeline.config_runs = measure_config_runs(
+            args.config_runs, sizes.config_overrides, args.threads, workdir / "configs", results.pipeline.wall
+        )
     else:
         results.accuracy = minutes_to_accuracy((args.pipeline_dir or REPO) / layout.lm_train_log(""))
     if "evaluate" in sections:
@@ -147,6 +174,12 @@ def main(argv=None) -> int:
     sections = set(args.only or SECTIONS) - ({"pipeline"} if args.skip_pipeline else set())
     set_up_process(args.threads)
     started, start = datetime.datetime.now(), time.perf_counter()
+    probe = slurm_probe_seconds()
+    if probe is not None and probe > SLOW_SLURM_PROBE_SECONDS:
+        say(
+            f"warning: `scontrol show config` took {probe:.1f} s (SLURM's client, no controller answering): every "
+            "Snakemake command below waits as long at its start (bench/README.md)"
+        )
     with tempfile.TemporaryDirectory(prefix="biosae-bench-") as tmp:
         results = measure(args, sizes, sections, Path(tmp))
     run = BenchRun(
@@ -156,6 +189,7 @@ def main(argv=None) -> int:
         minutes=(time.perf_counter() - start) / 60,
         threads=args.threads,
         environment=environment(),
+        slurm_probe_seconds=probe,
         sizes={key: value for key, value in vars(sizes).items() if value},
     )
     write_text(args.out, page(results, run))

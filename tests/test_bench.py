@@ -91,8 +91,8 @@ def test_tiny_run_measures_every_in_process_figure(tmp_path):
         for line in targets.splitlines()
         if line.startswith("| ") and "verdict" not in line
     ]
-    assert len(verdicts) == 9
-    assert verdicts.count("not measured") == 6 and all(v in ("PASS", "MISS", "not measured") for v in verdicts)
+    assert len(verdicts) == 11
+    assert verdicts.count("not measured") == 8 and all(v in ("PASS", "MISS", "not measured") for v in verdicts)
     assert "Not measured (`--skip-pipeline`)" in text
     assert "[evaluate] not measured: needs a finished run" in result.stdout
     # Figures are printed as the run goes.
@@ -196,7 +196,15 @@ def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path
     out = tmp_path / "results.md"
     # --no-profile-runs: the two runs after the LM are tested apart (below), their planning only
     result = run_bench(
-        "--only", "pipeline", "evaluate", "--pipeline-dir", str(tiny_pipeline), "--no-profile-runs", "--out", str(out)
+        "--only",
+        "pipeline",
+        "evaluate",
+        "--pipeline-dir",
+        str(tiny_pipeline),
+        "--no-profile-runs",
+        "--config-runs",  # none: a configuration's whole run is tested apart (below)
+        "--out",
+        str(out),
     )
     text = out.read_text()
     assert "| train_lm |" in text and "| evaluate |" in text and "| **total** |" in text
@@ -242,6 +250,8 @@ def test_sae_rerun_on_a_copy_of_a_finished_tiny_pipeline(tiny_pipeline, tmp_path
     assert "score_extra_questions" in extra_line and "extra_activations" in extra_line, extra_line
     assert "train_" not in extra_line and "| evaluate" not in extra_line
     assert re.search(r"\| scoring 2 × 1,800 new questions .* \| [\d.]+% \| (PASS|MISS) \|", text)
+    assert "Other configurations: none run (`--config-runs` with no file)." in text
+    assert re.search(r"\| the first look, .* \| – \| not measured \|", text)
     # The finished run it read is left exactly as it was.
     assert {p: p.stat().st_mtime for p in (tiny_pipeline / "results").rglob("*") if p.is_file()} == before
     assert (tiny_pipeline / "config.yaml").read_text().count("lambda_indep: 0.01") == 1
@@ -290,6 +300,38 @@ def test_profile_runs_keep_the_lm_and_plan_everything_after_it(tiny_pipeline, tm
     )
     value, shown = layer_profile_figure(bench.Pipeline(stages=[], profile_runs=runs))
     assert value == 1.1 and shown.startswith("1.10× wall time")
+
+
+def test_a_configuration_runs_whole_from_a_clean_directory_beside_the_default(tmp_path):
+    """A config file layered on config.yaml as Snakemake layers it (mappings merge, lists
+    replace), run whole in a directory of its own, then set against the default's wall time."""
+    load_bench()
+    from bench.common import TINY
+    from bench.configurations import layered, measure_config_runs
+    from bench.pipeline import Pipeline
+    from bench.results_page import causal_sae_cost, config_runs_lines, quick_minutes
+
+    base = {"methods": {"names": ["a", "b"], "das": {"rank": 8, "epochs": 8}}, "seed": 0}
+    overlay = {"methods": {"names": ["a"], "das": {"rank": 4}}}
+    assert layered(base, overlay) == {"methods": {"names": ["a"], "das": {"rank": 4, "epochs": 8}}, "seed": 0}
+    assert base["methods"]["das"]["rank"] == 8  # the base is left as it was
+
+    # the seed's hook alone and two methods: the smallest whole pipeline
+    config_file = tmp_path / "quick.yaml"
+    config_file.write_text("sweep:\n  layers: [-1]\nmethods:\n  names: [sae_slot, random]\n")
+    workdir = tmp_path / "configs"
+    (run,) = measure_config_runs([str(config_file)], TINY.config_overrides, 2, workdir, default_seconds=1000.0)
+    assert run.name == "quick" and run.seconds > 0 and run.ratio == pytest.approx(run.seconds / 1000.0)
+    # the tiny overrides apply after the file: a 24-person corpus, not the default's 1,690 steps
+    assert 0 < run.lm_steps < 100 and run.lm_seconds < run.seconds
+    # dataset, the LM and its QA accuracy, activations, the untrained LM's three jobs, the SAE, the
+    # method tests and one evaluation: no aggregate without a profile
+    assert run.jobs == 10, run
+    assert not (workdir / "quick").exists()  # each configuration's directory goes once measured
+    pipeline = Pipeline(stages=[], wall=1000.0, ran_here=True, config_runs=[run])
+    assert quick_minutes(pipeline) == pytest.approx(run.seconds / 60) and causal_sae_cost(pipeline) is None
+    row = next(line for line in config_runs_lines(pipeline, 2) if line.startswith(f"| `{config_file}`"))
+    assert f"{run.ratio:.2f}×" in row and f"{run.lm_steps:,d}" in row
 
 
 def test_compare_metrics_flags_what_moved_beyond_the_tolerance(tmp_path, capsys):

@@ -1,0 +1,93 @@
+"""Section 6, other configurations: the whole pipeline run again from a clean directory under
+another config file layered on config.yaml, as a user runs it (`./run.sh --configfile FILE`), and
+its wall time set beside the default run's in this same bench run."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from biosae import layout
+from biosae.io import read_json, read_yaml
+
+from .common import REPO, experiment_config, say
+from .pipeline import snakemake, stage_benchmarks
+
+# The default bench run's configurations: the first look (its target: three minutes), the
+# recommended setting for questions in new words (its cost against the default's), and the default
+# without the supervised SAE's causal variants (what sae_slot_causal and its two controls cost).
+DEFAULT_CONFIG_RUNS = (
+    "config/quick.yaml",
+    "config/questions_phrases.yaml",
+    "bench/configs/without_causal_sae.yaml",
+)
+
+
+@dataclass
+class ConfigRun:
+    """One whole pipeline under ``config_file`` (relative to the repository) layered on config.yaml."""
+
+    config_file: str
+    seconds: float
+    lm_seconds: float | None
+    lm_steps: int | None
+    jobs: int
+    ratio: float | None = None  # to the default run's wall time in the same bench run
+
+    @property
+    def name(self) -> str:
+        return Path(self.config_file).stem
+
+
+def layered(base: dict, overlay: dict) -> dict:
+    """``overlay`` merged into a copy of ``base`` key by key, as Snakemake layers config files: a
+    mapping merges, any other value (lists included) replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = layered(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def measure_config_run(config_file: str, overrides: dict, threads: int, workdir: Path) -> ConfigRun:
+    """Run the whole pipeline under ``config_file`` in a fresh directory; the bench's own size
+    overrides (--tiny) apply last. The directory is removed afterwards."""
+    import yaml
+
+    run_dir = workdir / Path(config_file).stem
+    run_dir.mkdir(parents=True)
+    config = layered(experiment_config({}), read_yaml(REPO / config_file) or {})
+    config = layered(config, overrides)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    shutil.copytree(REPO / "data", run_dir / "data")
+    say(f"[configs] running the pipeline under {config_file} in {run_dir} (--cores {threads}) ...")
+    seconds, _ = snakemake(run_dir, threads)
+    stages = stage_benchmarks(run_dir)
+    lm = next((stage for stage in stages if stage.stage == "train_lm"), None)
+    summary_path = run_dir / layout.lm_train_summary("")
+    steps = read_json(summary_path).get("steps") if summary_path.is_file() else None
+    shutil.rmtree(run_dir)
+    say(f"[configs] {config_file}: {seconds:.1f} s ({len(stages)} jobs; the LM {lm.seconds if lm else 0:.1f} s)")
+    return ConfigRun(
+        config_file=config_file,
+        seconds=seconds,
+        lm_seconds=lm.seconds if lm else None,
+        lm_steps=steps,
+        jobs=len(stages),
+    )
+
+
+def measure_config_runs(
+    config_files: list[str], overrides: dict, threads: int, workdir: Path, default_seconds: float | None
+) -> list[ConfigRun]:
+    """Every configuration in turn, each set against the default run's wall time."""
+    runs = []
+    for config_file in config_files:
+        run = measure_config_run(config_file, overrides, threads, workdir)
+        run.ratio = run.seconds / default_seconds if default_seconds else None
+        runs.append(run)
+    return runs
