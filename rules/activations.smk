@@ -76,3 +76,6 @@ use rule activations as untrained_extra_activations with:
         layout.log("{lmrun}", "untrained_extra_activations"),
     benchmark:
         layout.benchmark("{lmrun}", "untrained_extra_activations")
+    # one thread, as the shipped rows' untrained pass: it runs beside extra_lm_qa_accuracy, and
+    # the new rows' two LM passes before scoring take the time of one
+    threads: 1

@@ -59,6 +59,8 @@ use rule lm_qa_accuracy as extra_lm_qa_accuracy with:
         layout.log("{lmrun}", "extra_lm_qa_accuracy"),
     benchmark:
         layout.benchmark("{lmrun}", "extra_lm_qa_accuracy")
+    # one thread: it runs beside untrained_extra_activations (rules/activations.smk)
+    threads: 1
 
 
 rule untrained_lm:
