@@ -1,6 +1,9 @@
 """Section 6, other configurations: the whole pipeline run again from a clean directory under
-another config file layered on config.yaml, as a user runs it (`./run.sh --configfile FILE`), and
-its wall time set beside the default run's in this same bench run."""
+other config files layered on config.yaml, as a user runs it (`./run.sh --configfile FILE ...`),
+and its wall time set beside the default run's in this same bench run.
+
+A configuration is one file or several joined by commas, layered in that order
+(``config/quick.yaml,bench/configs/fp32.yaml``: the first look computed in fp32)."""
 
 from __future__ import annotations
 
@@ -15,11 +18,13 @@ from biosae.io import read_json, read_yaml
 from .common import REPO, experiment_config, say
 from .pipeline import snakemake, stage_benchmarks
 
-# The default bench run's configurations: the first look (its target: three minutes), the
-# recommended setting for questions in new words (its cost against the default's), and the default
-# without the supervised SAE's causal variants (what sae_slot_causal and its two controls cost).
+# The default bench run's configurations: the first look (its target: three minutes), the same in
+# fp32 (as a CPU without native bf16 computes it), the recommended setting for questions in new
+# words (its cost against the default's), and the default without the supervised SAE's causal
+# variants (what sae_slot_causal and its two controls cost).
 DEFAULT_CONFIG_RUNS = (
     "config/quick.yaml",
+    "config/quick.yaml,bench/configs/fp32.yaml",
     "config/questions_phrases.yaml",
     "bench/configs/without_causal_sae.yaml",
 )
@@ -27,7 +32,8 @@ DEFAULT_CONFIG_RUNS = (
 
 @dataclass
 class ConfigRun:
-    """One whole pipeline under ``config_file`` (relative to the repository) layered on config.yaml."""
+    """One whole pipeline under ``config_file`` (relative to the repository; several joined by
+    commas) layered on config.yaml."""
 
     config_file: str
     seconds: float
@@ -38,7 +44,7 @@ class ConfigRun:
 
     @property
     def name(self) -> str:
-        return Path(self.config_file).stem
+        return "+".join(Path(path).stem for path in self.config_file.split(","))
 
 
 def layered(base: dict, overlay: dict) -> dict:
@@ -54,13 +60,16 @@ def layered(base: dict, overlay: dict) -> dict:
 
 
 def measure_config_run(config_file: str, overrides: dict, threads: int, workdir: Path) -> ConfigRun:
-    """Run the whole pipeline under ``config_file`` in a fresh directory; the bench's own size
-    overrides (--tiny) apply last. The directory is removed afterwards."""
+    """Run the whole pipeline under ``config_file`` (one path, or several joined by commas) in a
+    fresh directory; the bench's own size overrides (--tiny) apply last. The directory is removed
+    afterwards."""
     import yaml
 
-    run_dir = workdir / Path(config_file).stem
+    run_dir = workdir / "+".join(Path(path).stem for path in config_file.split(","))
     run_dir.mkdir(parents=True)
-    config = layered(experiment_config({}), read_yaml(REPO / config_file) or {})
+    config = experiment_config({})
+    for path in config_file.split(","):
+        config = layered(config, read_yaml(REPO / path) or {})
     config = layered(config, overrides)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     shutil.copytree(REPO / "data", run_dir / "data")

@@ -307,7 +307,7 @@ def test_a_configuration_runs_whole_from_a_clean_directory_beside_the_default(tm
     replace), run whole in a directory of its own, then set against the default's wall time."""
     load_bench()
     from bench.common import TINY
-    from bench.configurations import layered, measure_config_runs
+    from bench.configurations import ConfigRun, layered, measure_config_runs
     from bench.pipeline import Pipeline
     from bench.results_page import causal_sae_cost, config_runs_lines, quick_minutes
 
@@ -332,6 +332,14 @@ def test_a_configuration_runs_whole_from_a_clean_directory_beside_the_default(tm
     assert quick_minutes(pipeline) == pytest.approx(run.seconds / 60) and causal_sae_cost(pipeline) is None
     row = next(line for line in config_runs_lines(pipeline, 2) if line.startswith(f"| `{config_file}`"))
     assert f"{run.ratio:.2f}×" in row and f"{run.lm_steps:,d}" in row
+    # several files joined by commas layer in that order, named by their stems
+    assert measure_config_runs([], {}, 2, workdir, None) == []
+    assert (
+        ConfigRun(
+            config_file="config/quick.yaml,bench/configs/fp32.yaml", seconds=1.0, lm_seconds=None, lm_steps=None, jobs=1
+        ).name
+        == "quick+fp32"
+    )
 
 
 def test_compare_metrics_flags_what_moved_beyond_the_tolerance(tmp_path, capsys):
