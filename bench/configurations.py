@@ -59,10 +59,12 @@ def layered(base: dict, overlay: dict) -> dict:
     return merged
 
 
-def measure_config_run(config_file: str, overrides: dict, threads: int, workdir: Path) -> ConfigRun:
+def measure_config_run(
+    config_file: str, overrides: dict, threads: int, workdir: Path, keep_in: Path | None = None
+) -> ConfigRun:
     """Run the whole pipeline under ``config_file`` (one path, or several joined by commas) in a
     fresh directory; the bench's own size overrides (--tiny) apply last. The directory is removed
-    afterwards."""
+    afterwards, or moved into ``keep_in`` (its results to read: a configuration's run is a run)."""
     import yaml
 
     run_dir = workdir / "+".join(Path(path).stem for path in config_file.split(","))
@@ -79,7 +81,11 @@ def measure_config_run(config_file: str, overrides: dict, threads: int, workdir:
     lm = next((stage for stage in stages if stage.stage == "train_lm"), None)
     summary_path = run_dir / layout.lm_train_summary("")
     steps = read_json(summary_path).get("steps") if summary_path.is_file() else None
-    shutil.rmtree(run_dir)
+    if keep_in is None:
+        shutil.rmtree(run_dir)
+    else:
+        keep_in.mkdir(parents=True, exist_ok=True)
+        shutil.move(run_dir, keep_in / run_dir.name)
     say(f"[configs] {config_file}: {seconds:.1f} s ({len(stages)} jobs; the LM {lm.seconds if lm else 0:.1f} s)")
     return ConfigRun(
         config_file=config_file,
@@ -91,12 +97,17 @@ def measure_config_run(config_file: str, overrides: dict, threads: int, workdir:
 
 
 def measure_config_runs(
-    config_files: list[str], overrides: dict, threads: int, workdir: Path, default_seconds: float | None
+    config_files: list[str],
+    overrides: dict,
+    threads: int,
+    workdir: Path,
+    default_seconds: float | None,
+    keep_in: Path | None = None,
 ) -> list[ConfigRun]:
     """Every configuration in turn, each set against the default run's wall time."""
     runs = []
     for config_file in config_files:
-        run = measure_config_run(config_file, overrides, threads, workdir)
+        run = measure_config_run(config_file, overrides, threads, workdir, keep_in)
         run.ratio = run.seconds / default_seconds if default_seconds else None
         runs.append(run)
     return runs

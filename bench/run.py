@@ -116,6 +116,12 @@ def parse_args(argv=None):
         "layered on config.yaml and set against the default's wall time (default: %(default)s); none: "
         "--config-runs with no file",
     )
+    parser.add_argument(
+        "--keep-config-runs",
+        type=Path,
+        metavar="DIR",
+        help="keep each configuration's finished run in DIR/<name> (default: removed once measured)",
+    )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="measure only these sections")
     parser.add_argument("--train-steps", type=int, help="LM training steps for ours and the Trainer (default 200)")
     args = parser.parse_args(argv)
@@ -153,7 +159,12 @@ def measure(args, sizes: Sizes, sections: set[str], workdir: Path) -> BenchResul
             extra_questions=not args.no_extra_questions,
         )
         results.pipeline.config_runs = measure_config_runs(
-            args.config_runs, sizes.config_overrides, args.threads, workdir / "configs", results.pipeline.wall
+            args.config_runs,
+            sizes.config_overrides,
+            args.threads,
+            workdir / "configs",
+            results.pipeline.wall,
+            keep_in=args.keep_config_runs.resolve() if args.keep_config_runs else None,
         )
     else:
         results.accuracy = minutes_to_accuracy((args.pipeline_dir or REPO) / layout.lm_train_log(""))

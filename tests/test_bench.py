@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from biosae import layout
 from biosae.job_stats import job_stats
 from biosae.methods.causal_variants import CONTROLS
 from tests.conftest import REPO
@@ -320,14 +321,20 @@ def test_a_configuration_runs_whole_from_a_clean_directory_beside_the_default(tm
     config_file = tmp_path / "quick.yaml"
     config_file.write_text("sweep:\n  layers: [-1]\nmethods:\n  names: [sae_slot, random]\n")
     workdir = tmp_path / "configs"
-    (run,) = measure_config_runs([str(config_file)], TINY.config_overrides, 2, workdir, default_seconds=1000.0)
+    kept = tmp_path / "kept"
+    (run,) = measure_config_runs(
+        [str(config_file)], TINY.config_overrides, 2, workdir, default_seconds=1000.0, keep_in=kept
+    )
     assert run.name == "quick" and run.seconds > 0 and run.ratio == pytest.approx(run.seconds / 1000.0)
     # the tiny overrides apply after the file: a 24-person corpus, not the default's 1,690 steps
     assert 0 < run.lm_steps < 100 and run.lm_seconds < run.seconds
     # dataset, the LM and its QA accuracy, activations, the untrained LM's three jobs, the SAE, the
     # method tests and one evaluation: no aggregate without a profile
     assert run.jobs == 10, run
-    assert not (workdir / "quick").exists()  # each configuration's directory goes once measured
+    # measured, the run moves where it was asked to be kept: a finished run of that configuration
+    assert not (workdir / "quick").exists()
+    assert yaml.safe_load((kept / "quick" / "config.yaml").read_text())["methods"]["names"] == ["sae_slot", "random"]
+    assert (kept / "quick" / layout.eval_metrics("")).is_file()
     pipeline = Pipeline(stages=[], wall=1000.0, ran_here=True, config_runs=[run])
     assert quick_minutes(pipeline) == pytest.approx(run.seconds / 60) and causal_sae_cost(pipeline) is None
     row = next(line for line in config_runs_lines(pipeline, 2) if line.startswith(f"| `{config_file}`"))
