@@ -7,12 +7,12 @@ A configuration is one file or several joined by commas, layered in that order
 
 from __future__ import annotations
 
-import copy
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from biosae import layout
+from biosae.config import layered
 from biosae.io import read_json, read_yaml
 
 from .common import REPO, experiment_config, say
@@ -44,19 +44,12 @@ class ConfigRun:
 
     @property
     def name(self) -> str:
-        return "+".join(Path(path).stem for path in self.config_file.split(","))
+        return config_run_name(self.config_file)
 
 
-def layered(base: dict, overlay: dict) -> dict:
-    """``overlay`` merged into a copy of ``base`` key by key, as Snakemake layers config files: a
-    mapping merges, any other value (lists included) replaces."""
-    merged = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = layered(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+def config_run_name(config_file: str) -> str:
+    """A configuration's name: its files' stems joined by "+" (config/quick.yaml → quick)."""
+    return "+".join(Path(path).stem for path in config_file.split(","))
 
 
 def measure_config_run(
@@ -67,7 +60,7 @@ def measure_config_run(
     afterwards, or moved into ``keep_in`` (its results to read: a configuration's run is a run)."""
     import yaml
 
-    run_dir = workdir / "+".join(Path(path).stem for path in config_file.split(","))
+    run_dir = workdir / config_run_name(config_file)
     run_dir.mkdir(parents=True)
     config = experiment_config({})
     for path in config_file.split(","):

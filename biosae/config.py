@@ -255,6 +255,19 @@ def check_pretrained_available(name: str) -> None:
         )
 
 
+def layered(base: dict, overlay: dict) -> dict:
+    """``overlay`` merged into a copy of ``base`` as Snakemake layers config files
+    (``--configfile a.yaml b.yaml``): a mapping merges key by key, any other value (lists
+    included) replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = layered(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
 def validate_config(config: dict, schema_path=SCHEMA_PATH) -> dict:
     """The config checked, its defaults filled in and canonical (see ``canonical``); BiosaeError if bad."""
     filled = check_schema(config, schema_path)

@@ -308,9 +308,10 @@ def test_a_configuration_runs_whole_from_a_clean_directory_beside_the_default(tm
     replace), run whole in a directory of its own, then set against the default's wall time."""
     load_bench()
     from bench.common import TINY
-    from bench.configurations import ConfigRun, layered, measure_config_runs
+    from bench.configurations import ConfigRun, measure_config_runs
     from bench.pipeline import Pipeline
     from bench.results_page import causal_sae_cost, config_runs_lines, quick_minutes
+    from biosae.config import layered
 
     base = {"methods": {"names": ["a", "b"], "das": {"rank": 8, "epochs": 8}}, "seed": 0}
     overlay = {"methods": {"names": ["a"], "das": {"rank": 4}}}

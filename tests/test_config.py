@@ -12,16 +12,9 @@ import pytest
 import yaml
 
 from biosae.config import SCHEMA_PATH, validate_config
+from biosae.config import layered as merged
 from biosae.errors import BiosaeError
 from tests.conftest import DATA, REPO, planned_jobs, tiny_config
-
-
-def merged(base: dict, override: dict) -> dict:
-    """Snakemake's --configfile semantics: nested mappings merge, other values replace."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def test_default_config_validates_and_matches_schema_defaults(monkeypatch):
