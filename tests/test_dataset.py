@@ -143,6 +143,25 @@ def test_train_templates_per_rule(dataset):
     assert held_out["employer"] == {0, 1, 2, 3} and held_out["major"] == held_out["birth_date"] == {1, 2, 3}
 
 
+def test_train_wordings_per_question_trains_a_drawn_share_of_each_persons_wordings(dataset):
+    wordings = [0, 4, 5, 6, 7, 8, 9]
+    every = build_dataset(config(train_templates=wordings))
+    train, test, qa, corpus = build_dataset(config(train_templates=wordings, train_wordings_per_question=2))
+    assert (train, test) == every[:2]  # persons, biographies and the split are drawn before it
+    assert qa["qa_test"] == every[2]["qa_test"] and qa["qa_hard"] == every[2]["qa_hard"]
+    per_question = Counter((r["person_id"], r["rule_name"]) for r in qa["qa_train"])
+    assert set(per_question.values()) == {2} and len(per_question) == 30 * 6
+    assert all(r in every[2]["qa_train"] for r in qa["qa_train"])
+    # Drawn per person: every wording is trained, and persons differ in which.
+    drawn = {key: {r["template_idx"] for r in qa["qa_train"] if (r["person_id"], r["rule_name"]) == key} for key in per_question}
+    assert {t for indices in drawn.values() for t in indices} == set(wordings)
+    assert len({frozenset(indices) for indices in drawn.values()}) > 5
+    qa_docs = [d["text"] for d in corpus if d["source"] == "qa"]
+    assert qa_docs == [r["question"] + "\nAnswer: " + r["answer"] for r in qa["qa_train"]]
+    assert build_dataset(config(train_templates=wordings, train_wordings_per_question=2)) == (train, test, qa, corpus)
+    assert build_dataset(config(train_templates=wordings, train_wordings_per_question=7)) == every
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -157,6 +176,10 @@ def test_train_templates_per_rule(dataset):
             r"config key dataset\.train_template_idx: 1 disagrees with dataset\.train_templates \[0\]",
         ),
         (dict(train_template_idx=4), r"config key dataset\.train_template_idx: 4 is not in 0\.\.3"),
+        (
+            dict(train_templates=[0, 8], train_wordings_per_question=3),
+            r"config key dataset\.train_wordings_per_question: 3 is more than the 2 training wordings of a rule",
+        ),
     ],
 )
 def test_bad_training_wordings_give_one_line_naming_the_key(changes, message):

@@ -38,6 +38,9 @@ class DatasetConfig:
     train_template_idx: int | None = None
     # Biography sentences: "seed" (a file's unmarked lines) or "extended" (also its marked ones).
     biography_templates: str = "seed"
+    # How many of the trained wordings each seen person's question about a rule is trained in,
+    # drawn per person and rule; None: all of them.
+    train_wordings_per_question: int | None = None
     seed: int = 0
     entities_dir: str = "data/entities"
     templates_dir: str = "data/templates"
@@ -178,6 +181,29 @@ def qa_rows(persons: list[dict], templates: Templates, trained: dict, seen_perso
     ]
 
 
+def sample_trained_wordings(rows: list[dict], trained: dict, per_question: int, rng: np.random.Generator) -> list[dict]:
+    """The train-cell rows of ``per_question`` wordings per person and rule, drawn without
+    replacement; the other cells' rows unchanged.
+
+    With many trained wordings, training every one for every person makes QA most of the corpus,
+    and the LM learns unseen persons' attributes from their biographies less well. A draw per
+    person keeps every wording trained, on a share of the persons, at a fraction of the QA text.
+    """
+    fewest = min(len(indices) for indices in trained.values())
+    if per_question > fewest:
+        raise BiosaeError(
+            f"config key dataset.train_wordings_per_question: {per_question} is more than the {fewest} "
+            "training wordings of a rule in dataset.train_templates"
+        )
+    drawn = {}
+    for row in rows:
+        key = (row["person_id"], row["rule_name"])
+        if row["split"] == "train" and key not in drawn:
+            options = np.array(trained[row["rule_name"]])
+            drawn[key] = set(rng.choice(options, size=per_question, replace=False).tolist())
+    return [row for row in rows if row["split"] != "train" or row["template_idx"] in drawn[(row["person_id"], row["rule_name"])]]
+
+
 def hard_qa_rows(persons: list[dict], templates: Templates, cell: str) -> list[dict]:
     return [
         _qa_row(person, rule_idx, template_idx, template, cell)
@@ -271,6 +297,8 @@ def build_dataset(config: DatasetConfig):
     train_persons, test_persons = split_persons(persons, config.test_fraction, rng)
 
     train_rows = qa_rows(train_persons, templates, trained, seen_person=True)
+    if config.train_wordings_per_question is not None:
+        train_rows = sample_trained_wordings(train_rows, trained, config.train_wordings_per_question, rng)
     test_rows = qa_rows(test_persons, templates, trained, seen_person=False)
     qa_train = [row for row in train_rows if row["split"] == "train"]
     qa_test = [row for row in train_rows if row["split"] != "train"] + test_rows
