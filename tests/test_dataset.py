@@ -153,7 +153,10 @@ def test_train_wordings_per_question_trains_a_drawn_share_of_each_persons_wordin
     assert set(per_question.values()) == {2} and len(per_question) == 30 * 6
     assert all(r in every[2]["qa_train"] for r in qa["qa_train"])
     # Drawn per person: every wording is trained, and persons differ in which.
-    drawn = {key: {r["template_idx"] for r in qa["qa_train"] if (r["person_id"], r["rule_name"]) == key} for key in per_question}
+    drawn = {
+        key: {r["template_idx"] for r in qa["qa_train"] if (r["person_id"], r["rule_name"]) == key}
+        for key in per_question
+    }
     assert {t for indices in drawn.values() for t in indices} == set(wordings)
     assert len({frozenset(indices) for indices in drawn.values()}) > 5
     qa_docs = [d["text"] for d in corpus if d["source"] == "qa"]

@@ -201,7 +201,11 @@ def sample_trained_wordings(rows: list[dict], trained: dict, per_question: int, 
         if row["split"] == "train" and key not in drawn:
             options = np.array(trained[row["rule_name"]])
             drawn[key] = set(rng.choice(options, size=per_question, replace=False).tolist())
-    return [row for row in rows if row["split"] != "train" or row["template_idx"] in drawn[(row["person_id"], row["rule_name"])]]
+    return [
+        row
+        for row in rows
+        if row["split"] != "train" or row["template_idx"] in drawn[(row["person_id"], row["rule_name"])]
+    ]
 
 
 def hard_qa_rows(persons: list[dict], templates: Templates, cell: str) -> list[dict]:
