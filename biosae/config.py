@@ -174,7 +174,9 @@ def check_semantics(config: dict) -> None:
             f"is more than n_latents {methods['sae_unsupervised']['n_latents']}"
         )
 
-    check_training_keys(dataset.get("train_templates"), dataset.get("train_template_idx"))
+    check_training_keys(
+        dataset.get("train_templates"), dataset.get("train_template_idx"), dataset.get("train_wordings_per_question")
+    )
     for key in ("entities_dir", "templates_dir", "qa_templates_dir"):
         if not Path(dataset[key]).is_dir():
             raise BiosaeError(f"config key dataset.{key}: directory {dataset[key]!r} not found")

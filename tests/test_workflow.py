@@ -287,6 +287,12 @@ def test_report_builds_with_figures_and_summary(tiny_pipeline, tmp_path):
         ("dataset", "num_persons", 10**9, "config key dataset.num_persons: 1000000000 is more than"),
         ("model", "n_layer", 0, "config key model.n_layer: 0 is less than the minimum of 1"),
         (
+            "dataset",
+            "train_wordings_per_question",
+            2,
+            "config key dataset.train_wordings_per_question: 2 is more than the 1 training wordings of a rule",
+        ),
+        (
             "methods",
             "names",
             ["sae_slot", "pca"],

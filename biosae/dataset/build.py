@@ -14,6 +14,7 @@ import numpy as np
 from biosae.dataset.entities import EntityPools, Templates, load_entity_pools, load_templates
 from biosae.dataset.question_templates import (
     check_hard_wordings_untrained,
+    check_training_keys,
     describe_training,
     evaluated_wordings,
     fixed_text,
@@ -189,12 +190,6 @@ def sample_trained_wordings(rows: list[dict], trained: dict, per_question: int, 
     and the LM learns unseen persons' attributes from their biographies less well. A draw per
     person keeps every wording trained, on a share of the persons, at a fraction of the QA text.
     """
-    fewest = min(len(indices) for indices in trained.values())
-    if per_question > fewest:
-        raise BiosaeError(
-            f"config key dataset.train_wordings_per_question: {per_question} is more than the {fewest} "
-            "training wordings of a rule in dataset.train_templates"
-        )
     drawn = {}
     for row in rows:
         key = (row["person_id"], row["rule_name"])
@@ -294,6 +289,7 @@ def build_dataset(config: DatasetConfig):
     trained = training_wordings(
         config.train_templates, config.train_template_idx, templates.questions, config.qa_templates_dir
     )
+    check_training_keys(config.train_templates, config.train_template_idx, config.train_wordings_per_question)
     check_hard_wordings_untrained(templates.questions, templates.hard_questions, trained, config.qa_templates_dir)
     rng = np.random.default_rng(config.seed)
     persons = generate_persons(pools, config, rng)

@@ -78,16 +78,24 @@ def content_words(wording: str) -> list[str]:
 # Which wordings are trained
 
 
-def check_training_keys(train_templates, train_template_idx) -> None:
-    """The two config keys agree: ``train_template_idx: k`` is ``train_templates: [k]``."""
-    if train_templates is None or train_template_idx is None:
-        return
-    as_lists = train_templates.values() if isinstance(train_templates, dict) else [train_templates]
-    if any(list(indices) != [train_template_idx] for indices in as_lists):
+def check_training_keys(train_templates, train_template_idx, per_question=None) -> None:
+    """The config keys agree: ``train_template_idx: k`` is ``train_templates: [k]``, and
+    ``train_wordings_per_question`` draws no more wordings than a rule trains."""
+    if train_templates is None:
+        lists = [[0 if train_template_idx is None else train_template_idx]]
+    else:
+        lists = list(train_templates.values()) if isinstance(train_templates, dict) else [train_templates]
+        if train_template_idx is not None and any(list(indices) != [train_template_idx] for indices in lists):
+            raise BiosaeError(
+                f"config key dataset.train_template_idx: {train_template_idx} disagrees with dataset.train_templates "
+                f"{train_templates}; give one of the two (train_template_idx: {train_template_idx} is train_templates: "
+                f"[{train_template_idx}])"
+            )
+    fewest = min((len(indices) for indices in lists), default=0)
+    if per_question is not None and per_question > fewest:
         raise BiosaeError(
-            f"config key dataset.train_template_idx: {train_template_idx} disagrees with dataset.train_templates "
-            f"{train_templates}; give one of the two (train_template_idx: {train_template_idx} is train_templates: "
-            f"[{train_template_idx}])"
+            f"config key dataset.train_wordings_per_question: {per_question} is more than the {fewest} "
+            "training wordings of a rule in dataset.train_templates"
         )
 
 
