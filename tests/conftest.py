@@ -18,6 +18,10 @@ from biosae.job_stats import job_stats
 # compute in-process with what the jobs wrote.
 os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 os.environ.setdefault("OMP_DYNAMIC", "FALSE")
+# Two pytest-xdist workers each start Snakemake jobs on the same cores: an OpenMP thread that spins
+# while it waits for work takes a core from the other worker's job. Passive threads sleep instead;
+# the numbers are the same, only the waiting changes.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
@@ -132,30 +136,59 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
-@pytest.fixture(scope="session")
-def tiny_pipeline(tmp_path_factory) -> Path:
-    """One tiny default pipeline run, shared by the end-to-end tests that only read its outputs.
+def start_snakemake(workdir: Path, *args, output: Path | None = None) -> subprocess.Popen:
+    """Snakemake in the background, in its own session; its output piped, or written to ``output``."""
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
+    stdout = open(output, "w") if output else subprocess.PIPE  # noqa: SIM115 - closed below, the child keeps its copy
+    process = subprocess.Popen(
+        command,
+        cwd=workdir,
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"},
+    )
+    if output:
+        stdout.close()
+    return process
+
+
+def shared_run(tmp_path_factory, name: str, make) -> Path:
+    """A directory that ``make(directory)`` fills once per test session and that several test
+    files read.
 
     Under pytest-xdist every worker is a session of its own: the first worker that needs the run
     makes it, under a file lock in the directory that all workers' temporary directories share,
     and the others wait for it and read it (pytest-xdist's documented recipe)."""
     if "PYTEST_XDIST_WORKER" not in os.environ:  # one process runs every test
-        directory = tmp_path_factory.mktemp("tiny_pipeline")
-        _make_tiny_pipeline(directory)
+        directory = tmp_path_factory.mktemp(name)
+        make(directory)
         return directory
     from filelock import FileLock
 
     shared = tmp_path_factory.getbasetemp().parent
-    directory = shared / "tiny_pipeline"
-    finished, failed = shared / "tiny_pipeline.finished", shared / "tiny_pipeline.failed"
-    with FileLock(shared / "tiny_pipeline.lock"):
+    directory = shared / name
+    finished, failed = shared / f"{name}.finished", shared / f"{name}.failed"
+    with FileLock(shared / f"{name}.lock"):
         # A run that failed in one worker fails the others at once, rather than being made again.
         if failed.is_file():
-            pytest.fail(f"the shared tiny run failed in another worker:\n{failed.read_text()}")
+            pytest.fail(f"the shared run {name} failed in another worker:\n{failed.read_text()}")
         if not finished.is_file():
             directory.mkdir()
             try:
-                _make_tiny_pipeline(directory)
+                make(directory)
             except BaseException as error:
                 failed.write_text(str(error)[-8000:])
                 raise
@@ -163,6 +196,48 @@ def tiny_pipeline(tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    """One tiny default pipeline run, shared by the end-to-end tests that only read its outputs."""
+    return shared_run(tmp_path_factory, "tiny_pipeline", _make_tiny_pipeline)
+
+
 def _make_tiny_pipeline(directory: Path) -> None:
     write_config(directory, tiny_config())
     run_snakemake(directory, "--cores", "2", timeout=1800)  # every layer of the profile: 3 runs
+
+
+def twin_config() -> dict:
+    """The tiny config made cheaper still, for runs that check equality and wiring rather than
+    learning: the seed's hook only (every layer's jobs are the same code at another layer), and
+    two training wordings per rule, a noun and a biography-verb frame (the question study's
+    settings train several)."""
+    return tiny_config(
+        dataset={"train_templates": [0, 8]},
+        training={"epochs": 2, "batch_size": 8},
+        sae={"epochs": 3},
+        evaluate={"max_prompts_per_cell": 12, "swap_alphas": [1.0]},
+        sweep={"layers": [-1]},
+    )
+
+
+@pytest.fixture(scope="session")
+def twin_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """Two whole pipelines of twin_config, run side by side on one core each (so that both train
+    with one thread), each in its own directory: the determinism test compares them, the
+    question-wording test reads the first."""
+    directory = shared_run(tmp_path_factory, "twin_runs", _make_twin_runs)
+    return directory / "a", directory / "b"
+
+
+def _make_twin_runs(directory: Path) -> None:
+    runs = [directory / "a", directory / "b"]
+    processes = []
+    for run in runs:
+        run.mkdir()
+        write_config(run, twin_config())
+        processes.append(start_snakemake(run, "--cores", "1", output=run / "snakemake.out"))
+    codes = [process.wait(timeout=1200) for process in processes]
+    for run, code in zip(runs, codes):
+        if code != 0:
+            raise AssertionError(f"snakemake in {run} failed:\n{(run / 'snakemake.out').read_text()[-4000:]}")

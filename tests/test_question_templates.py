@@ -337,16 +337,13 @@ def test_planted_overlap_fails_the_dataset_job_with_one_line_in_its_log(tmp_path
 
 
 @pytest.mark.slow
-def test_tiny_run_with_two_training_wordings_per_rule(tmp_path):
+def test_tiny_run_with_two_training_wordings_per_rule(twin_runs):
     """End to end with a noun and a biography-verb frame trained: every stage runs, and every cell
-    (hard ones included) is evaluated, the train cell on both wordings."""
-    # 15 LM epochs, not the tiny config's 40: this test checks the wiring, not how well it learns.
-    # The seed's hook only: the other layers of the profile run the same code on other files.
-    write_config(
-        tmp_path, tiny_config(dataset={"train_templates": [0, 8]}, training={"epochs": 15}, sweep={"layers": [-1]})
-    )
-    run_snakemake(tmp_path, "--cores", "2", timeout=1800)
-    results = tmp_path / "results"
+    (hard ones included) is evaluated, the train cell on both wordings. The run is the first of the
+    session's twin runs (tests/conftest.py): two LM epochs, the seed's hook only, since this test
+    checks the wiring, not how well the LM learns."""
+    run = twin_runs[0]
+    results = run / "results"
     rows = [json.loads(line) for line in (results / "dataset" / "qa_train.jsonl").read_text().splitlines()]
     assert Counter((r["rule_name"], r["template_idx"]) for r in rows) == {
         (rule, t): 12 for rule in RULES for t in (0, 8)
@@ -368,5 +365,5 @@ def test_tiny_run_with_two_training_wordings_per_rule(tmp_path):
     }
     for cell in metrics["cells"]:
         assert metrics["slot_accuracy"][cell] is not None
-    assert "2 training wordings per rule (noun 1, verb 1)" in (tmp_path / "logs" / "dataset.log").read_text()
+    assert "2 training wordings per rule (noun 1, verb 1)" in (run / "logs" / "dataset.log").read_text()
     assert (results / "eval" / "summary.md").is_file()

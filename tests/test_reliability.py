@@ -7,8 +7,9 @@ offline (tests/test_workflow.py); each bad data file at library level (tests/tes
 load_sae on a truncated file, a harmless pickle and shapes from another cfg.json, a nan SAE loss
 term, and in-process SAE/LM resume equality (tests/test_sae.py, tests/test_lm.py).
 
-The determinism test runs its own cheaper copy of the tiny config twice, side by side, rather
-than a second copy of the session's tiny_pipeline: that one trains for minutes.
+The determinism test compares the session's twin runs (tests/conftest.py), two cheaper copies of
+the tiny config run side by side, rather than a second copy of the session's tiny_pipeline: that
+one trains for minutes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from biosae.config import SCHEMA_PATH, validate_config
 from biosae.errors import BiosaeError
 from biosae.io import atomic_directory, atomic_path, load_tensors, read_yaml, save_tensors
-from tests.conftest import DATA, REPO, interrupted_after, run_snakemake, tiny_config, write_config
+from tests.conftest import DATA, REPO, interrupted_after, run_snakemake, start_snakemake, tiny_config, write_config
 
 # ------------------------------------------------------------------------------------------------
 # Helpers
@@ -800,35 +801,6 @@ def process_tree(pid: int) -> set[int]:
     return tree
 
 
-def start_snakemake(workdir: Path, *args, output: Path | None = None) -> subprocess.Popen:
-    """Snakemake in the background, in its own session; its output piped, or written to ``output``."""
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *args,
-    ]
-    stdout = open(output, "w") if output else subprocess.PIPE  # noqa: SIM115 - closed below, the child keeps its copy
-    process = subprocess.Popen(
-        command,
-        cwd=workdir,
-        stdout=stdout,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"},
-    )
-    if output:
-        stdout.close()
-    return process
-
-
 def read_text(path: Path) -> str:
     try:
         return path.read_text()
@@ -922,29 +894,10 @@ def digests(directory: Path) -> dict[str, str]:
     }
 
 
-def determinism_config() -> dict:
-    """The tiny config made cheaper still (the point is equality, not learning): the seed's hook
-    only, since every layer's jobs are the same code at another layer."""
-    return tiny_config(
-        training={"epochs": 2, "batch_size": 8},
-        sae={"epochs": 3},
-        evaluate={"max_prompts_per_cell": 12, "swap_alphas": [1.0]},
-        sweep={"layers": [-1]},
-    )
-
-
 @pytest.mark.slow
-def test_same_config_twice_gives_identical_dataset_and_metrics(tmp_path):
+def test_same_config_twice_gives_identical_dataset_and_metrics(twin_runs):
     """Two pipelines side by side (one core each, so both train with one thread): same bytes, same numbers."""
-    runs = [tmp_path / "a", tmp_path / "b"]
-    processes = []
-    for run in runs:
-        run.mkdir()
-        write_config(run, determinism_config())
-        processes.append(start_snakemake(run, "--cores", "1", output=run / "snakemake.out"))
-    for run, process in zip(runs, processes):
-        assert process.wait(timeout=1200) == 0, (run / "snakemake.out").read_text()[-4000:]
-    first, second = (run / "results" for run in runs)
+    first, second = (run / "results" for run in twin_runs)
     assert len(digests(first / "dataset")) == 6
     assert digests(first / "dataset") == digests(second / "dataset")
     for relative in ("eval/metrics.json", "lm/qa_accuracy.json"):
