@@ -58,9 +58,10 @@ def write_config(directory: Path, config: dict) -> Path:
     return path
 
 
-def run_snakemake(workdir: Path, *args, check=True, timeout=900) -> subprocess.CompletedProcess:
-    """The real Snakemake engine on the repository's Snakefile, in ``workdir``."""
-    command = [
+def snakemake_command(workdir: Path, *args) -> list[str]:
+    """The real Snakemake engine on the repository's Snakefile, in ``workdir`` with its config.yaml."""
+    workdir = Path(workdir)
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -69,11 +70,26 @@ def run_snakemake(workdir: Path, *args, check=True, timeout=900) -> subprocess.C
         "--directory",
         str(workdir),
         "--configfile",
-        str(Path(workdir) / "config.yaml"),
+        str(workdir / "config.yaml"),
         *args,
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
+
+
+def snakemake_env() -> dict[str, str]:
+    """The test environment, with unbuffered job logs and no progress bars."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+
+
+def run_snakemake(workdir: Path, *args, check=True, timeout=900) -> subprocess.CompletedProcess:
+    """Snakemake run to its end (snakemake_command); fails the test with its output unless ``check`` is off."""
+    result = subprocess.run(
+        snakemake_command(workdir, *args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=snakemake_env(),
+        cwd=workdir,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
@@ -138,27 +154,15 @@ def pytest_configure(config):
 
 def start_snakemake(workdir: Path, *args, output: Path | None = None) -> subprocess.Popen:
     """Snakemake in the background, in its own session; its output piped, or written to ``output``."""
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *args,
-    ]
     stdout = open(output, "w") if output else subprocess.PIPE  # noqa: SIM115 - closed below, the child keeps its copy
     process = subprocess.Popen(
-        command,
+        snakemake_command(workdir, *args),
         cwd=workdir,
         stdout=stdout,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"},
+        env=snakemake_env(),
     )
     if output:
         stdout.close()
