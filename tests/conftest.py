@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from unittest import mock
 
@@ -169,6 +170,54 @@ def start_snakemake(workdir: Path, *args, output: Path | None = None) -> subproc
     return process
 
 
+def shared_temp_dir(tmp_path_factory) -> Path:
+    """The temporary directory that every pytest-xdist worker of this session sees (the parent of
+    each worker's own); without xdist, the session's."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
+
+
+def session_owner_pid() -> int:
+    """The pytest process that outlives every test of the session: pytest-xdist's controller (each
+    worker's parent), or this process when one process runs every test."""
+    return os.getppid() if "PYTEST_XDIST_WORKER" in os.environ else os.getpid()
+
+
+def background_runs_file(owner_pid: int) -> Path:
+    """Where the directories of the session's background runs are listed, for the owner to stop."""
+    return Path(tempfile.gettempdir()) / f"biosae-tests-{owner_pid}-background-runs"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def slurm_run_started_early(request, tmp_path_factory) -> Path | None:
+    """The SLURM test's pipeline, started in the background when the session's first test is set
+    up, if the SLURM test is among those selected and a cluster answers (tests/test_slurm.py);
+    its directory, or None."""
+    if not any(item.path.name == "test_slurm.py" for item in request.session.items):
+        return None
+    from tests.test_slurm import start_shared_slurm_run
+
+    directory = start_shared_slurm_run(shared_temp_dir(tmp_path_factory))
+    if directory is not None:
+        with background_runs_file(session_owner_pid()).open("a") as runs:
+            runs.write(f"{directory}\n")
+    return directory
+
+
+def pytest_sessionfinish(session):
+    """The session's owner stops the background runs that no test waited for (a run that ended
+    is left as it is)."""
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: the controller stops them
+        return
+    runs = background_runs_file(os.getpid())
+    if runs.is_file():
+        from tests.test_slurm import stop_slurm_run
+
+        for directory in set(runs.read_text().split()):
+            stop_slurm_run(Path(directory))
+        runs.unlink()
+
+
 def shared_run(tmp_path_factory, name: str, make) -> Path:
     """A directory that ``make(directory)`` fills once per test session and that several test
     files read.
@@ -182,7 +231,7 @@ def shared_run(tmp_path_factory, name: str, make) -> Path:
         return directory
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp().parent
+    shared = shared_temp_dir(tmp_path_factory)
     directory = shared / name
     finished, failed = shared / f"{name}.finished", shared / f"{name}.failed"
     with FileLock(shared / f"{name}.lock"):

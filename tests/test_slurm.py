@@ -6,6 +6,7 @@ The cluster is the single-node one of .ci/slurm/ (start.sh, as root, before pyte
 after trying to start the cluster itself (root only) and stopping what it started, by PID.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -153,50 +155,90 @@ def slurm_cluster(tmp_path_factory):
 
 def write_tiny_config(workdir):
     """The tiny experiment of tests/conftest.py (the same config as the local `tiny_pipeline` run)."""
-    workdir.mkdir(parents=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     return write_config(workdir, tiny_config())
 
 
-def run_snakemake(workdir, options, timeout):
-    """Snakemake on the repository's Snakefile in workdir; returns its output (stdout+stderr)."""
-    command = [
+def slurm_command() -> list[str]:
+    """Snakemake on the repository's Snakefile, in the working directory, through the SLURM profile."""
+    return [
         sys.executable,
         "-m",
         "snakemake",
         *SLURM_TARGETS,
         "--snakefile",
         str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
         "--configfile",
-        str(workdir / "config.yaml"),
-        *options,
+        "config.yaml",
+        "--profile",
+        str(SLURM_CI_PROFILE),
     ]
+
+
+def start_slurm_run(workdir: Path) -> None:
+    """The tiny pipeline through sbatch, in the background in ``workdir``: its output goes to
+    snakemake.out, its exit status (once it ends) to snakemake.rc, its process group to
+    snakemake.pid (a session of its own, which stop_slurm_run signals)."""
+    write_tiny_config(workdir)
     env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
     env.pop("SNAKEMAKE_PROFILE", None)
     env.update(PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
-    # A session of its own, so that a timeout can interrupt Snakemake, which then scancels its jobs.
+    # bash writes the status when Snakemake ends: the test that waits may be in another process.
+    status = '"$@" > snakemake.out 2>&1; echo $? > snakemake.rc.part && mv snakemake.rc.part snakemake.rc'
     process = subprocess.Popen(
-        command,
+        ["bash", "-c", status, "bash", *slurm_command()],
         cwd=workdir,
         env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            output, _ = process.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            output, _ = process.communicate()
-        pytest.fail(f"snakemake ran over {timeout} s: {' '.join(command)}\n{output[-6000:]}")
-    assert process.returncode == 0, f"snakemake failed ({process.returncode}): {' '.join(command)}\n{output[-6000:]}"
+    (workdir / "snakemake.pid").write_text(str(process.pid))
+
+
+def stop_slurm_run(workdir: Path) -> None:
+    """Stops a run of start_slurm_run that has not ended: on SIGTERM Snakemake submits no further
+    job and exits once its running ones end. (Not SIGINT, which cancels them at once: a process
+    started in the background by a shell that has no job control inherits SIGINT ignored.)"""
+    if (workdir / "snakemake.rc").is_file() or not (workdir / "snakemake.pid").is_file():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(int((workdir / "snakemake.pid").read_text()), signal.SIGTERM)
+
+
+def finish_slurm_run(workdir: Path, timeout: float) -> str:
+    """Waits for the run of start_slurm_run in ``workdir`` and returns its output; past
+    ``timeout`` seconds, interrupts it and fails the test."""
+    deadline = time.monotonic() + timeout
+    while not (workdir / "snakemake.rc").is_file():
+        if time.monotonic() > deadline:
+            stop_slurm_run(workdir)
+            pytest.fail(
+                f"snakemake ran over {timeout} s in {workdir}:\n{(workdir / 'snakemake.out').read_text()[-6000:]}"
+            )
+        time.sleep(1)
+    output = (workdir / "snakemake.out").read_text()
+    code = int((workdir / "snakemake.rc").read_text())
+    assert code == 0, f"snakemake failed ({code}): {' '.join(slurm_command())}\n{output[-6000:]}"
     return output
+
+
+def start_shared_slurm_run(shared: Path) -> Path | None:
+    """The SLURM run, started once per test session as soon as a worker sets up its first test,
+    when a cluster answers: its jobs mostly wait on the queue, so it goes on beside the other
+    tests rather than after them. Returns its directory under ``shared`` (which every worker
+    sees), or None where no cluster answers yet (the test then runs it itself)."""
+    if shutil.which("sbatch") is None or not cluster_state()[0]:
+        return None
+    from filelock import FileLock
+
+    directory = shared / "slurm_run"
+    with FileLock(shared / "slurm_run.lock"):
+        if not directory.exists():
+            directory.mkdir()
+            start_slurm_run(directory)
+    return directory
 
 
 def assert_every_job_went_through_sbatch(output):
@@ -321,12 +363,13 @@ def assert_same_outputs(slurm_dir, local_dir):
         print("\n".join(tally["unequal"][:40] + tensor_differences(slurm_dir, local_dir)))
 
 
-def test_pipeline_on_slurm_matches_local_run(slurm_cluster, tiny_pipeline, tmp_path):
+def test_pipeline_on_slurm_matches_local_run(slurm_cluster, tiny_pipeline, slurm_run_started_early, tmp_path):
     """The whole tiny pipeline through sbatch equals the local `--cores 2` run of the same config
     (the session's `tiny_pipeline`, shared with the other end-to-end tests)."""
-    slurm_dir = tmp_path / "slurm"
-    write_tiny_config(slurm_dir)
-
-    slurm_output = run_snakemake(slurm_dir, ["--profile", str(SLURM_CI_PROFILE)], SLURM_RUN_TIMEOUT_S)
+    slurm_dir = slurm_run_started_early
+    if slurm_dir is None:  # no cluster answered when the session began: slurm_cluster started one
+        slurm_dir = tmp_path / "slurm"
+        start_slurm_run(slurm_dir)
+    slurm_output = finish_slurm_run(slurm_dir, SLURM_RUN_TIMEOUT_S)
     assert_every_job_went_through_sbatch(slurm_output)
     assert_same_outputs(slurm_dir, tiny_pipeline)
