@@ -145,7 +145,12 @@ def workdir(tmp_path) -> Path:
 def pytest_configure(config):
     """Under pytest-xdist (test.sh runs one worker per core), each worker's in-process torch gets
     its share of the cores, so that two workers don't run four torch threads on two cores. The
-    Snakemake jobs that tests start take the threads of their rule, as in a real run."""
+    Snakemake jobs that tests start take the threads of their rule, as in a real run.
+
+    The session's owner starts an empty list of background runs: one left by an earlier process
+    of the same pid (killed before its session finished) names runs that are not this session's."""
+    if not hasattr(config, "workerinput"):
+        background_runs_file(os.getpid()).unlink(missing_ok=True)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch
