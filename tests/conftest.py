@@ -175,13 +175,6 @@ def start_snakemake(workdir: Path, *args, output: Path | None = None) -> subproc
     return process
 
 
-def shared_temp_dir(tmp_path_factory) -> Path:
-    """The temporary directory that every pytest-xdist worker of this session sees (the parent of
-    each worker's own); without xdist, the session's."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
-
-
 def session_owner_pid() -> int:
     """The pytest process that outlives every test of the session: pytest-xdist's controller (each
     worker's parent), or this process when one process runs every test."""
@@ -200,12 +193,15 @@ def slurm_run_started_early(request, tmp_path_factory) -> Path | None:
     its directory, or None."""
     if not any(item.path.name == "test_slurm.py" for item in request.session.items):
         return None
-    from tests.test_slurm import start_shared_slurm_run
+    from tests.test_slurm import slurm_answers, start_slurm_run
 
-    directory = start_shared_slurm_run(shared_temp_dir(tmp_path_factory))
-    if directory is not None:
-        with background_runs_file(session_owner_pid()).open("a") as runs:
-            runs.write(f"{directory}\n")
+    if not slurm_answers():  # the test starts the run itself, once slurm_cluster has a cluster up
+        return None
+    # Its jobs mostly wait on the queue, so it goes on beside the other tests rather than after
+    # them; shared_run starts it once (start_slurm_run returns at once, the run goes on).
+    directory = shared_run(tmp_path_factory, "slurm_run", start_slurm_run)
+    with background_runs_file(session_owner_pid()).open("a") as runs:
+        runs.write(f"{directory}\n")
     return directory
 
 
@@ -236,7 +232,7 @@ def shared_run(tmp_path_factory, name: str, make) -> Path:
         return directory
     from filelock import FileLock
 
-    shared = shared_temp_dir(tmp_path_factory)
+    shared = tmp_path_factory.getbasetemp().parent
     directory = shared / name
     finished, failed = shared / f"{name}.finished", shared / f"{name}.failed"
     with FileLock(shared / f"{name}.lock"):

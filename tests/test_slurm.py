@@ -224,21 +224,9 @@ def finish_slurm_run(workdir: Path, timeout: float) -> str:
     return output
 
 
-def start_shared_slurm_run(shared: Path) -> Path | None:
-    """The SLURM run, started once per test session as soon as a worker sets up its first test,
-    when a cluster answers: its jobs mostly wait on the queue, so it goes on beside the other
-    tests rather than after them. Returns its directory under ``shared`` (which every worker
-    sees), or None where no cluster answers yet (the test then runs it itself)."""
-    if shutil.which("sbatch") is None or not cluster_state()[0]:
-        return None
-    from filelock import FileLock
-
-    directory = shared / "slurm_run"
-    with FileLock(shared / "slurm_run.lock"):
-        if not directory.exists():
-            directory.mkdir()
-            start_slurm_run(directory)
-    return directory
+def slurm_answers() -> bool:
+    """Whether sbatch is installed and a cluster answers now (slurm_cluster says why not)."""
+    return shutil.which("sbatch") is not None and cluster_state()[0]
 
 
 def assert_every_job_went_through_sbatch(output):
