@@ -169,9 +169,9 @@ def test_train_wordings_per_question_trains_a_drawn_share_of_each_persons_wordin
     "changes, message",
     [
         (
-            dict(train_templates=[0, 13]),
-            r"config key dataset\.train_templates: wording 13 of rule birth_date is not "
-            r"in .*birth_date\.txt, which has wordings 0\.\.12",
+            dict(train_templates=[0, 16]),
+            r"config key dataset\.train_templates: wording 16 of rule birth_date is not "
+            r"in .*birth_date\.txt, which has wordings 0\.\.15",
         ),
         (dict(train_templates={"major": [0]}), r"config key dataset\.train_templates: has no list for rule birth_date"),
         (
@@ -246,22 +246,29 @@ def test_default_config_dataset_bytes_unchanged(tmp_path):
 
 
 def test_extended_biography_sentences_are_opt_in():
-    """The extended set joins the seed's sentences only when asked for; the seed's set draws as before."""
+    """Each set joins the seed's sentences only when asked for, and holds the sets before it; the
+    seed's set draws as before."""
     seed = load_templates(DATA / "templates", DATA / "qa_templates")
     extended = load_templates(DATA / "templates", DATA / "qa_templates", "extended")
+    wide = load_templates(DATA / "templates", DATA / "qa_templates", "wide")
     for rule in RULES:
         assert extended.biography[rule][: len(seed.biography[rule])] == seed.biography[rule]
-        assert extended.biography[rule][len(seed.biography[rule]) :] == seed.left_out_biography[rule]
-        assert len(seed.left_out_biography[rule]) == 3 and extended.left_out_biography[rule] == ()
+        assert wide.biography[rule][: len(extended.biography[rule])] == extended.biography[rule]
+        assert extended.biography[rule][len(seed.biography[rule]) :] == seed.left_out_biography[rule][:3]
+        assert wide.biography[rule][len(seed.biography[rule]) :] == seed.left_out_biography[rule]
+        assert len(seed.left_out_biography[rule]) == 6 and len(extended.left_out_biography[rule]) == 3
+        assert wide.left_out_biography[rule] == ()
     text = {
         name: " ".join(doc["text"] for doc in build_dataset(config(biography_templates=name))[3])
-        for name in ("seed", "extended")
+        for name in ("seed", "extended", "wide")
     }
     for sentence in ("grew up in", "has a job at", "wrote a thesis on", "is stationed in"):
-        assert sentence in text["extended"] and sentence not in text["seed"]
+        assert sentence in text["extended"] and sentence in text["wide"] and sentence not in text["seed"]
+    for sentence in ("comes originally from", "draws a salary from", "is a scholar of", "makes a living in"):
+        assert sentence in text["wide"] and sentence not in text["extended"]
     assert build_dataset(config(biography_templates="seed")) == build_dataset(config())
     with pytest.raises(
-        BiosaeError, match=r"^config key dataset\.biography_templates: 'all' is not one of seed, extended$"
+        BiosaeError, match=r"^config key dataset\.biography_templates: 'all' is not one of seed, extended, wide$"
     ):
         build_dataset(config(biography_templates="all"))
 
@@ -304,7 +311,7 @@ def test_unseen_question_word_fails_naming_it(tmp_path):
         (
             "templates/major.txt",
             "{name} studied {major}.\nextnded: {name} read {major}.\n",
-            r"major\.txt:2: unknown biography set 'extnded' \(known: extended\)",
+            r"major\.txt:2: unknown biography set 'extnded' \(known: extended, wide\)",
         ),
         ("qa_templates/employer.txt", "What is the employer of {name}?\n", r"employer\.txt: a rule needs at least 4"),
         ("entities/employers.tsv", "Acme Corp\n", r"employers\.tsv:1: expected 'employer<TAB>headquarters city'"),

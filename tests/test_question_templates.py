@@ -23,10 +23,16 @@ from tests.conftest import DATA, REPO, planned_jobs, run_snakemake, tiny_config,
 
 STUDY_CONFIGS = sorted((REPO / "config").glob("questions_*.yaml"))
 PHRASES = REPO / "config" / "questions_phrases.yaml"
-NEW_FRAMES = (10, 11, 12)  # the verb wordings built on the biography sentences marked "extended:"
-# Beyond the trained wordings, the phrases setting picks the biography set (the corpus's size and
-# the LM's epochs stay the default's).
-STUDY_KEYS = {"questions_phrases": {"dataset": {"train_templates", "biography_templates"}}}
+VERBS = REPO / "config" / "questions_verbs.yaml"
+# The verb wordings built on the biography sentences that a set adds: "extended:" (phrases) and
+# "wide:" (verbs).
+NEW_FRAMES = {PHRASES: (10, 11, 12), VERBS: (13, 14, 15)}
+# Beyond the trained wordings, the phrases and verbs settings pick the biography set (the corpus's
+# size and the LM's epochs stay the default's).
+STUDY_KEYS = {
+    "questions_phrases": {"dataset": {"train_templates", "biography_templates"}},
+    "questions_verbs": {"dataset": {"train_templates", "biography_templates"}},
+}
 
 
 def copy_data(tmp_path: Path) -> Path:
@@ -46,9 +52,9 @@ def dataset_config(root: Path = DATA, **changes) -> DatasetConfig:
     return DatasetConfig(**{**base, **changes})
 
 
-def phrases_dataset() -> dict:
-    """The phrases setting's dataset keys that choose wordings and sentences (not the corpus's size)."""
-    section = yaml.safe_load(PHRASES.read_text())["dataset"]
+def phrases_dataset(path: Path = PHRASES) -> dict:
+    """A setting's dataset keys that choose wordings and sentences (not the corpus's size)."""
+    section = yaml.safe_load(path.read_text())["dataset"]
     return {key: section[key] for key in ("train_templates", "biography_templates")}
 
 
@@ -80,10 +86,12 @@ def test_shipped_wordings_keep_hard_content_words_out_of_every_trainable_wording
     for rule in RULES:
         for wording in templates.questions[rule]:
             assert not set(content_words(wording)) & hard_words, wording
-    # All ten wordings of every rule trained at once pass the dataset stage's check, and all
-    # thirteen with the biography sentences that the new frames are built on.
+    # All ten wordings of every rule trained at once pass the dataset stage's check, all thirteen
+    # with the biography sentences that frames 10-12 are built on, and all sixteen with those of
+    # 13-15.
     build_dataset(dataset_config(train_templates=list(range(10))))
     build_dataset(dataset_config(train_templates=list(range(13)), biography_templates="extended"))
+    build_dataset(dataset_config(train_templates=list(range(16)), biography_templates="wide"))
 
 
 def test_planted_hard_content_word_fails_naming_template_and_word(tmp_path):
@@ -178,7 +186,7 @@ def test_shipped_study_configs_validate_and_pass_the_dataset_checks(path):
     assert heldout_wordings({rule: tuple(trained) for rule in RULES}) == {rule: (1, 2, 3) for rule in RULES}
 
 
-def test_study_configs_are_the_four_settings():
+def test_study_configs_are_the_five_settings():
     families = load_templates(DATA / "templates", DATA / "qa_templates").question_families
     settings = {}
     for path in STUDY_CONFIGS:
@@ -189,6 +197,7 @@ def test_study_configs_are_the_four_settings():
         "questions_nouns": {"noun": 6 * 5},
         "questions_nouns_verbs": {"noun": 6 * 5, "verb": 6 * 2},
         "questions_phrases": {"noun": 6 * 5, "verb": 6 * 5},
+        "questions_verbs": {"noun": 6, "verb": 6 * 8},
     }
 
 
@@ -228,13 +237,15 @@ def test_new_phrase_frame_sharing_a_hard_content_word_fails_naming_both(tmp_path
     )
 
 
-def test_new_frames_are_built_on_words_of_the_biographies():
+@pytest.mark.parametrize("path", [PHRASES, VERBS], ids=lambda p: p.stem)
+def test_new_frames_are_built_on_words_of_the_biographies(path):
     """Every word of a new frame is in the LM's training text outside its own QA rows: in the
     biographies, or in the noun wordings trained beside it (the attribute word, question words)."""
-    templates = load_templates(DATA / "templates", DATA / "qa_templates", "extended")
-    _, _, qa, corpus = build_dataset(dataset_config(**phrases_dataset()))
+    setting = phrases_dataset(path)
+    templates = load_templates(DATA / "templates", DATA / "qa_templates", setting["biography_templates"])
+    _, _, qa, corpus = build_dataset(dataset_config(**setting))
     biography_words = {w for doc in corpus if doc["source"] == "biography" for w in words(doc["text"])}
-    trained = phrases_dataset()["train_templates"]
+    trained = setting["train_templates"]
     for rule in RULES:
         noun_words = {
             w
@@ -242,14 +253,14 @@ def test_new_frames_are_built_on_words_of_the_biographies():
             if templates.question_families[rule][index] == "noun"
             for w in words(fixed_text(templates.questions[rule][index]))
         }
-        for index in NEW_FRAMES:
+        for index in NEW_FRAMES[path]:
             frame = templates.questions[rule][index]
             assert templates.question_families[rule][index] == "verb", frame
             assert set(words(fixed_text(frame))) - biography_words <= noun_words, frame
             # its phrase's own words: at least one content word no noun wording has
             assert set(content_words(frame)) & biography_words - noun_words, frame
     assert {(r["rule_name"], r["template_idx"]) for r in qa["qa_train"]} >= {
-        (rule, i) for rule in RULES for i in NEW_FRAMES
+        (rule, i) for rule in RULES for i in NEW_FRAMES[path]
     }
 
 
@@ -267,7 +278,7 @@ def syntax(wording: str) -> tuple[str, ...]:
 def test_verb_frames_do_not_copy_a_hard_wordings_syntax():
     """No verb frame is a hard wording with its content words swapped ("Who recruited {name}?")."""
     assert syntax("Who recruited {name}?") == syntax("Who hired {name}?") == ("who", "_", "{name}", "?")
-    templates = load_templates(DATA / "templates", DATA / "qa_templates", "extended")
+    templates = load_templates(DATA / "templates", DATA / "qa_templates", "wide")
     hard = {syntax(wording): wording for rule in RULES for wording in templates.hard_questions[rule]}
     frames = [
         wording
@@ -275,7 +286,7 @@ def test_verb_frames_do_not_copy_a_hard_wordings_syntax():
         for wording, family in zip(templates.questions[rule], templates.question_families[rule])
         if family == "verb"
     ]
-    assert len(frames) == 6 * 5
+    assert len(frames) == 6 * 8
     for frame in frames:
         assert syntax(frame) not in hard, (frame, hard.get(syntax(frame)))
     # and they vary: statements ending in the question word as well as which/what questions
@@ -295,15 +306,27 @@ def test_new_frames_without_their_biography_sentences_fail_naming_the_key():
         f"template_idx 10) is built on a biography sentence this run leaves out: the word 'arrival' is only in "
         f"{DATA}/templates/birth_date.txt's sentences outside config key dataset.biography_templates: seed"
     )
+    # and the wide set's frames on the extended set alone
+    message = one_line_error(
+        r"built on a biography sentence",
+        build_dataset,
+        dataset_config(train_templates=phrases_dataset(VERBS)["train_templates"], biography_templates="extended"),
+    )
+    assert message == (
+        f"training verb wording '{{name}} was delivered on which date?' ({DATA}/qa_templates/birth_date.txt, "
+        f"template_idx 13) is built on a biography sentence this run leaves out: the word 'delivered' is only in "
+        f"{DATA}/templates/birth_date.txt's sentences outside config key dataset.biography_templates: extended"
+    )
 
 
-def test_phrases_config_dry_run_plans_the_whole_pipeline(tmp_path):
-    """The documented way to run the setting: its own directory, data linked in, the overlay on
+def test_phrases_and_verbs_configs_dry_run_plans_the_whole_pipeline(tmp_path):
+    """The documented way to run a setting: its own directory, data linked in, the overlay on
     config.yaml. Its dry run plans every stage, as the default's does."""
     (tmp_path / "data").symlink_to(DATA)
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
     default = planned_jobs(tmp_path)
     assert planned_jobs(tmp_path, "--configfile", str(PHRASES)) == default
+    assert planned_jobs(tmp_path, "--configfile", str(VERBS)) == default
     assert {"dataset", "train_lm", "activations", "train_sae", "evaluate_methods", "evaluate", "aggregate"} <= set(
         default
     )

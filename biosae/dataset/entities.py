@@ -5,7 +5,8 @@ Layout (all UTF-8, one value a line, ``#`` starts a comment line):
     entities/cities.txt, universities.txt, majors.txt
     entities/employers.tsv           employer<TAB>headquarters city
     templates/<rule>.txt             biography sentences with {name} and {<rule>}; "extended: <sentence>"
-                                     marks a sentence of the extended set (BIOGRAPHY_SETS)
+                                     marks a sentence of the extended set ("wide: " of the
+                                     wide one; BIOGRAPHY_SETS)
     qa_templates/<rule>.txt          >= 4 question wordings with {name}, each "<family>: <wording>"
     qa_templates/hard/<rule>.txt     biography-wording questions with {name} (>= 1)
 Question files may mark a wording's family (biosae.dataset.question_templates); an unmarked line is a
@@ -23,10 +24,11 @@ from biosae.errors import BiosaeError
 from biosae.rules import RULES
 
 # A biography file's unmarked sentences are the seed's, used in every run; a sentence marked
-# "extended: " joins them only with dataset.biography_templates: extended. The sampler draws
-# uniformly from the sentences it is given, so a sentence added to the seed's set would change
-# every person's biographies: added phrases stay marked, and the default corpus stays the seed's.
-BIOGRAPHY_SETS = ("seed", "extended")
+# "extended: " joins them with dataset.biography_templates: extended, and one marked "wide: " with
+# wide (which keeps the extended ones too: each set holds the ones before it). The sampler draws
+# uniformly from the sentences it is given, so a sentence added to a set would change every
+# person's biographies under it: added phrases get a new mark, and each set's corpus stays as it was.
+BIOGRAPHY_SETS = ("seed", "extended", "wide")
 _BIOGRAPHY_MARKS = BIOGRAPHY_SETS[1:]
 
 
@@ -156,7 +158,7 @@ def load_templates(templates_dir, qa_templates_dir, biography_templates: str = "
         rule: _templates(bio_root / f"{rule}.txt", {"name", rule}, marks=_BIOGRAPHY_MARKS, kind="biography set")
         for rule in RULES
     }
-    chosen = {None} if biography_templates == "seed" else {None, *_BIOGRAPHY_MARKS}
+    chosen = {None, *BIOGRAPHY_SETS[1 : BIOGRAPHY_SETS.index(biography_templates) + 1]}
     wordings = dict(marks=FAMILIES, kind="wording family", distinct=True)
     questions = {rule: _templates(qa_root / f"{rule}.txt", {"name"}, SEED_WORDINGS, **wordings) for rule in RULES}
     hard = {rule: _wordings(_templates(qa_root / "hard" / f"{rule}.txt", {"name"}, **wordings)) for rule in RULES}
