@@ -4,6 +4,7 @@ and the training regression fixture of both SAEs (biosae.sae.model and biosae.sa
 import csv
 import math
 import pickle
+from dataclasses import replace
 
 import pytest
 import torch
@@ -455,14 +456,60 @@ def test_load_refuses_shape_mismatch_and_bad_config(tmp_path):
 # --- regression: training and the on-disk format stay as the fixture records them -------------------
 
 
-def test_training_reproduces_the_reference_weights_and_logs_bit_for_bit():
-    """Both SAEs, stacked over 3 layers and alone, train to exactly the weights and logs of
-    tests/data/make_sae_reference.py's fixture, saved under the same tensor names and shapes."""
+# How far a CPU other than the fixture's may round: PyTorch's CPU kernels sum in an order that
+# depends on the instruction set (AVX2, AVX-512), so fp32 training on another CPU lands within a
+# few ulps of the fixture (2.5e-7 of a tensor's largest value, seen on an AVX-512 AMD host against
+# the fixture's Intel one), not on it. A change to the training itself moves weights by far more
+# (test_reference_tolerance_still_catches_a_changed_training).
+REFERENCE_RTOL = 1e-5
+REFERENCE_ATOL = 1e-6
+
+
+def assert_logs_match(logs: dict, reference: dict) -> None:
+    """Equal keys, integers and strings; floats within the reference tolerance."""
+    assert sorted(logs) == sorted(reference)
+    for run, rows in reference.items():
+        assert len(logs[run]) == len(rows), run
+        for row, expected in zip(logs[run], rows):
+            assert sorted(row) == sorted(expected), run
+            for key, value in expected.items():
+                if isinstance(value, float):
+                    assert row[key] == pytest.approx(value, rel=REFERENCE_RTOL, abs=REFERENCE_ATOL), (run, key)
+                else:
+                    assert row[key] == value, (run, key)
+
+
+def test_training_reproduces_the_reference_weights_and_logs():
+    """Both SAEs, stacked over 3 layers and alone, train to the weights and logs of
+    tests/data/make_sae_reference.py's fixture (to the last few ulps), saved under the same
+    tensor names, dtypes and shapes."""
     from tests.data.make_sae_reference import REFERENCE_HISTORIES, REFERENCE_TENSORS, train_references
 
     tensors, histories = train_references()
     reference = load_tensors(REFERENCE_TENSORS)
     assert sorted(tensors) == sorted(reference)
     for name, tensor in reference.items():
-        assert tensors[name].dtype == tensor.dtype and torch.equal(tensors[name], tensor), name
-    assert histories == read_json(REFERENCE_HISTORIES)
+        assert tensors[name].dtype == tensor.dtype and tensors[name].shape == tensor.shape, name
+        torch.testing.assert_close(tensors[name], tensor, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL, msg=name)
+    assert_logs_match(histories, read_json(REFERENCE_HISTORIES))
+
+
+def test_reference_tolerance_still_catches_a_changed_training(monkeypatch):
+    """The tolerance is no blanket: one more part in a thousand of learning rate, for both SAEs,
+    takes the trained weights outside it."""
+    from tests.data import make_sae_reference
+    from tests.data.make_sae_reference import REFERENCE_TENSORS, train_references
+
+    for name in ("supervised_config", "topk_config"):
+        original = getattr(make_sae_reference, name)
+        monkeypatch.setattr(
+            make_sae_reference, name, lambda original=original: replace(original(), lr=original().lr * 1.001)
+        )
+    tensors, _ = train_references()
+    reference = load_tensors(REFERENCE_TENSORS)
+    for run in ("supervised_alone", "supervised_stack", "topk_alone", "topk_stack"):
+        names = [name for name in reference if name.startswith(run + ".")]
+        assert any(
+            not torch.allclose(tensors[name], reference[name], rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL)
+            for name in names
+        ), run
