@@ -52,7 +52,7 @@ def dataset_config(root: Path = DATA, **changes) -> DatasetConfig:
     return DatasetConfig(**{**base, **changes})
 
 
-def phrases_dataset(path: Path = PHRASES) -> dict:
+def setting_dataset(path: Path = PHRASES) -> dict:
     """A setting's dataset keys that choose wordings and sentences (not the corpus's size)."""
     section = yaml.safe_load(path.read_text())["dataset"]
     return {key: section[key] for key in ("train_templates", "biography_templates")}
@@ -229,7 +229,7 @@ def test_new_phrase_frame_sharing_a_hard_content_word_fails_naming_both(tmp_path
         "verb: {name} was raised in which city?",
     )
     build_dataset(dataset_config(root))  # not trained: the default set passes
-    message = one_line_error(r"hard wording", build_dataset, dataset_config(root, **phrases_dataset()))
+    message = one_line_error(r"hard wording", build_dataset, dataset_config(root, **setting_dataset()))
     assert message == (
         f"hard wording 'Where was {{name}} raised?' ({root}/qa_templates/hard/birth_city.txt, template_idx 2) "
         f"shares the content word 'raised' with the training wording '{{name}} was raised in which city?' "
@@ -241,7 +241,7 @@ def test_new_phrase_frame_sharing_a_hard_content_word_fails_naming_both(tmp_path
 def test_new_frames_are_built_on_words_of_the_biographies(path):
     """Every word of a new frame is in the LM's training text outside its own QA rows: in the
     biographies, or in the noun wordings trained beside it (the attribute word, question words)."""
-    setting = phrases_dataset(path)
+    setting = setting_dataset(path)
     templates = load_templates(DATA / "templates", DATA / "qa_templates", setting["biography_templates"])
     _, _, qa, corpus = build_dataset(dataset_config(**setting))
     biography_words = {w for doc in corpus if doc["source"] == "biography" for w in words(doc["text"])}
@@ -299,7 +299,7 @@ def test_new_frames_without_their_biography_sentences_fail_naming_the_key():
     message = one_line_error(
         r"built on a biography sentence",
         build_dataset,
-        dataset_config(train_templates=phrases_dataset()["train_templates"]),
+        dataset_config(train_templates=setting_dataset()["train_templates"]),
     )
     assert message == (
         f"training verb wording 'The arrival of {{name}} took place on which date?' ({DATA}/qa_templates/birth_date.txt, "
@@ -310,7 +310,7 @@ def test_new_frames_without_their_biography_sentences_fail_naming_the_key():
     message = one_line_error(
         r"built on a biography sentence",
         build_dataset,
-        dataset_config(train_templates=phrases_dataset(VERBS)["train_templates"], biography_templates="extended"),
+        dataset_config(train_templates=setting_dataset(VERBS)["train_templates"], biography_templates="extended"),
     )
     assert message == (
         f"training verb wording '{{name}} was delivered on which date?' ({DATA}/qa_templates/birth_date.txt, "
