@@ -24,14 +24,17 @@ from tests.conftest import DATA, REPO, planned_jobs, run_snakemake, tiny_config,
 STUDY_CONFIGS = sorted((REPO / "config").glob("questions_*.yaml"))
 PHRASES = REPO / "config" / "questions_phrases.yaml"
 VERBS = REPO / "config" / "questions_verbs.yaml"
-# The verb wordings built on the biography sentences that a set adds: "extended:" (phrases) and
-# "wide:" (verbs).
-NEW_FRAMES = {PHRASES: (10, 11, 12), VERBS: (13, 14, 15)}
-# Beyond the trained wordings, the phrases and verbs settings pick the biography set (the corpus's
-# size and the LM's epochs stay the default's).
+WIDE = REPO / "config" / "questions_wide.yaml"
+
+# The verb wordings built on the biography sentences that a set adds: "extended:" (phrases),
+# "wide:" (verbs), and both (wide).
+NEW_FRAMES = {PHRASES: (10, 11, 12), VERBS: (13, 14, 15), WIDE: (10, 11, 12, 13, 14, 15)}
+# Beyond the trained wordings, the phrases, verbs and wide settings pick the biography set; the
+# corpus's size stays the default's, and only wide changes the LM's epochs (its steps' cap).
 STUDY_KEYS = {
     "questions_phrases": {"dataset": {"train_templates", "biography_templates"}},
     "questions_verbs": {"dataset": {"train_templates", "biography_templates"}},
+    "questions_wide": {"dataset": {"train_templates", "biography_templates"}, "training": {"epochs"}},
 }
 
 
@@ -186,7 +189,7 @@ def test_shipped_study_configs_validate_and_pass_the_dataset_checks(path):
     assert heldout_wordings({rule: tuple(trained) for rule in RULES}) == {rule: (1, 2, 3) for rule in RULES}
 
 
-def test_study_configs_are_the_five_settings():
+def test_study_configs_are_the_six_settings():
     families = load_templates(DATA / "templates", DATA / "qa_templates").question_families
     settings = {}
     for path in STUDY_CONFIGS:
@@ -198,6 +201,7 @@ def test_study_configs_are_the_five_settings():
         "questions_nouns_verbs": {"noun": 6 * 5, "verb": 6 * 2},
         "questions_phrases": {"noun": 6 * 5, "verb": 6 * 5},
         "questions_verbs": {"noun": 6, "verb": 6 * 8},
+        "questions_wide": {"noun": 6 * 5, "verb": 6 * 8},
     }
 
 
@@ -237,7 +241,7 @@ def test_new_phrase_frame_sharing_a_hard_content_word_fails_naming_both(tmp_path
     )
 
 
-@pytest.mark.parametrize("path", [PHRASES, VERBS], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [PHRASES, VERBS, WIDE], ids=lambda p: p.stem)
 def test_new_frames_are_built_on_words_of_the_biographies(path):
     """Every word of a new frame is in the LM's training text outside its own QA rows: in the
     biographies, or in the noun wordings trained beside it (the attribute word, question words)."""
@@ -319,7 +323,7 @@ def test_new_frames_without_their_biography_sentences_fail_naming_the_key():
     )
 
 
-def test_phrases_and_verbs_configs_dry_run_plans_the_whole_pipeline(tmp_path):
+def test_phrases_verbs_and_wide_configs_dry_run_plans_the_whole_pipeline(tmp_path):
     """The documented way to run a setting: its own directory, data linked in, the overlay on
     config.yaml. Its dry run plans every stage, as the default's does."""
     (tmp_path / "data").symlink_to(DATA)
@@ -327,6 +331,7 @@ def test_phrases_and_verbs_configs_dry_run_plans_the_whole_pipeline(tmp_path):
     default = planned_jobs(tmp_path)
     assert planned_jobs(tmp_path, "--configfile", str(PHRASES)) == default
     assert planned_jobs(tmp_path, "--configfile", str(VERBS)) == default
+    assert planned_jobs(tmp_path, "--configfile", str(WIDE)) == default
     assert {"dataset", "train_lm", "activations", "train_sae", "evaluate_methods", "evaluate", "aggregate"} <= set(
         default
     )
